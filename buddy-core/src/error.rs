@@ -1,0 +1,175 @@
+//! The error type of buddy's runtime.
+
+use std::fmt;
+
+use crate::run::RunResponse;
+
+/// A boxed error that can cross threads, the currency of user-defined failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a workflow, an agent or a team.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The workflow body panicked; the run was recorded with status `error`.
+    #[error("workflow run panicked: {message}")]
+    Panicked {
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// A storage operation failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The run itself finished, but writing it to storage failed.
+    ///
+    /// The run's response is kept here so that nothing the run produced is lost.
+    #[error("run `{run_id}` finished but could not be persisted", run_id = response.run_id.as_deref().unwrap_or("?"))]
+    Persist {
+        /// The response of the run that could not be written.
+        response: Box<RunResponse>,
+        /// Why the write failed.
+        #[source]
+        source: StorageError,
+    },
+    /// The stored session state does not decode into the workflow's state type.
+    #[error("session state of session `{session_id}` does not decode into `{type_name}`")]
+    StateDecode {
+        /// The session whose state is malformed.
+        session_id: String,
+        /// The Rust type the state should decode into.
+        type_name: &'static str,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The session state could not be encoded to JSON.
+    #[error("session state does not encode to a JSON object")]
+    StateEncode(#[source] serde_json::Error),
+    /// Run input given as JSON does not match the workflow's parameters.
+    #[error("invalid run input for workflow `{workflow}`")]
+    Input {
+        /// The workflow type that rejected the input.
+        workflow: &'static str,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A builder was finished without a value for a field that has no default.
+    #[error("missing value for field `{field}` of `{type_name}`; set it on the builder or give it a default")]
+    MissingField {
+        /// The type being built.
+        type_name: &'static str,
+        /// The field without a value.
+        field: &'static str,
+    },
+    /// A configuration value is not acceptable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A message from user code (`Error::msg`).
+    #[error("{0}")]
+    Message(String),
+    /// Any other error from user code.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+impl Error {
+    /// An error carrying only a message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Error::Message(message.to_string())
+    }
+
+    /// Wraps any error type.
+    pub fn other(error: impl Into<BoxError>) -> Self {
+        Error::Other(error.into())
+    }
+
+    /// The response that a failed persist still carries, if any.
+    pub fn response(&self) -> Option<&RunResponse> {
+        match self {
+            Error::Persist { response, .. } => Some(response),
+            _ => None,
+        }
+    }
+
+    /// Whether this error came from the storage backend (reading or writing).
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Error::Storage(_) | Error::Persist { .. })
+    }
+}
+
+impl From<BoxError> for Error {
+    fn from(error: BoxError) -> Self {
+        match error.downcast::<Error>() {
+            Ok(error) => *error,
+            Err(error) => Error::Other(error),
+        }
+    }
+}
+
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+/// What can go wrong in a storage backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A table (or schema) name is not a plain SQL identifier.
+    #[error("invalid table name `{name}`: {reason}")]
+    InvalidTableName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A stored row does not decode.
+    #[error("stored session `{session_id}` is corrupt ({what})")]
+    Corrupt {
+        /// The session the row belongs to.
+        session_id: String,
+        /// Which part of the row is bad.
+        what: &'static str,
+        /// What the decoder said.
+        #[source]
+        source: BoxError,
+    },
+    /// A value could not be encoded for storage.
+    #[error("session `{session_id}` could not be encoded for storage")]
+    Encode {
+        /// The session being written.
+        session_id: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The database answered with an error or could not be reached.
+    #[error("database error during {operation}")]
+    Database {
+        /// The storage operation that failed (`read`, `commit`, ...).
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StorageError {
+    /// Whether a stored row failed to decode.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StorageError::Corrupt { .. })
+    }
+
+    /// Wraps a driver error for `operation`.
+    pub fn database(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        StorageError::Database {
+            operation,
+            source: source.into(),
+        }
+    }
+}

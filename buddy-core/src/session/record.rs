@@ -1,0 +1,212 @@
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::StatePatch;
+use crate::run::RunRecord;
+
+/// Which kind of component a session belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// A workflow session.
+    #[default]
+    Workflow,
+    /// An agent session.
+    Agent,
+    /// A team session.
+    Team,
+}
+
+impl SessionKind {
+    /// The kind as stored (`workflow`, `agent`, `team`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Workflow => "workflow",
+            SessionKind::Agent => "agent",
+            SessionKind::Team => "team",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "workflow" => Some(SessionKind::Workflow),
+            "agent" => Some(SessionKind::Agent),
+            "team" => Some(SessionKind::Team),
+            _ => None,
+        }
+    }
+}
+
+/// A persisted session: who it belongs to, its name and state, and (when read with runs) its
+/// most recent runs.
+///
+/// `component_id` is the id of the workflow, agent or team that owns the session (serialised
+/// as `component_id`; `workflow_id`, `agent_id` and `team_id` are accepted when reading).
+/// Unknown keys are ignored, so sessions written by a newer version still load.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Session {
+    /// The session's id.
+    pub session_id: String,
+    /// Which kind of component owns it.
+    pub kind: SessionKind,
+    /// The id of the workflow, agent or team that owns it.
+    #[serde(alias = "workflow_id", alias = "agent_id", alias = "team_id")]
+    pub component_id: Option<String>,
+    /// The user the session belongs to.
+    pub user_id: Option<String>,
+    /// A human-readable name.
+    pub session_name: Option<String>,
+    /// The owner's own data (`name`, `description`, ...).
+    pub component_data: Map<String, Value>,
+    /// The session state.
+    pub session_state: Map<String, Value>,
+    /// Free-form data stored with the session.
+    pub extra_data: Option<Map<String, Value>>,
+    /// Unix milliseconds of the first write; never changes afterwards.
+    pub created_at: i64,
+    /// Unix milliseconds of the latest write.
+    pub updated_at: i64,
+    /// Incremented on every write.
+    pub version: i64,
+    /// How many runs the session has recorded in all.
+    pub run_count: i64,
+    /// The most recent runs, oldest first (only as many as were asked for).
+    pub runs: Vec<RunRecord>,
+}
+
+impl Session {
+    /// A new, empty session of `kind`.
+    pub fn new(session_id: impl Into<String>, kind: SessionKind) -> Self {
+        Session {
+            session_id: session_id.into(),
+            kind,
+            ..Session::default()
+        }
+    }
+
+    /// Applies `write` to this session (or to a fresh one when `existing` is `None`), the way
+    /// every backend must: stored identity wins where it is set, state changes are merged key
+    /// by key, timestamps and counters advance. Backends call this inside their transaction.
+    pub fn apply_write(existing: Option<Session>, write: &SessionWrite, now: i64) -> Session {
+        let mut session = match existing {
+            Some(existing) => existing,
+            None => Session {
+                session_id: write.session_id.clone(),
+                kind: write.kind,
+                created_at: now,
+                ..Session::default()
+            },
+        };
+        if session.component_id.is_none() {
+            session.component_id = write.component_id.clone();
+        }
+        if session.user_id.is_none() {
+            session.user_id = write.user_id.clone();
+        }
+        if let Some(name) = &write.session_name {
+            session.session_name = Some(name.clone());
+        }
+        for (key, value) in &write.component_data {
+            session.component_data.insert(key.clone(), value.clone());
+        }
+        write.state_patch.apply(&mut session.session_state);
+        if let Some(extra) = &write.extra_data {
+            let stored = session.extra_data.get_or_insert_with(Map::new);
+            super::state::merge_overwrite(stored, extra);
+        }
+        session.updated_at = now.max(session.updated_at);
+        session.version += 1;
+        if write.run.is_some() {
+            session.run_count += 1;
+        }
+        session.runs.clear();
+        session
+    }
+}
+
+/// One atomic write to a session: identity and metadata, the changes to its state, and
+/// optionally one new run to append.
+///
+/// Backends apply a write in one transaction (see [`Session::apply_write`]): the stored state
+/// receives only the keys this writer changed, so concurrent writers never revert each
+/// other's keys, and the run is appended, never rewriting earlier runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionWrite {
+    /// The session to write.
+    pub session_id: String,
+    /// Its kind (used when the session is created).
+    pub kind: SessionKind,
+    /// The owner's id (kept if the stored session already has one).
+    pub component_id: Option<String>,
+    /// The user (kept if the stored session already has one).
+    pub user_id: Option<String>,
+    /// A new session name, if it changed.
+    pub session_name: Option<String>,
+    /// Owner data to set (`name`, `description`, ...).
+    pub component_data: Map<String, Value>,
+    /// The changes to the session state.
+    pub state_patch: StatePatch,
+    /// Extra data to merge into the stored extra data.
+    pub extra_data: Option<Map<String, Value>>,
+    /// A run to append to the session's history.
+    pub run: Option<RunRecord>,
+}
+
+/// Which sessions to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionQuery {
+    /// Only sessions of this user.
+    pub user_id: Option<String>,
+    /// Only sessions of this workflow, agent or team id.
+    pub component_id: Option<String>,
+    /// Only sessions of this kind.
+    pub kind: Option<SessionKind>,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+impl SessionQuery {
+    /// All sessions.
+    pub fn all() -> Self {
+        SessionQuery::default()
+    }
+
+    /// Only sessions of `user_id`.
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
+    }
+
+    /// Only sessions of the workflow, agent or team `component_id`.
+    pub fn component(mut self, component_id: impl Into<String>) -> Self {
+        self.component_id = Some(component_id.into());
+        self
+    }
+
+    /// Only sessions of `kind`.
+    pub fn kind(mut self, kind: SessionKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// At most `limit` sessions, the most recently updated first.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Whether `session` passes the filters (the limit is not checked).
+    pub fn matches(&self, session: &Session) -> bool {
+        self.user_id
+            .as_ref()
+            .is_none_or(|user| session.user_id.as_ref() == Some(user))
+            && self
+                .component_id
+                .as_ref()
+                .is_none_or(|id| session.component_id.as_ref() == Some(id))
+            && self.kind.is_none_or(|kind| session.kind == kind)
+    }
+}

@@ -1,0 +1,156 @@
+//! Where sessions live: the [`Storage`] trait and the in-memory [`MemoryStorage`].
+//!
+//! SQLite and Postgres implementations live in the `buddy-storage` crate (re-exported by
+//! `buddy` under features `sqlite` and `postgres`).
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::StorageError;
+use crate::run::RunRecord;
+use crate::session::{Session, SessionQuery, SessionWrite};
+
+pub use memory::MemoryStorage;
+
+/// `Result` of storage operations.
+pub type StorageResult<T> = std::result::Result<T, StorageError>;
+
+/// How to read a session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Only return the session if it belongs to this user.
+    pub user_id: Option<String>,
+    /// How many of the most recent runs to load into [`Session::runs`].
+    pub recent_runs: usize,
+}
+
+impl ReadOptions {
+    /// Read the session with its `recent_runs` most recent runs.
+    pub fn with_runs(recent_runs: usize) -> Self {
+        ReadOptions {
+            user_id: None,
+            recent_runs,
+        }
+    }
+
+    /// Only return the session if it belongs to `user_id`.
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
+    }
+}
+
+/// A session store, shared by workflows, agents and teams.
+///
+/// One storage value stands for one table (plus its run table); a session's rows carry the
+/// [`kind`](crate::session::SessionKind) of their owner. All operations are atomic on their
+/// own, and [`commit`](Storage::commit) is the one that runs use:
+///
+/// - it appends at most one run, so a write costs the same on a session's 10,000th run as on
+///   its first (history is never rewritten);
+/// - it merges the writer's [`StatePatch`](crate::session::StatePatch) into the stored state
+///   inside one transaction, so two concurrent runs of one session never lose each other's
+///   run records or state keys.
+///
+/// Implementations must pass the conformance suite in `buddy-storage`'s tests.
+#[async_trait]
+pub trait Storage: fmt::Debug + Send + Sync {
+    /// Reads a session with its most recent runs (oldest first); `None` if it does not exist
+    /// or belongs to another user than `options.user_id`.
+    async fn read(&self, session_id: &str, options: &ReadOptions)
+    -> StorageResult<Option<Session>>;
+
+    /// Applies `write` atomically (see [`Session::apply_write`]) and returns the session as
+    /// stored afterwards, without runs.
+    async fn commit(&self, write: SessionWrite) -> StorageResult<Session>;
+
+    /// Writes `session` whole (identity, name, state, extra data), creating it if needed;
+    /// `created_at` is kept for an existing session. Runs in `session.runs` are not written.
+    async fn upsert(&self, session: &Session) -> StorageResult<Session>;
+
+    /// The `limit` most recent runs of a session (all when `None`), oldest first.
+    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>>;
+
+    /// Sessions that match `query`, the most recently updated first, without runs.
+    async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>>;
+
+    /// Ids of the sessions that match `query`, the most recently updated first.
+    async fn list_session_ids(&self, query: &SessionQuery) -> StorageResult<Vec<String>> {
+        Ok(self
+            .list_sessions(query)
+            .await?
+            .into_iter()
+            .map(|session| session.session_id)
+            .collect())
+    }
+
+    /// Deletes a session and its runs; a missing id is not an error.
+    async fn delete_session(&self, session_id: &str) -> StorageResult<()>;
+
+    /// Creates the tables if they do not exist (done on first use anyway).
+    async fn create(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
+    /// Migrates tables written by an older version to the current schema.
+    async fn upgrade_schema(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
+    /// Drops the tables and everything in them.
+    async fn drop_tables(&self) -> StorageResult<()>;
+}
+
+#[async_trait]
+impl<S: Storage + ?Sized> Storage for Arc<S> {
+    async fn read(
+        &self,
+        session_id: &str,
+        options: &ReadOptions,
+    ) -> StorageResult<Option<Session>> {
+        (**self).read(session_id, options).await
+    }
+    async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
+        (**self).commit(write).await
+    }
+    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
+        (**self).upsert(session).await
+    }
+    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+        (**self).runs(session_id, limit).await
+    }
+    async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
+        (**self).list_sessions(query).await
+    }
+    async fn list_session_ids(&self, query: &SessionQuery) -> StorageResult<Vec<String>> {
+        (**self).list_session_ids(query).await
+    }
+    async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
+        (**self).delete_session(session_id).await
+    }
+    async fn create(&self) -> StorageResult<()> {
+        (**self).create().await
+    }
+    async fn upgrade_schema(&self) -> StorageResult<()> {
+        (**self).upgrade_schema().await
+    }
+    async fn drop_tables(&self) -> StorageResult<()> {
+        (**self).drop_tables().await
+    }
+}
+
+/// Converts a storage value into the shared handle workflows, agents and teams hold.
+pub trait IntoStorage {
+    /// The shared handle.
+    fn into_storage(self) -> Arc<dyn Storage>;
+}
+
+impl<S: Storage + 'static> IntoStorage for S {
+    fn into_storage(self) -> Arc<dyn Storage> {
+        Arc::new(self)
+    }
+}

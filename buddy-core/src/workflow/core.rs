@@ -1,0 +1,486 @@
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::memory::WorkflowMemory;
+use super::member::MemberContext;
+use super::state::WorkflowState;
+use crate::error::{Error, Result};
+use crate::run::RunResponse;
+use crate::session::{Session, SessionKind, SessionQuery, SessionWrite, StateMerge, StatePatch};
+use crate::storage::{IntoStorage, ReadOptions, Storage};
+
+/// The number of recent runs a workflow reads from storage into its memory by default.
+pub const DEFAULT_HISTORY_RUNS: usize = 20;
+
+/// The workflow settings a builder collects (every `#[workflow]` builder holds one).
+#[derive(Clone, Default)]
+pub struct WorkflowSettings {
+    /// Display name; defaults to the type name.
+    pub name: Option<String>,
+    /// Workflow id; a fresh UUID on the first run when unset (or the stored one).
+    pub workflow_id: Option<String>,
+    /// Description; defaults to `#[workflow(description = ...)]`.
+    pub description: Option<String>,
+    /// The user the sessions belong to.
+    pub user_id: Option<String>,
+    /// Session id; a fresh UUID on the first run when unset.
+    pub session_id: Option<String>,
+    /// Session name.
+    pub session_name: Option<String>,
+    /// Initial session state (a JSON object).
+    pub session_state: Option<Value>,
+    /// How initial state meets stored state.
+    pub state_merge: StateMerge,
+    /// Runs kept in memory.
+    pub memory: Option<WorkflowMemory>,
+    /// Where sessions are persisted.
+    pub storage: Option<Arc<dyn Storage>>,
+    /// Extra data stored with the session.
+    pub extra_data: Option<Value>,
+    /// Debug logging.
+    pub debug_mode: bool,
+    /// How many recent runs to read into memory.
+    pub history_runs: Option<usize>,
+}
+
+impl fmt::Debug for WorkflowSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowSettings")
+            .field("name", &self.name)
+            .field("workflow_id", &self.workflow_id)
+            .field("session_id", &self.session_id)
+            .field("user_id", &self.user_id)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkflowSettings {
+    /// Sets the storage.
+    pub fn set_storage(&mut self, storage: impl IntoStorage) {
+        self.storage = Some(storage.into_storage());
+    }
+}
+
+/// The runtime state `#[workflow]` adds to a workflow struct: settings, session, state,
+/// memory and storage. User code reaches it through the [`Workflow`] trait.
+#[derive(Clone)]
+pub struct WorkflowCore<S: WorkflowState> {
+    name: String,
+    workflow_id: Option<String>,
+    description: Option<String>,
+    user_id: Option<String>,
+    session_id: Option<String>,
+    session_name: Option<String>,
+    state: S,
+    /// The configured initial state, as JSON.
+    initial_state: Map<String, Value>,
+    /// The state as last read from (or written to) storage; run changes are diffed against it.
+    stored_state: Map<String, Value>,
+    state_merge: StateMerge,
+    memory: WorkflowMemory,
+    storage: Option<Arc<dyn Storage>>,
+    extra_data: Option<Map<String, Value>>,
+    debug_mode: bool,
+    history_runs: usize,
+    last_response: Option<RunResponse>,
+}
+
+impl<S: WorkflowState> fmt::Debug for WorkflowCore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowCore")
+            .field("name", &self.name)
+            .field("workflow_id", &self.workflow_id)
+            .field("session_id", &self.session_id)
+            .field("user_id", &self.user_id)
+            .field("session_name", &self.session_name)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+fn object(value: Option<Value>, what: &str) -> Result<Option<Map<String, Value>>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(Error::Config(format!("{what} must be a JSON object"))),
+    }
+}
+
+impl<S: WorkflowState> WorkflowCore<S> {
+    /// The core of a workflow built with default settings.
+    pub fn with_defaults(type_name: &str, description: Option<&str>) -> Self {
+        let state = S::initial();
+        let initial_state = state.to_map().unwrap_or_default();
+        WorkflowCore {
+            name: type_name.to_owned(),
+            workflow_id: None,
+            description: description.map(str::to_owned),
+            user_id: None,
+            session_id: None,
+            session_name: None,
+            state,
+            initial_state,
+            stored_state: Map::new(),
+            state_merge: StateMerge::default(),
+            memory: WorkflowMemory::default(),
+            storage: None,
+            extra_data: None,
+            debug_mode: false,
+            history_runs: DEFAULT_HISTORY_RUNS,
+            last_response: None,
+        }
+    }
+
+    /// The core of a workflow built from `settings`; fails if the initial state or extra
+    /// data is not a JSON object, or does not decode into the state type.
+    pub fn from_settings(
+        settings: WorkflowSettings,
+        type_name: &str,
+        description: Option<&str>,
+    ) -> Result<Self> {
+        let mut core = WorkflowCore::with_defaults(type_name, description);
+        if let Some(state) = object(settings.session_state, "session_state")? {
+            let mut initial = core.initial_state.clone();
+            crate::session::state::merge_overwrite(&mut initial, &state);
+            core.state = S::from_map(initial.clone(), "<initial state>")?;
+            core.initial_state = initial;
+        }
+        core.extra_data = object(settings.extra_data, "extra_data")?;
+        if let Some(name) = settings.name {
+            core.name = name;
+        }
+        core.workflow_id = settings.workflow_id;
+        if settings.description.is_some() {
+            core.description = settings.description;
+        }
+        core.user_id = settings.user_id;
+        core.session_id = settings.session_id;
+        core.session_name = settings.session_name;
+        core.state_merge = settings.state_merge;
+        core.storage = settings.storage;
+        core.debug_mode = settings.debug_mode;
+        core.history_runs = settings.history_runs.unwrap_or(DEFAULT_HISTORY_RUNS);
+        core.memory = settings
+            .memory
+            .unwrap_or_else(|| WorkflowMemory::with_capacity(core.history_runs));
+        Ok(core)
+    }
+
+    /// Sets the initial state from a typed value (for `#[workflow(state = T)]` builders).
+    pub fn set_initial_state(&mut self, state: S) -> Result<()> {
+        self.initial_state = state.to_map()?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// The display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The workflow id, once set.
+    pub fn workflow_id(&self) -> Option<&str> {
+        self.workflow_id.as_deref()
+    }
+    /// The description.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+    /// The user id.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+    /// The session id, once set.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+    /// The session name.
+    pub fn session_name(&self) -> Option<&str> {
+        self.session_name.as_deref()
+    }
+    /// The session state.
+    pub fn state(&self) -> &S::Value {
+        self.state.get()
+    }
+    /// The session state, mutably.
+    pub fn state_mut(&mut self) -> &mut S::Value {
+        self.state.get_mut()
+    }
+    /// The session state as JSON.
+    pub fn state_json(&self) -> Result<Map<String, Value>> {
+        self.state.to_map()
+    }
+    /// The extra data stored with the session.
+    pub fn extra_data(&self) -> Option<&Map<String, Value>> {
+        self.extra_data.as_ref()
+    }
+    /// The runs kept in memory.
+    pub fn memory(&self) -> &WorkflowMemory {
+        &self.memory
+    }
+    /// The storage, if any.
+    pub fn storage(&self) -> Option<&Arc<dyn Storage>> {
+        self.storage.as_ref()
+    }
+    /// Whether debug logging is on (`debug_mode` or `BUDDY_DEBUG=true`).
+    pub fn debug_mode(&self) -> bool {
+        self.debug_mode || crate::debug::env_debug()
+    }
+    /// The response of the latest run of this instance.
+    pub fn last_response(&self) -> Option<&RunResponse> {
+        self.last_response.as_ref()
+    }
+    /// How many recent runs are read into memory.
+    pub fn history_runs(&self) -> usize {
+        self.history_runs
+    }
+
+    /// Sets the user id.
+    pub fn set_user_id(&mut self, user_id: Option<String>) {
+        self.user_id = user_id;
+    }
+    /// Sets the storage.
+    pub fn set_storage(&mut self, storage: Option<Arc<dyn Storage>>) {
+        self.storage = storage;
+    }
+    /// Sets the extra data.
+    pub fn set_extra_data(&mut self, extra_data: Option<Map<String, Value>>) {
+        self.extra_data = extra_data;
+    }
+
+    /// The context handed to members before a run.
+    pub fn member_context(&self) -> MemberContext<'_> {
+        MemberContext {
+            session_id: self.session_id.as_deref().unwrap_or_default(),
+            user_id: self.user_id.as_deref(),
+            workflow_id: self.workflow_id.as_deref(),
+            debug_mode: self.debug_mode(),
+        }
+    }
+
+    /// Receives a parent workflow's session and user (this workflow is a member of another).
+    pub fn attach(&mut self, context: &MemberContext<'_>) {
+        if self.session_id.as_deref() != Some(context.session_id) {
+            self.switch_session(context.session_id.to_owned());
+        }
+        if let Some(user) = context.user_id {
+            self.user_id = Some(user.to_owned());
+        }
+        self.debug_mode |= context.debug_mode;
+    }
+
+    /// Makes sure a session id exists, creating a fresh UUID if needed.
+    pub(crate) fn ensure_session_id(&mut self) -> String {
+        match &self.session_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                self.session_id = Some(id.clone());
+                id
+            }
+        }
+    }
+
+    /// Makes sure a workflow id exists, creating a fresh UUID if needed.
+    pub(crate) fn ensure_workflow_id(&mut self) -> String {
+        match &self.workflow_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                self.workflow_id = Some(id.clone());
+                id
+            }
+        }
+    }
+
+    fn switch_session(&mut self, session_id: String) {
+        self.session_id = Some(session_id);
+        self.session_name = None;
+        self.reset_state();
+        self.memory.clear();
+    }
+
+    fn reset_state(&mut self) {
+        self.stored_state = Map::new();
+        // The initial state decoded fine when the workflow was built.
+        if let Ok(state) = S::from_map(self.initial_state.clone(), "<initial state>") {
+            self.state = state;
+        }
+    }
+
+    /// Reads the session from storage, if it exists, and merges it into this instance:
+    /// stored identity fills what is unset, stored state wins over state given in code
+    /// (or the reverse with [`StateMerge::CodeWins`]), recent runs fill memory.
+    ///
+    /// Returns whether a stored session was found.
+    pub(crate) async fn read_session(&mut self) -> Result<bool> {
+        let session_id = self.ensure_session_id();
+        let Some(storage) = self.storage.clone() else {
+            self.memory.keep_session(&session_id);
+            return Ok(false);
+        };
+        let options = ReadOptions::with_runs(self.history_runs);
+        match storage.read(&session_id, &options).await? {
+            Some(session) => {
+                self.load(session)?;
+                Ok(true)
+            }
+            None => {
+                self.memory.keep_session(&session_id);
+                if self.memory.runs().is_empty() {
+                    self.stored_state = Map::new();
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn load(&mut self, session: Session) -> Result<()> {
+        if self.workflow_id.is_none() {
+            self.workflow_id = session.component_id.clone();
+        }
+        if self.user_id.is_none() {
+            self.user_id = session.user_id.clone();
+        }
+        if self.session_name.is_none() {
+            self.session_name = session.session_name.clone();
+        }
+        let mut merged = session.session_state.clone();
+        let current = self.state.to_map()?;
+        self.state_merge.combine(&mut merged, &current);
+        self.state = S::from_map(merged, &session.session_id)?;
+        self.stored_state = session.session_state;
+        if let Some(stored) = session.extra_data {
+            let mut extra = stored;
+            if let Some(code) = &self.extra_data {
+                crate::session::state::merge_overwrite(&mut extra, code);
+            }
+            self.extra_data = Some(extra);
+        }
+        self.memory.load(&session.session_id, session.runs);
+        Ok(())
+    }
+
+    /// The write that persists this instance's session (and `run`, if any).
+    pub(crate) fn session_write(&self, run: Option<crate::run::RunRecord>) -> Result<SessionWrite> {
+        let state = self.state.to_map()?;
+        let mut write = self.session_write_without_state(run);
+        write.state_patch = StatePatch::diff(&self.stored_state, &state);
+        Ok(write)
+    }
+
+    /// The write of identity, metadata and `run`, leaving the stored state alone.
+    pub(crate) fn session_write_without_state(
+        &self,
+        run: Option<crate::run::RunRecord>,
+    ) -> SessionWrite {
+        let mut component_data = Map::new();
+        component_data.insert("name".into(), Value::String(self.name.clone()));
+        if let Some(description) = &self.description {
+            component_data.insert("description".into(), Value::String(description.clone()));
+        }
+        SessionWrite {
+            session_id: self.session_id.clone().unwrap_or_default(),
+            kind: SessionKind::Workflow,
+            component_id: self.workflow_id.clone(),
+            user_id: self.user_id.clone(),
+            session_name: self.session_name.clone(),
+            component_data,
+            state_patch: StatePatch::default(),
+            extra_data: self.extra_data.clone(),
+            run,
+        }
+    }
+
+    /// Writes `write` and adopts the stored result: the merged state (which includes keys
+    /// written concurrently by other runs) becomes this instance's state.
+    pub(crate) async fn commit(&mut self, write: SessionWrite) -> Result<(), crate::StorageError> {
+        let Some(storage) = self.storage.clone() else {
+            return Ok(());
+        };
+        let stored = storage.commit(write).await?;
+        match S::from_map(stored.session_state.clone(), &stored.session_id) {
+            Ok(state) => self.state = state,
+            Err(error) => tracing::warn!(%error, "merged session state does not decode; keeping this run's state"),
+        }
+        self.stored_state = stored.session_state;
+        Ok(())
+    }
+
+    pub(crate) fn record(&mut self, run: crate::run::RunRecord) {
+        self.last_response = Some(run.response.clone());
+        self.memory.add_run(run);
+    }
+
+    /// Loads the session from storage, creating it there if it does not exist; returns its id.
+    pub async fn load_session(&mut self) -> Result<String> {
+        if self.workflow_id.is_none() && self.storage.is_none() {
+            self.ensure_workflow_id();
+        }
+        let found = self.read_session().await?;
+        self.ensure_workflow_id();
+        if !found && self.storage.is_some() {
+            let write = self.session_write(None)?;
+            self.commit(write).await?;
+        }
+        Ok(self.ensure_session_id())
+    }
+
+    /// Starts a new session: a fresh session id, the configured initial state, empty memory;
+    /// with storage, the session is created there. Returns the new id.
+    pub async fn new_session(&mut self) -> Result<String> {
+        self.switch_session(uuid::Uuid::new_v4().to_string());
+        self.last_response = None;
+        self.load_session().await
+    }
+
+    /// Continues the session `session_id` from the next run on (state and memory are read
+    /// from storage then).
+    pub fn use_session(&mut self, session_id: impl Into<String>) {
+        self.switch_session(session_id.into());
+    }
+
+    /// Renames the workflow and saves the session.
+    pub async fn rename(&mut self, name: impl Into<String>) -> Result<()> {
+        self.read_session().await?;
+        self.name = name.into();
+        self.save().await
+    }
+
+    /// Renames the current session and saves it.
+    pub async fn rename_session(&mut self, session_name: impl Into<String>) -> Result<()> {
+        self.read_session().await?;
+        self.session_name = Some(session_name.into());
+        self.save().await
+    }
+
+    async fn save(&mut self) -> Result<()> {
+        self.ensure_workflow_id();
+        let write = self.session_write(None)?;
+        self.commit(write).await?;
+        Ok(())
+    }
+
+    /// Deletes a session from storage (a missing one is not an error). Deleting the current
+    /// session also starts this instance afresh on its next run.
+    pub async fn delete_session(&mut self, session_id: &str) -> Result<()> {
+        if let Some(storage) = &self.storage {
+            storage.delete_session(session_id).await?;
+        }
+        if self.session_id.as_deref() == Some(session_id) {
+            self.reset_state();
+            self.memory.clear();
+        }
+        Ok(())
+    }
+
+    /// Sessions of this workflow's kind matching `query`, newest first.
+    pub async fn list_sessions(&self, query: SessionQuery) -> Result<Vec<Session>> {
+        match &self.storage {
+            Some(storage) => Ok(storage.list_sessions(&query.kind(SessionKind::Workflow)).await?),
+            None => Ok(Vec::new()),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Workflows: the [`Workflow`] trait that `#[workflow]` implements for a struct, the
+//! [`RunWorkflow`] trait it implements for the `impl` block, and the run wrapper.
+
+mod core;
+mod member;
+mod memory;
+mod params;
+mod run;
+mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+pub use self::core::{DEFAULT_HISTORY_RUNS, WorkflowCore, WorkflowSettings};
+pub use member::{Member, MemberContext};
+pub use memory::WorkflowMemory;
+pub use params::Parameter;
+pub use run::{Body, IntoRunResult, RunStream, run_to_response, run_to_stream};
+pub use state::{JsonState, Typed, WorkflowState};
+
+use crate::error::{Error, Result};
+use crate::run::RunResponse;
+use crate::session::{Session, SessionQuery};
+use crate::storage::Storage;
+
+/// A workflow: a struct with `#[workflow]`.
+///
+/// The attribute implements this trait; its provided methods are the workflow's settings,
+/// its session state and the session operations. Bring it into scope with
+/// `use buddy::prelude::*`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a workflow",
+    label = "`{Self}` has no `#[workflow]` attribute",
+    note = "add `#[workflow]` to the struct definition of `{Self}`, not only to its `impl` block"
+)]
+pub trait Workflow: Send + 'static {
+    /// How the session state is held: [`JsonState`] or [`Typed<T>`].
+    type State: WorkflowState;
+    /// The struct's name.
+    const TYPE_NAME: &'static str;
+    /// The description given in `#[workflow(description = ...)]`.
+    const DESCRIPTION: Option<&'static str>;
+
+    #[doc(hidden)]
+    fn __buddy_core(&self) -> &WorkflowCore<Self::State>;
+    #[doc(hidden)]
+    fn __buddy_core_mut(&mut self) -> &mut WorkflowCore<Self::State>;
+    #[doc(hidden)]
+    fn __buddy_attach_members(&mut self, context: &MemberContext<'_>);
+
+    /// The display name (the type name unless set).
+    fn name(&self) -> &str {
+        self.__buddy_core().name()
+    }
+    /// The workflow id (set on the first run, or adopted from a stored session).
+    fn workflow_id(&self) -> Option<&str> {
+        self.__buddy_core().workflow_id()
+    }
+    /// The description.
+    fn description(&self) -> Option<&str> {
+        self.__buddy_core().description()
+    }
+    /// The user the session belongs to.
+    fn user_id(&self) -> Option<&str> {
+        self.__buddy_core().user_id()
+    }
+    /// The session id (set on the first run when not given).
+    fn session_id(&self) -> Option<&str> {
+        self.__buddy_core().session_id()
+    }
+    /// The session name.
+    fn session_name(&self) -> Option<&str> {
+        self.__buddy_core().session_name()
+    }
+    /// The session state: a JSON map, or the type given in `#[workflow(state = T)]`.
+    fn state(&self) -> &<Self::State as WorkflowState>::Value {
+        self.__buddy_core().state()
+    }
+    /// The session state, mutably; changes are saved at the end of the run.
+    fn state_mut(&mut self) -> &mut <Self::State as WorkflowState>::Value {
+        self.__buddy_core_mut().state_mut()
+    }
+    /// The session state as a JSON object (typed state encoded).
+    fn session_state(&self) -> Result<Map<String, Value>> {
+        self.__buddy_core().state_json()
+    }
+    /// Extra data stored with the session.
+    fn extra_data(&self) -> Option<&Map<String, Value>> {
+        self.__buddy_core().extra_data()
+    }
+    /// The runs of the current session kept in memory.
+    fn memory(&self) -> &WorkflowMemory {
+        self.__buddy_core().memory()
+    }
+    /// The storage, if any.
+    fn storage(&self) -> Option<&Arc<dyn Storage>> {
+        self.__buddy_core().storage()
+    }
+    /// Whether debug logging is on.
+    fn debug_mode(&self) -> bool {
+        self.__buddy_core().debug_mode()
+    }
+    /// The response of this instance's latest run.
+    fn last_response(&self) -> Option<&RunResponse> {
+        self.__buddy_core().last_response()
+    }
+
+    /// Loads the current session from storage, creating it if it does not exist; returns
+    /// the session id. Without storage, only sets the ids.
+    fn load_session(&mut self) -> impl Future<Output = Result<String>> + Send {
+        self.__buddy_core_mut().load_session()
+    }
+    /// Starts a new session from the configured initial state; returns its id.
+    fn new_session(&mut self) -> impl Future<Output = Result<String>> + Send {
+        self.__buddy_core_mut().new_session()
+    }
+    /// Continues the session `session_id` from the next run on.
+    fn use_session(&mut self, session_id: impl Into<String>) {
+        self.__buddy_core_mut().use_session(session_id);
+    }
+    /// Renames the workflow and saves the session.
+    fn rename(&mut self, name: impl Into<String> + Send) -> impl Future<Output = Result<()>> + Send {
+        self.__buddy_core_mut().rename(name)
+    }
+    /// Renames the current session and saves it.
+    fn rename_session(
+        &mut self,
+        session_name: impl Into<String> + Send,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.__buddy_core_mut().rename_session(session_name)
+    }
+    /// Deletes a session from storage; a missing one is not an error.
+    fn delete_session(&mut self, session_id: &str) -> impl Future<Output = Result<()>> + Send {
+        self.__buddy_core_mut().delete_session(session_id)
+    }
+    /// Workflow sessions matching `query`, newest first (empty without storage).
+    fn list_sessions(
+        &self,
+        query: SessionQuery,
+    ) -> impl Future<Output = Result<Vec<Session>>> + Send {
+        self.__buddy_core().list_sessions(query)
+    }
+    /// Sessions of `user_id`, newest first.
+    fn sessions_of_user(
+        &self,
+        user_id: impl Into<String>,
+    ) -> impl Future<Output = Result<Vec<Session>>> + Send {
+        self.list_sessions(SessionQuery::all().user(user_id))
+    }
+    /// Sessions of this workflow's id, newest first.
+    fn sessions_of_workflow(&self) -> impl Future<Output = Result<Vec<Session>>> + Send {
+        let query = match self.workflow_id() {
+            Some(id) => SessionQuery::all().component(id),
+            None => SessionQuery::all().component(""),
+        };
+        self.list_sessions(query)
+    }
+    /// The `limit` most recently updated sessions (of this workflow's user, if it has one).
+    fn recent_sessions(&self, limit: usize) -> impl Future<Output = Result<Vec<Session>>> + Send {
+        let mut query = SessionQuery::all().limit(limit);
+        query.user_id = self.user_id().map(str::to_owned);
+        self.list_sessions(query)
+    }
+}
+
+/// A workflow with a `run` method: implemented by `#[workflow]` on the `impl` block.
+///
+/// Besides the typed `run` the attribute generates, this trait runs a workflow from its
+/// typed input struct or from JSON, and describes the parameters, so that a server can run
+/// any workflow without knowing its type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `#[workflow]` run method",
+    note = "add `#[workflow]` to the `impl` block of `{Self}` that defines `async fn run(&mut self, ...)`"
+)]
+pub trait RunWorkflow: Workflow + Sized {
+    /// The generated input struct: one field per `run` argument.
+    type Input: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 'static;
+    /// Whether `run` returns a stream of events.
+    const STREAMING: bool;
+    /// The parameters of `run`, in order.
+    const PARAMETERS: &'static [Parameter];
+
+    #[doc(hidden)]
+    fn __buddy_call(&mut self, input: Self::Input) -> BoxFuture<'_, Body<'_>>;
+
+    /// The JSON Schema of the input.
+    fn input_schema() -> schemars::Schema {
+        schemars::schema_for!(Self::Input)
+    }
+
+    /// Runs with the typed input and returns the response (a streamed run is collected).
+    fn run_input(&mut self, input: Self::Input) -> BoxFuture<'_, Result<RunResponse>> {
+        Box::pin(run_to_response(self, input))
+    }
+
+    /// Runs with the typed input and streams the events (a non-streamed run yields
+    /// `run_started` and `run_completed`).
+    fn run_input_stream(&mut self, input: Self::Input) -> RunStream<'_> {
+        run_to_stream(self, input)
+    }
+
+    /// Runs from a JSON object of arguments (`null` stands for `{}`).
+    fn run_json(&mut self, input: Value) -> BoxFuture<'_, Result<RunResponse>> {
+        match decode_input::<Self>(input) {
+            Ok(input) => self.run_input(input),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
+    }
+
+    /// Runs from a JSON object of arguments and streams the events.
+    fn run_json_stream(&mut self, input: Value) -> RunStream<'_> {
+        match decode_input::<Self>(input) {
+            Ok(input) => self.run_input_stream(input),
+            Err(error) => RunStream::failed(error),
+        }
+    }
+}
+
+fn decode_input<W: RunWorkflow>(input: Value) -> Result<W::Input> {
+    let input = match input {
+        Value::Null => Value::Object(Map::new()),
+        other => other,
+    };
+    serde_json::from_value(input).map_err(|source| Error::Input {
+        workflow: W::TYPE_NAME,
+        source,
+    })
+}
+
+/// A workflow behind a pointer, run from JSON: what a server holds to run workflows of any
+/// type. Every [`RunWorkflow`] is one.
+pub trait DynWorkflow: Send {
+    /// The workflow's type name.
+    fn type_name(&self) -> &'static str;
+    /// The display name.
+    fn name(&self) -> &str;
+    /// The parameters of `run`.
+    fn parameters(&self) -> &'static [Parameter];
+    /// The JSON Schema of the input.
+    fn input_schema(&self) -> schemars::Schema;
+    /// Runs from JSON arguments.
+    fn run_json(&mut self, input: Value) -> BoxFuture<'_, Result<RunResponse>>;
+    /// Runs from JSON arguments, streaming events.
+    fn run_json_stream(&mut self, input: Value) -> RunStream<'_>;
+}
+
+impl<W: RunWorkflow> DynWorkflow for W {
+    fn type_name(&self) -> &'static str {
+        W::TYPE_NAME
+    }
+    fn name(&self) -> &str {
+        Workflow::name(self)
+    }
+    fn parameters(&self) -> &'static [Parameter] {
+        W::PARAMETERS
+    }
+    fn input_schema(&self) -> schemars::Schema {
+        W::input_schema()
+    }
+    fn run_json(&mut self, input: Value) -> BoxFuture<'_, Result<RunResponse>> {
+        RunWorkflow::run_json(self, input)
+    }
+    fn run_json_stream(&mut self, input: Value) -> RunStream<'_> {
+        RunWorkflow::run_json_stream(self, input)
+    }
+}

@@ -1,0 +1,1 @@
+//! SQLite and Postgres session storage for buddy.

@@ -1,0 +1,40 @@
+//! # buddy
+//!
+//! Deterministic orchestration of LLM agents and teams. A workflow is a plain Rust struct
+//! whose `run` method calls agents and teams in ordinary control flow; `#[workflow]`
+//! generates everything around it: ids, sessions, session state, run history, persistence,
+//! streaming events and typed run input.
+//!
+//! See the README for a tour.
+
+#![doc(test(attr(deny(warnings))))]
+
+pub use buddy_core::{
+    BoxError, DynWorkflow, Error, Member, MemberContext, Parameter, Result, RunEvent,
+    RunEventKind, RunRecord, RunResponse, RunStatus, RunStream, RunWorkflow, Session,
+    SessionKind, SessionQuery, StateMerge, Storage, StorageError, Workflow, WorkflowSession,
+    debug, error, model, run, session, storage, workflow,
+};
+pub use buddy_core::storage::MemoryStorage;
+pub use buddy_macros::workflow;
+
+#[cfg(feature = "sqlite")]
+pub use buddy_storage::SqliteStorage;
+#[cfg(feature = "postgres")]
+pub use buddy_storage::PostgresStorage;
+
+/// The items most workflows use: `use buddy::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse,
+        RunWorkflow, Workflow, workflow,
+    };
+    #[cfg(feature = "sqlite")]
+    pub use crate::SqliteStorage;
+    #[cfg(feature = "postgres")]
+    pub use crate::PostgresStorage;
+    pub use buddy_core::session::SessionQuery;
+}
+
+#[doc(hidden)]
+pub use buddy_core::__private;
