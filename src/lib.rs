@@ -9,30 +9,30 @@
 
 #![doc(test(attr(deny(warnings))))]
 
-pub use buddy_core::{
-    BoxError, DynWorkflow, Error, Member, MemberContext, Parameter, Result, RunEvent,
-    RunEventKind, RunRecord, RunResponse, RunStatus, RunStream, RunWorkflow, Session,
-    SessionKind, SessionQuery, StateMerge, Storage, StorageError, Workflow, WorkflowSession,
-    debug, error, model, run, session, storage, workflow,
-};
 pub use buddy_core::storage::MemoryStorage;
+pub use buddy_core::{
+    BoxError, DynWorkflow, Error, Member, MemberContext, Parameter, Result, RunEvent, RunEventKind,
+    RunRecord, RunResponse, RunStatus, RunStream, RunWorkflow, Session, SessionKind, SessionQuery,
+    StateMerge, Storage, StorageError, Workflow, WorkflowSession, debug, error, model, run,
+    session, storage, workflow,
+};
 pub use buddy_macros::workflow;
 
-#[cfg(feature = "sqlite")]
-pub use buddy_storage::SqliteStorage;
 #[cfg(feature = "postgres")]
 pub use buddy_storage::PostgresStorage;
+#[cfg(feature = "sqlite")]
+pub use buddy_storage::SqliteStorage;
 
 /// The items most workflows use: `use buddy::prelude::*;`.
 pub mod prelude {
-    pub use crate::{
-        Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse,
-        RunWorkflow, Workflow, workflow,
-    };
-    #[cfg(feature = "sqlite")]
-    pub use crate::SqliteStorage;
     #[cfg(feature = "postgres")]
     pub use crate::PostgresStorage;
+    #[cfg(feature = "sqlite")]
+    pub use crate::SqliteStorage;
+    pub use crate::{
+        Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse, RunWorkflow,
+        Workflow, workflow,
+    };
     pub use buddy_core::session::SessionQuery;
 }
 

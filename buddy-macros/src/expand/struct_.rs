@@ -1,0 +1,354 @@
+//! What `#[workflow]` generates for a struct: the hidden runtime field, the `Workflow` and
+//! `Member` impls, the builder and (when every field has a default) `Default`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::args::DefaultArg;
+use crate::model::{Field, WorkflowStruct};
+
+pub(crate) fn expand(workflow: &WorkflowStruct) -> TokenStream {
+    let definition = definition(workflow);
+    let workflow_impl = workflow_impl(workflow);
+    let builder = builder(workflow);
+    let default = default_impl(workflow);
+    quote! {
+        #definition
+        #workflow_impl
+        #builder
+        #default
+    }
+}
+
+fn state_type(workflow: &WorkflowStruct) -> TokenStream {
+    let private = workflow.runtime.private();
+    match &workflow.state {
+        Some(state) => quote!(#private::Typed<#state>),
+        None => quote!(#private::JsonState),
+    }
+}
+
+fn description(workflow: &WorkflowStruct) -> TokenStream {
+    let private = workflow.runtime.private();
+    match &workflow.description {
+        Some(text) => quote!(#private::Some(#text)),
+        None => quote!(#private::None),
+    }
+}
+
+/// The default display name: `name = "..."`, else the type name.
+fn type_name(workflow: &WorkflowStruct) -> String {
+    match &workflow.name {
+        Some(name) => name.value(),
+        None => workflow.item.ident.to_string(),
+    }
+}
+
+/// The struct itself, with the hidden runtime field appended.
+pub(crate) fn definition(workflow: &WorkflowStruct) -> TokenStream {
+    let private = workflow.runtime.private();
+    let mut item = workflow.item.clone();
+    let state = state_type(workflow);
+    let core: syn::Field = syn::parse_quote! {
+        #[doc(hidden)]
+        __buddy: #private::WorkflowCore<#state>
+    };
+    match &mut item.fields {
+        syn::Fields::Named(fields) => fields.named.push(core),
+        fields @ syn::Fields::Unit => {
+            *fields = syn::Fields::Named(syn::parse_quote!({ #core }));
+            item.semi_token = None;
+        }
+        syn::Fields::Unnamed(_) => {}
+    }
+    let clone = (workflow.derive_clone && !derives(&item.attrs, "Clone"))
+        .then(|| quote!(#[derive(::core::clone::Clone)]));
+    quote! {
+        #clone
+        #item
+    }
+}
+
+fn derives(attrs: &[syn::Attribute], name: &str) -> bool {
+    attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("derive"))
+        .any(|attr| {
+            let mut found = false;
+            let _ = attr.parse_nested_meta(|meta| {
+                found |= meta.path.is_ident(name);
+                Ok(())
+            });
+            found
+        })
+}
+
+/// `impl Workflow` and `impl Member` (a workflow can be a member of another).
+pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
+    let private = workflow.runtime.private();
+    let ident = &workflow.item.ident;
+    let state = state_type(workflow);
+    let type_ident = ident.to_string();
+    let description = description(workflow);
+    let members = workflow
+        .fields
+        .iter()
+        .filter(|field| field.member)
+        .map(|field| {
+            let field_ident = &field.ident;
+            let span = syn::spanned::Spanned::span(&field.ty);
+            quote::quote_spanned! {span=>
+                #private::Member::attach(&mut self.#field_ident, context);
+            }
+        });
+    quote! {
+        #[automatically_derived]
+        impl #private::Workflow for #ident {
+            type State = #state;
+            const TYPE_NAME: &'static #private::str = #type_ident;
+            const DESCRIPTION: #private::Option<&'static #private::str> = #description;
+
+            fn __buddy_core(&self) -> &#private::WorkflowCore<Self::State> {
+                &self.__buddy
+            }
+
+            fn __buddy_core_mut(&mut self) -> &mut #private::WorkflowCore<Self::State> {
+                &mut self.__buddy
+            }
+
+            fn __buddy_attach_members(&mut self, context: &#private::MemberContext<'_>) {
+                let _ = context;
+                #(#members)*
+            }
+        }
+
+        #[automatically_derived]
+        impl #private::Member for #ident {
+            fn attach(&mut self, context: &#private::MemberContext<'_>) {
+                self.__buddy.attach(context);
+            }
+        }
+    }
+}
+
+fn default_value(workflow: &WorkflowStruct, field: &Field) -> Option<TokenStream> {
+    let private = workflow.runtime.private();
+    match &field.default {
+        Some(DefaultArg::Trait) => Some(quote!(#private::Default::default())),
+        Some(DefaultArg::Expr(expr)) => Some(quote!(#expr)),
+        None => None,
+    }
+}
+
+fn builder(workflow: &WorkflowStruct) -> TokenStream {
+    let private = workflow.runtime.private();
+    let ident = &workflow.item.ident;
+    let vis = &workflow.item.vis;
+    let builder = format_ident!("{}Builder", ident);
+    let name = type_name(workflow);
+    let description = description(workflow);
+    let builder_doc = format!(
+        "Builder of [`{ident}`]: its fields and the workflow settings. Created by [`{ident}::builder`]."
+    );
+    let fields = workflow.fields.iter().map(|field| {
+        let field_ident = &field.ident;
+        let ty = &field.ty;
+        quote!(#field_ident: #private::Option<#ty>)
+    });
+    let field_inits = workflow.fields.iter().map(|field| {
+        let field_ident = &field.ident;
+        quote!(#field_ident: #private::None)
+    });
+    let field_setters = workflow.fields.iter().map(|field| {
+        let field_ident = &field.ident;
+        let ty = &field.ty;
+        let doc = format!("Sets the field `{field_ident}`.");
+        quote! {
+            #[doc = #doc]
+            pub fn #field_ident(mut self, value: impl #private::Into<#ty>) -> Self {
+                self.#field_ident = #private::Some(#private::Into::into(value));
+                self
+            }
+        }
+    });
+    let field_builds = workflow.fields.iter().map(|field| {
+        let field_ident = &field.ident;
+        let field_name = field_ident.to_string();
+        let type_ident = ident.to_string();
+        let missing = match default_value(workflow, field) {
+            Some(value) => value,
+            None => quote! {
+                return #private::Err(#private::Error::MissingField {
+                    type_name: #type_ident,
+                    field: #field_name,
+                })
+            },
+        };
+        quote! {
+            #field_ident: match self.#field_ident {
+                #private::Some(value) => value,
+                #private::None => #missing,
+            }
+        }
+    });
+    let (state_field, state_init, state_setter, state_apply) = match &workflow.state {
+        Some(state) => (
+            quote!(__buddy_state: #private::Option<#state>,),
+            quote!(__buddy_state: #private::None,),
+            quote! {
+                /// Sets the initial session state (typed).
+                pub fn state(mut self, state: #state) -> Self {
+                    self.__buddy_state = #private::Some(state);
+                    self
+                }
+            },
+            quote! {
+                if let #private::Some(state) = self.__buddy_state {
+                    __buddy.set_initial_state(#private::Typed(state))?;
+                }
+            },
+        ),
+        None => (quote!(), quote!(), quote!(), quote!()),
+    };
+    let settings = settings_setters(workflow);
+    quote! {
+        impl #ident {
+            /// Starts building this workflow: set fields and workflow settings, then `build()`.
+            #vis fn builder() -> #builder {
+                #builder {
+                    #(#field_inits,)*
+                    #state_init
+                    __buddy: #private::Default::default(),
+                }
+            }
+        }
+
+        #[doc = #builder_doc]
+        #[must_use]
+        #vis struct #builder {
+            #(#fields,)*
+            #state_field
+            __buddy: #private::WorkflowSettings,
+        }
+
+        impl #builder {
+            #(#field_setters)*
+            #state_setter
+            #settings
+
+            /// Builds the workflow; fails if a field without default was not set, or if
+            /// the session state or extra data is not a JSON object.
+            pub fn build(self) -> #private::Result<#ident, #private::Error> {
+                let mut __buddy = #private::WorkflowCore::from_settings(self.__buddy, #name, #description)?;
+                #state_apply
+                let _ = &mut __buddy;
+                #private::Ok(#ident {
+                    #(#field_builds,)*
+                    __buddy,
+                })
+            }
+        }
+    }
+}
+
+/// The setters of the generated workflow settings (the same on every builder).
+fn settings_setters(workflow: &WorkflowStruct) -> TokenStream {
+    let private = workflow.runtime.private();
+    let strings = [
+        ("name", "Sets the display name (default: the type name)."),
+        (
+            "workflow_id",
+            "Sets the workflow id (default: a fresh UUID, or the stored one).",
+        ),
+        ("description", "Sets the description."),
+        ("user_id", "Sets the user the sessions belong to."),
+        (
+            "session_id",
+            "Sets the session to run in (default: a fresh UUID).",
+        ),
+        ("session_name", "Sets the session name."),
+    ]
+    .into_iter()
+    .map(|(name, doc)| {
+        let setter = format_ident!("{}", name);
+        quote! {
+            #[doc = #doc]
+            pub fn #setter(mut self, value: impl #private::Into<#private::String>) -> Self {
+                self.__buddy.#setter = #private::Some(#private::Into::into(value));
+                self
+            }
+        }
+    });
+    quote! {
+        #(#strings)*
+
+        /// Sets the initial session state (a JSON object): the state of a new session, and
+        /// the keys added to a stored session that lacks them.
+        pub fn session_state(mut self, value: impl #private::Into<#private::serde_json::Value>) -> Self {
+            self.__buddy.session_state = #private::Some(#private::Into::into(value));
+            self
+        }
+
+        /// Sets how the initial state meets a stored session's state (default: stored wins).
+        pub fn state_merge(mut self, value: #private::StateMerge) -> Self {
+            self.__buddy.state_merge = value;
+            self
+        }
+
+        /// Sets the memory the workflow starts with.
+        pub fn memory(mut self, value: #private::WorkflowMemory) -> Self {
+            self.__buddy.memory = #private::Some(value);
+            self
+        }
+
+        /// Sets where sessions are persisted.
+        pub fn storage(mut self, value: impl #private::IntoStorage) -> Self {
+            self.__buddy.set_storage(value);
+            self
+        }
+
+        /// Sets extra data stored with the session (a JSON object).
+        pub fn extra_data(mut self, value: impl #private::Into<#private::serde_json::Value>) -> Self {
+            self.__buddy.extra_data = #private::Some(#private::Into::into(value));
+            self
+        }
+
+        /// Turns debug logging on.
+        pub fn debug_mode(mut self, value: #private::bool) -> Self {
+            self.__buddy.debug_mode = value;
+            self
+        }
+
+        /// Sets how many recent runs are read into memory (default 20).
+        pub fn history_runs(mut self, value: #private::usize) -> Self {
+            self.__buddy.history_runs = #private::Some(value);
+            self
+        }
+    }
+}
+
+fn default_impl(workflow: &WorkflowStruct) -> TokenStream {
+    if !workflow.all_defaults() {
+        return quote!();
+    }
+    let private = workflow.runtime.private();
+    let ident = &workflow.item.ident;
+    let name = type_name(workflow);
+    let description = description(workflow);
+    let fields = workflow.fields.iter().map(|field| {
+        let field_ident = &field.ident;
+        let value = default_value(workflow, field);
+        quote!(#field_ident: #value)
+    });
+    quote! {
+        #[automatically_derived]
+        impl #private::Default for #ident {
+            fn default() -> Self {
+                #ident {
+                    #(#fields,)*
+                    __buddy: #private::WorkflowCore::with_defaults(#name, #description),
+                }
+            }
+        }
+    }
+}
