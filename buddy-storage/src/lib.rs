@@ -1,1 +1,107 @@
-//! SQLite and Postgres session storage for buddy.
+//! SQLite and Postgres session storage for buddy, built on [sqlx].
+//!
+//! Both backends implement [`buddy_core::storage::Storage`] with the semantics of the
+//! in-memory reference [`MemoryStorage`](buddy_core::storage::MemoryStorage), and pass the
+//! same conformance suite.
+//!
+//! # Which one?
+//!
+//! - [`SqliteStorage`] (feature `sqlite`, on by default): one file next to your program, no
+//!   server. Right for a single machine, including several processes sharing the file.
+//!   `":memory:"` gives a throw-away database for tests.
+//! - [`PostgresStorage`] (feature `postgres`): for sessions shared by several machines or
+//!   services, or when you already run Postgres. Connect from a URL or reuse a `PgPool`;
+//!   tables can live in their own schema.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), buddy_core::StorageError> {
+//! use buddy_core::session::{SessionKind, SessionWrite};
+//! use buddy_core::storage::{ReadOptions, Storage};
+//! use buddy_storage::SqliteStorage;
+//!
+//! let storage = SqliteStorage::open("tmp/workflows.db").await?.table("workflows")?;
+//! // With feature `postgres`:
+//! // let storage = PostgresStorage::connect("postgres://app@db/app").await?.schema("buddy")?;
+//!
+//! storage
+//!     .commit(SessionWrite {
+//!         session_id: "s1".into(),
+//!         kind: SessionKind::Workflow,
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! let session = storage.read("s1", &ReadOptions::with_runs(20)).await?;
+//! assert!(session.is_some());
+//! # Ok(()) }
+//! ```
+//!
+//! # Schema
+//!
+//! A storage value stands for one sessions table `{table}` and one runs table
+//! `{table}_runs`, both created on first use (or by [`Storage::create`]):
+//!
+//! | `{table}` | |
+//! | --- | --- |
+//! | `session_id` | primary key |
+//! | `kind` | `workflow`, `agent` or `team` |
+//! | `component_id`, `user_id`, `session_name` | text, nullable |
+//! | `component_data`, `session_state`, `extra_data` | JSON (`jsonb` in Postgres) |
+//! | `created_at`, `updated_at` | Unix milliseconds; `created_at` never changes |
+//! | `version` | incremented on every write |
+//! | `run_count` | runs recorded in all |
+//!
+//! `{table}_runs` holds one row per run: `session_id`, `seq` (1, 2, ... per session),
+//! `run_id`, `status`, `created_at` and the whole [`RunRecord`](buddy_core::RunRecord) as
+//! JSON in `record`, with primary key `(session_id, seq)`. A write appends one row and never
+//! rewrites older ones, so the 10,000th run of a session costs what the first did, and a
+//! read loads only the most recent runs it asks for.
+//!
+//! Table and schema names must match `^[A-Za-z_][A-Za-z0-9_]{0,62}$`; anything else is
+//! [`StorageError::InvalidTableName`](buddy_core::StorageError::InvalidTableName) when the
+//! name is given, before any SQL runs. Queries are checked at run time, so no database is
+//! needed to compile. [`Storage::upgrade_schema`] converts tables of the v1 layout (one
+//! JSON `memory` column holding every run, as the Python original wrote them).
+//!
+//! # Concurrency: nothing is lost
+//!
+//! [`Storage::commit`] is one transaction that locks the session, reads its *current* stored
+//! state, merges the writer's [`StatePatch`](buddy_core::session::StatePatch) into it (only
+//! the keys that run set or removed), writes the row and appends the run:
+//!
+//! - Postgres inserts the row if it is missing (`ON CONFLICT DO NOTHING`) and then locks it
+//!   with `SELECT ... FOR UPDATE`, so writers of one session queue on the row lock while
+//!   other sessions are written in parallel;
+//! - SQLite starts the transaction with `BEGIN IMMEDIATE`, taking the database's write lock
+//!   up front; writers (threads or processes) wait up to the busy timeout and a write that
+//!   still finds the database busy is retried.
+//!
+//! The guarantee: concurrent runs of one session, in one process or many, never lose a run
+//! record, and a state key written by one run is never reverted by a run that did not write
+//! it. When two runs write the same key, the one that commits last wins.
+//!
+//! # Errors
+//!
+//! Driver errors become [`StorageError::Database`](buddy_core::StorageError::Database) (with
+//! the operation's name; never a connection URL), and a stored row that does not decode
+//! becomes [`StorageError::Corrupt`](buddy_core::StorageError::Corrupt) naming the session:
+//! the session is never silently reset. Fields unknown to this version (written by a newer
+//! one) are ignored.
+//!
+//! [`Storage::commit`]: buddy_core::storage::Storage::commit
+//! [`Storage::create`]: buddy_core::storage::Storage::create
+//! [`Storage::upgrade_schema`]: buddy_core::storage::Storage::upgrade_schema
+
+#![doc(test(attr(deny(warnings))))]
+
+mod codec;
+mod ident;
+mod migrate;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStorage;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStorage;

@@ -1,0 +1,682 @@
+//! [`SqliteStorage`]: sessions in an SQLite file (or in memory).
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use buddy_core::StorageError;
+use buddy_core::run::{RunRecord, now_millis};
+use buddy_core::session::{Session, SessionQuery, SessionWrite};
+use buddy_core::storage::{ReadOptions, Storage, StorageResult};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, FromRow, Row, SqlSafeStr, SqlStr, Sqlite, Transaction};
+
+use crate::codec::{
+    EncodedSession, SQLITE_SESSION_COLUMNS, SessionRow, decode_run, encode_run, row_error,
+    sql_limit,
+};
+use crate::ident::{self, index_name, quote, runs_table};
+use crate::migrate::{V1_MARKER_COLUMN, V1Row};
+
+/// How long a writer waits for another writer's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many times a write is retried when SQLite still reports the database busy.
+const BUSY_RETRIES: u32 = 5;
+
+/// Sessions in an SQLite database: the embedded default.
+///
+/// One value stands for one table `{table}` (default `workflow_sessions`) and its run table
+/// `{table}_runs`, created on first use. Clones share the connection pool.
+///
+/// # Connection settings and durability
+///
+/// [`open`](SqliteStorage::open) sets, on every connection:
+///
+/// - `journal_mode=WAL`: readers never block the writer and the writer never blocks readers;
+/// - `synchronous=NORMAL`: a committed transaction survives a crash of the process (it is in
+///   the write-ahead log, which the OS holds), but the last transactions before a power loss
+///   or an OS crash may be lost (the database itself stays consistent). Use
+///   [`from_pool`](SqliteStorage::from_pool) with `synchronous=FULL` if that matters;
+/// - `busy_timeout` of 10 s, so a writer waits for another writer (in this process or
+///   another) instead of failing; a write still told "busy" is retried a few times;
+/// - `foreign_keys=ON`.
+///
+/// `":memory:"` opens a private in-memory database held by a single connection, so every
+/// query sees the same data; it is gone when the last clone is dropped.
+///
+/// # Concurrency
+///
+/// [`commit`](Storage::commit) runs in one `BEGIN IMMEDIATE` transaction: it takes the
+/// database's write lock first, then reads the session, merges the write into it
+/// ([`Session::apply_write`]: the changed state keys only) and appends the one run. Writers
+/// of one database are therefore serialised, across threads and processes; none loses
+/// another's run or state keys, and for a key written by two runs the later commit wins.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), buddy_core::StorageError> {
+/// use buddy_storage::SqliteStorage;
+///
+/// let storage = SqliteStorage::open("tmp/sessions.db").await?.table("workflows")?;
+/// # let _ = storage;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    location: String,
+    table: String,
+    sql: Sql,
+    ready: AtomicBool,
+    init: tokio::sync::Mutex<()>,
+}
+
+/// Every statement, built once per table from the validated name.
+struct Sql {
+    create: SqlStr,
+    drop: SqlStr,
+    select_session: SqlStr,
+    upsert_session: SqlStr,
+    insert_run: SqlStr,
+    select_runs: SqlStr,
+    list_sessions: SqlStr,
+    delete_runs: SqlStr,
+    delete_session: SqlStr,
+    table_columns: SqlStr,
+    v1_select: SqlStr,
+    v1_alter: SqlStr,
+    v1_update: SqlStr,
+    v1_drop_columns: SqlStr,
+}
+
+fn sql(text: String) -> SqlStr {
+    // Safe: `text` splices only table names checked by `ident::validate_table`, quoted.
+    AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
+}
+
+impl Sql {
+    fn new(table: &str) -> Self {
+        let t = quote(table);
+        let r = quote(&runs_table(table));
+        let updated_idx = quote(&index_name(table, "updated_idx"));
+        let cols = SQLITE_SESSION_COLUMNS;
+        Sql {
+            create: sql(format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                    session_id TEXT NOT NULL PRIMARY KEY,
+                    kind TEXT NOT NULL DEFAULT 'workflow',
+                    component_id TEXT,
+                    user_id TEXT,
+                    session_name TEXT,
+                    component_data TEXT NOT NULL DEFAULT '{{}}',
+                    session_state TEXT NOT NULL DEFAULT '{{}}',
+                    extra_data TEXT,
+                    created_at INTEGER NOT NULL DEFAULT 0,
+                    updated_at INTEGER NOT NULL DEFAULT 0,
+                    version INTEGER NOT NULL DEFAULT 0,
+                    run_count INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE TABLE IF NOT EXISTS {r} (
+                    session_id TEXT NOT NULL REFERENCES {t} (session_id) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    run_id TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    record TEXT NOT NULL,
+                    PRIMARY KEY (session_id, seq)
+                );
+                CREATE INDEX IF NOT EXISTS {updated_idx} ON {t} (updated_at DESC, session_id DESC);"
+            )),
+            drop: sql(format!("DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};")),
+            select_session: sql(format!("SELECT {cols} FROM {t} WHERE session_id = ?1")),
+            upsert_session: sql(format!(
+                "INSERT INTO {t} (session_id, kind, component_id, user_id, session_name,
+                    component_data, session_state, extra_data, created_at, updated_at, version,
+                    run_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (session_id) DO UPDATE SET
+                    kind = excluded.kind, component_id = excluded.component_id,
+                    user_id = excluded.user_id, session_name = excluded.session_name,
+                    component_data = excluded.component_data,
+                    session_state = excluded.session_state, extra_data = excluded.extra_data,
+                    updated_at = excluded.updated_at, version = excluded.version,
+                    run_count = excluded.run_count"
+            )),
+            insert_run: sql(format!(
+                "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            )),
+            select_runs: sql(format!(
+                "SELECT record FROM {r} WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2"
+            )),
+            list_sessions: sql(format!(
+                "SELECT {cols} FROM {t}
+                 WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR component_id = ?2)
+                   AND (?3 IS NULL OR kind = ?3)
+                 ORDER BY updated_at DESC, session_id DESC LIMIT ?4"
+            )),
+            delete_runs: sql(format!("DELETE FROM {r} WHERE session_id = ?1")),
+            delete_session: sql(format!("DELETE FROM {t} WHERE session_id = ?1")),
+            table_columns: sql("SELECT name FROM pragma_table_info(?1)".to_owned()),
+            v1_select: sql(format!(
+                "SELECT session_id, workflow_id, user_id, memory, workflow_data, session_data,
+                    extra_data, created_at, updated_at FROM {t}"
+            )),
+            v1_alter: sql(format!(
+                "ALTER TABLE {t} ADD COLUMN kind TEXT NOT NULL DEFAULT 'workflow';
+                 ALTER TABLE {t} ADD COLUMN component_id TEXT;
+                 ALTER TABLE {t} ADD COLUMN session_name TEXT;
+                 ALTER TABLE {t} ADD COLUMN component_data TEXT NOT NULL DEFAULT '{{}}';
+                 ALTER TABLE {t} ADD COLUMN session_state TEXT NOT NULL DEFAULT '{{}}';
+                 ALTER TABLE {t} ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE {t} ADD COLUMN run_count INTEGER NOT NULL DEFAULT 0;"
+            )),
+            v1_update: sql(format!(
+                "UPDATE {t} SET kind = ?2, component_id = ?3, user_id = ?4, session_name = ?5,
+                    component_data = ?6, session_state = ?7, extra_data = ?8, created_at = ?9,
+                    updated_at = ?10, version = ?11, run_count = ?12
+                 WHERE session_id = ?1"
+            )),
+            v1_drop_columns: sql(format!(
+                "ALTER TABLE {t} DROP COLUMN memory;
+                 ALTER TABLE {t} DROP COLUMN workflow_id;
+                 ALTER TABLE {t} DROP COLUMN workflow_data;
+                 ALTER TABLE {t} DROP COLUMN session_data;"
+            )),
+        }
+    }
+}
+
+/// The default table name.
+const DEFAULT_TABLE: &str = "workflow_sessions";
+
+fn db(operation: &'static str) -> impl Fn(sqlx::Error) -> StorageError {
+    move |error| StorageError::database(operation, error)
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database file at `path`, or a private in-memory
+    /// database for `":memory:"`, with the settings described on [`SqliteStorage`]. Missing
+    /// parent directories are created. Tables are created on first use.
+    pub async fn open(path: impl AsRef<Path>) -> StorageResult<Self> {
+        let path = path.as_ref();
+        let base = SqliteConnectOptions::new()
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        if path == Path::new(":memory:") {
+            // One connection that never closes: every query sees the same database, and the
+            // database lives as long as the pool.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(base.in_memory(true))
+                .await
+                .map_err(db("open"))?;
+            return Ok(Self::with_pool(pool, ":memory:".to_owned()));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(db_io("open"))?;
+        }
+        let options = base
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(db("open"))?;
+        Ok(Self::with_pool(pool, path.display().to_string()))
+    }
+
+    /// Uses an existing pool as it is configured (see [`SqliteStorage`] for the settings
+    /// [`open`](SqliteStorage::open) would choose). For an in-memory database the pool must
+    /// keep a single connection open, or use a shared cache.
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self::with_pool(pool, "pool".to_owned())
+    }
+
+    fn with_pool(pool: SqlitePool, location: String) -> Self {
+        Self::build(pool, location, DEFAULT_TABLE.to_owned())
+    }
+
+    fn build(pool: SqlitePool, location: String, table: String) -> Self {
+        SqliteStorage {
+            inner: Arc::new(Inner {
+                sql: Sql::new(&table),
+                pool,
+                location,
+                table,
+                ready: AtomicBool::new(false),
+                init: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Stores sessions in table `name` (and runs in `{name}_runs`) instead of
+    /// `workflow_sessions`.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::InvalidTableName`] unless `name` matches
+    /// `^[A-Za-z_][A-Za-z0-9_]{0,62}$` and `{name}_runs` fits in 63 characters.
+    pub fn table(self, name: &str) -> StorageResult<Self> {
+        ident::validate_table(name)?;
+        Ok(Self::build(
+            self.inner.pool.clone(),
+            self.inner.location.clone(),
+            name.to_owned(),
+        ))
+    }
+
+    /// The sessions table's name.
+    pub fn table_name(&self) -> &str {
+        &self.inner.table
+    }
+
+    /// The connection pool, for queries of your own.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.inner.pool
+    }
+
+    /// Closes every connection; operations afterwards fail with [`StorageError::Database`].
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    async fn ensure(&self) -> StorageResult<()> {
+        if self.inner.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _guard = self.inner.init.lock().await;
+        if self.inner.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.columns().await?.iter().any(|c| c == V1_MARKER_COLUMN) {
+            return Err(StorageError::database(
+                "create",
+                format!(
+                    "table `{}` has the v1 layout; call `upgrade_schema()` to convert it",
+                    self.inner.table
+                ),
+            ));
+        }
+        let mut tx = self.begin_immediate("create").await?;
+        sqlx::raw_sql(self.inner.sql.create.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("create"))?;
+        tx.commit().await.map_err(db("create"))?;
+        self.inner.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The column names of the sessions table (empty if it does not exist).
+    async fn columns(&self) -> StorageResult<Vec<String>> {
+        sqlx::query_scalar(self.inner.sql.table_columns.clone())
+            .bind(&self.inner.table)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(db("create"))
+    }
+
+    async fn begin_immediate(
+        &self,
+        operation: &'static str,
+    ) -> StorageResult<Transaction<'static, Sqlite>> {
+        self.inner
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db(operation))
+    }
+
+    /// Runs `attempt` again while SQLite reports the database busy or locked (after the
+    /// busy timeout); every attempt is a whole transaction, so a retry cannot apply twice.
+    async fn retry_busy<T, F, Fut>(&self, mut attempt: F) -> StorageResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StorageResult<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            match attempt().await {
+                Err(error) if tries < BUSY_RETRIES && is_busy(&error) => {
+                    tries += 1;
+                    tracing::debug!(tries, "sqlite database busy; retrying the transaction");
+                    tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn commit_once(&self, write: &SessionWrite) -> StorageResult<Session> {
+        let sql = &self.inner.sql;
+        let mut tx = self.begin_immediate("commit").await?;
+        let existing = select_session(&mut tx, sql, &write.session_id, "commit").await?;
+        let session = Session::apply_write(existing, write, now_millis());
+        write_session(&mut tx, sql, &session, "commit").await?;
+        if let Some(run) = &write.run {
+            sqlx::query(sql.insert_run.clone())
+                .bind(&session.session_id)
+                .bind(session.run_count)
+                .bind(&run.run_id)
+                .bind(run.status.as_str())
+                .bind(run.created_at)
+                .bind(encode_run(&session.session_id, run)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("commit"))?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(session)
+    }
+
+    async fn upsert_once(&self, session: &Session) -> StorageResult<Session> {
+        let sql = &self.inner.sql;
+        let mut tx = self.begin_immediate("upsert").await?;
+        let existing = select_session(&mut tx, sql, &session.session_id, "upsert").await?;
+        let stored = upserted(session, existing.as_ref(), now_millis());
+        write_session(&mut tx, sql, &stored, "upsert").await?;
+        tx.commit().await.map_err(db("upsert"))?;
+        Ok(stored)
+    }
+
+    async fn delete_once(&self, session_id: &str) -> StorageResult<()> {
+        let sql = &self.inner.sql;
+        let mut tx = self.begin_immediate("delete").await?;
+        for statement in [&sql.delete_runs, &sql.delete_session] {
+            sqlx::query(statement.clone())
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("delete"))?;
+        }
+        tx.commit().await.map_err(db("delete"))
+    }
+
+    async fn upgrade_v1(&self) -> StorageResult<()> {
+        let sql = &self.inner.sql;
+        let mut tx = self.begin_immediate("upgrade_schema").await?;
+        // Read the old rows before the layout changes; abort on the first that is corrupt.
+        let rows: Vec<V1Row> = sqlx::query_as(sql.v1_select.clone())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        let mut converted = Vec::with_capacity(rows.len());
+        for row in rows {
+            converted.push(row.convert()?);
+        }
+        sqlx::raw_sql(sql.v1_alter.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        sqlx::raw_sql(sql.create.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        for (session, runs) in converted {
+            let id = session.session_id.as_str();
+            let encoded = EncodedSession::new(&session)?;
+            sqlx::query(sql.v1_update.clone())
+                .bind(id)
+                .bind(session.kind.as_str())
+                .bind(&session.component_id)
+                .bind(&session.user_id)
+                .bind(&session.session_name)
+                .bind(encoded.component_data)
+                .bind(encoded.session_state)
+                .bind(encoded.extra_data)
+                .bind(session.created_at)
+                .bind(session.updated_at)
+                .bind(session.version)
+                .bind(session.run_count)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("upgrade_schema"))?;
+            for (seq, run) in (1_i64..).zip(&runs) {
+                sqlx::query(sql.insert_run.clone())
+                    .bind(id)
+                    .bind(seq)
+                    .bind(&run.run_id)
+                    .bind(run.status.as_str())
+                    .bind(run.created_at)
+                    .bind(encode_run(id, run)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("upgrade_schema"))?;
+            }
+        }
+        sqlx::raw_sql(sql.v1_drop_columns.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        tx.commit().await.map_err(db("upgrade_schema"))?;
+        tracing::info!(table = %self.inner.table, "upgraded v1 session table");
+        Ok(())
+    }
+}
+
+fn db_io(operation: &'static str) -> impl Fn(std::io::Error) -> StorageError {
+    move |error| StorageError::database(operation, error)
+}
+
+/// Whether `error` is SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code).
+fn is_busy(error: &StorageError) -> bool {
+    let StorageError::Database { source, .. } = error else {
+        return false;
+    };
+    let Some(sqlx::Error::Database(db_error)) = source.downcast_ref::<sqlx::Error>() else {
+        return false;
+    };
+    db_error
+        .code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// The stored session as the memory reference computes it for `upsert`.
+pub(crate) fn upserted(session: &Session, existing: Option<&Session>, now: i64) -> Session {
+    let mut stored = session.clone();
+    stored.runs.clear();
+    match existing {
+        Some(existing) => {
+            stored.created_at = existing.created_at;
+            stored.version = existing.version + 1;
+            stored.run_count = existing.run_count;
+            stored.updated_at = now.max(existing.updated_at);
+        }
+        None => {
+            stored.created_at = now;
+            stored.updated_at = now;
+            stored.version = 1;
+            stored.run_count = 0;
+        }
+    }
+    stored
+}
+
+fn decode_row(row: &SqliteRow, operation: &'static str) -> StorageResult<Session> {
+    let id: String = row
+        .try_get("session_id")
+        .map_err(|error| row_error(operation, "?", error))?;
+    SessionRow::from_row(row)
+        .map_err(|error| row_error(operation, &id, error))?
+        .into_session()
+}
+
+async fn select_session(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &Sql,
+    session_id: &str,
+    operation: &'static str,
+) -> StorageResult<Option<Session>> {
+    let row = sqlx::query(sql.select_session.clone())
+        .bind(session_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db(operation))?;
+    row.map(|row| decode_row(&row, operation)).transpose()
+}
+
+async fn write_session(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &Sql,
+    session: &Session,
+    operation: &'static str,
+) -> StorageResult<()> {
+    let encoded = EncodedSession::new(session)?;
+    sqlx::query(sql.upsert_session.clone())
+        .bind(&session.session_id)
+        .bind(session.kind.as_str())
+        .bind(&session.component_id)
+        .bind(&session.user_id)
+        .bind(&session.session_name)
+        .bind(encoded.component_data)
+        .bind(encoded.session_state)
+        .bind(encoded.extra_data)
+        .bind(session.created_at)
+        .bind(session.updated_at)
+        .bind(session.version)
+        .bind(session.run_count)
+        .execute(&mut **tx)
+        .await
+        .map_err(db(operation))?;
+    Ok(())
+}
+
+impl fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStorage")
+            .field("location", &self.inner.location)
+            .field("table", &self.inner.table)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn read(
+        &self,
+        session_id: &str,
+        options: &ReadOptions,
+    ) -> StorageResult<Option<Session>> {
+        self.ensure().await?;
+        let sql = &self.inner.sql;
+        // A deferred transaction: the session row and its runs come from one snapshot.
+        let mut tx = self.inner.pool.begin().await.map_err(db("read"))?;
+        let Some(mut session) = select_session(&mut tx, sql, session_id, "read").await? else {
+            return Ok(None);
+        };
+        if options
+            .user_id
+            .as_ref()
+            .is_some_and(|user| session.user_id.as_ref() != Some(user))
+        {
+            return Ok(None);
+        }
+        if options.recent_runs > 0 {
+            session.runs = select_runs(&mut tx, sql, session_id, Some(options.recent_runs)).await?;
+        }
+        tx.commit().await.map_err(db("read"))?;
+        Ok(Some(session))
+    }
+
+    async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
+        self.ensure().await?;
+        self.retry_busy(|| self.commit_once(&write)).await
+    }
+
+    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
+        self.ensure().await?;
+        self.retry_busy(|| self.upsert_once(session)).await
+    }
+
+    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+        self.ensure().await?;
+        let mut conn = self.inner.pool.acquire().await.map_err(db("runs"))?;
+        select_runs(&mut conn, &self.inner.sql, session_id, limit).await
+    }
+
+    async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
+        self.ensure().await?;
+        let rows = sqlx::query(self.inner.sql.list_sessions.clone())
+            .bind(&query.user_id)
+            .bind(&query.component_id)
+            .bind(query.kind.map(|kind| kind.as_str()))
+            .bind(sql_limit(query.limit))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(db("list_sessions"))?;
+        rows.iter()
+            .map(|row| decode_row(row, "list_sessions"))
+            .collect()
+    }
+
+    async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
+        self.ensure().await?;
+        self.retry_busy(|| self.delete_once(session_id)).await
+    }
+
+    async fn create(&self) -> StorageResult<()> {
+        self.ensure().await
+    }
+
+    async fn upgrade_schema(&self) -> StorageResult<()> {
+        let guard = self.inner.init.lock().await;
+        if self.columns().await?.iter().any(|c| c == V1_MARKER_COLUMN) {
+            self.retry_busy(|| self.upgrade_v1()).await?;
+        }
+        drop(guard);
+        self.ensure().await
+    }
+
+    async fn drop_tables(&self) -> StorageResult<()> {
+        let _guard = self.inner.init.lock().await;
+        self.retry_busy(|| async {
+            let mut tx = self.begin_immediate("drop_tables").await?;
+            sqlx::raw_sql(self.inner.sql.drop.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("drop_tables"))?;
+            tx.commit().await.map_err(db("drop_tables"))
+        })
+        .await?;
+        self.inner.ready.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+async fn select_runs(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &Sql,
+    session_id: &str,
+    limit: Option<usize>,
+) -> StorageResult<Vec<RunRecord>> {
+    let records: Vec<String> = sqlx::query_scalar(sql.select_runs.clone())
+        .bind(session_id)
+        .bind(sql_limit(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("runs"))?;
+    let mut runs = records
+        .iter()
+        .map(|record| decode_run(session_id, record))
+        .collect::<StorageResult<Vec<_>>>()?;
+    runs.reverse();
+    Ok(runs)
+}

@@ -1,0 +1,347 @@
+//! SqliteStorage: the conformance suite on temporary files, plus what only SQLite has
+//! (pragmas, `:memory:`, raw-SQL corruption, the v1 upgrade, two writer processes).
+
+#![cfg(feature = "sqlite")]
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+mod conformance;
+
+use std::sync::Arc;
+
+use buddy_core::StorageError;
+use buddy_core::run::RunStatus;
+use buddy_core::session::SessionKind;
+use buddy_core::storage::{ReadOptions, Storage};
+use buddy_storage::SqliteStorage;
+use conformance::{CHILD_ENV, CHILD_RUNS, Fixture, obj, run_write};
+use serde_json::json;
+
+async fn fixture() -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("sessions.db"))
+        .await
+        .unwrap();
+    Some(Fixture::new(storage, dir))
+}
+
+conformance_suite!(fixture);
+
+mod in_memory {
+    use super::*;
+
+    async fn fixture() -> Option<Fixture> {
+        let storage = SqliteStorage::open(":memory:").await.unwrap().table("mem").unwrap();
+        Some(Fixture::new(storage, ()))
+    }
+
+    conformance_suite!(fixture);
+}
+
+#[tokio::test]
+async fn invalid_table_names_are_rejected_before_any_sql() {
+    let storage = SqliteStorage::open(":memory:").await.unwrap();
+    for name in ["", "1x", "x; DROP TABLE y", "a\"b", "ünï", &"t".repeat(64)] {
+        let error = storage.clone().table(name).unwrap_err();
+        assert!(matches!(error, StorageError::InvalidTableName { .. }), "{name}: {error}");
+    }
+    assert_eq!(storage.table("Workflows_2").unwrap().table_name(), "Workflows_2");
+}
+
+#[tokio::test]
+async fn tables_are_named_after_table_and_created_lazily() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/db.sqlite");
+    let storage = SqliteStorage::open(&path).await.unwrap().table("workflows").unwrap();
+    let tables = |storage: SqliteStorage| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name",
+        )
+        .fetch_all(storage.pool())
+        .await
+        .unwrap()
+    };
+    assert!(tables(storage.clone()).await.is_empty(), "nothing before first use");
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    let names = tables(storage.clone()).await;
+    for expected in ["workflows", "workflows_runs", "workflows_updated_idx"] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn pragmas_give_wal_normal_busy_timeout_and_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap();
+    let pool = storage.pool();
+    let text = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, String>(sql).fetch_one(pool).await.unwrap()
+    };
+    let int = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap()
+    };
+    assert_eq!(text("PRAGMA journal_mode").await, "wal");
+    assert_eq!(int("PRAGMA synchronous").await, 1, "NORMAL");
+    assert_eq!(int("PRAGMA foreign_keys").await, 1);
+    assert!(int("PRAGMA busy_timeout").await >= 1000);
+}
+
+#[tokio::test]
+async fn in_memory_database_is_shared_by_all_queries() {
+    let storage = SqliteStorage::open(":memory:").await.unwrap();
+    let clone = storage.clone();
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    let session = clone.read("s", &ReadOptions::with_runs(5)).await.unwrap().unwrap();
+    assert_eq!(session.runs.len(), 1);
+    // Another storage on a `:memory:` is another database.
+    let other = SqliteStorage::open(":memory:").await.unwrap();
+    assert!(other.read("s", &ReadOptions::default()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn two_tables_in_one_file_are_separate() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = SqliteStorage::open(dir.path().join("db")).await.unwrap();
+    let agents = base.clone().table("agents").unwrap();
+    let workflows = base.table("workflows").unwrap();
+    agents.commit(run_write("s", 1, "a")).await.unwrap();
+    assert!(workflows.read("s", &ReadOptions::default()).await.unwrap().is_none());
+}
+
+async fn corrupt_storage() -> (tempfile::TempDir, SqliteStorage) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap().table("t").unwrap();
+    storage.commit(run_write("bad", 1, "k")).await.unwrap();
+    (dir, storage)
+}
+
+#[tokio::test]
+async fn corrupt_state_is_a_typed_error_naming_the_session() {
+    let (_dir, storage) = corrupt_storage().await;
+    sqlx::query("UPDATE t SET session_state = '{not json' WHERE session_id = 'bad'")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let corrupt = |error: StorageError| match error {
+        StorageError::Corrupt { session_id, what, .. } => (session_id, what),
+        other => panic!("expected Corrupt, got {other:?}"),
+    };
+    let error = storage.read("bad", &ReadOptions::default()).await.unwrap_err();
+    assert_eq!(corrupt(error), ("bad".into(), "session_state"));
+    // A write must not reset the session either.
+    let error = storage.commit(run_write("bad", 2, "k")).await.unwrap_err();
+    assert_eq!(corrupt(error), ("bad".into(), "session_state"));
+    let error = storage.list_sessions(&Default::default()).await.unwrap_err();
+    assert!(error.is_corrupt());
+    assert_eq!(storage.runs("bad", None).await.unwrap().len(), 1, "the write was rolled back");
+}
+
+#[tokio::test]
+async fn corrupt_run_and_row_are_typed_errors() {
+    let (_dir, storage) = corrupt_storage().await;
+    sqlx::query("UPDATE t_runs SET record = 'garbage' WHERE session_id = 'bad'")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let error = storage.read("bad", &ReadOptions::with_runs(5)).await.unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Corrupt { session_id, what: "run record", .. } if session_id == "bad"),
+        "{error:?}"
+    );
+    assert!(storage.runs("bad", None).await.unwrap_err().is_corrupt());
+    // Read without runs still works: only the bad part fails.
+    assert!(storage.read("bad", &ReadOptions::default()).await.unwrap().is_some());
+
+    sqlx::query("UPDATE t SET kind = 'spaceship', version = 'x' WHERE session_id = 'bad'")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let error = storage.read("bad", &ReadOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Corrupt { session_id, .. } if session_id == "bad"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn fields_from_a_newer_version_are_ignored() {
+    let (_dir, storage) = corrupt_storage().await;
+    sqlx::query(
+        "UPDATE t SET session_state = '{\"k\": 1}',
+            component_data = '{\"name\": \"wf\", \"added_in_v9\": [1]}'
+         WHERE session_id = 'bad'",
+    )
+    .execute(storage.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE t_runs SET record = json_set(record, '$.future_field', json('{\"x\": 1}'),
+            '$.status', 'paused_by_v9', '$.response.future', 3)",
+    )
+    .execute(storage.pool())
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE t ADD COLUMN added_in_v9 TEXT DEFAULT 'x'")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let session = storage.read("bad", &ReadOptions::with_runs(5)).await.unwrap().unwrap();
+    assert_eq!(session.runs.len(), 1);
+    assert_eq!(session.runs[0].status, RunStatus::Unknown);
+    assert_eq!(session.session_state, obj(json!({"k": 1})));
+    storage.commit(run_write("bad", 2, "k")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_database_that_goes_away_is_a_database_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap();
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    storage.close().await;
+    for error in [
+        storage.read("s", &ReadOptions::default()).await.unwrap_err(),
+        storage.commit(run_write("s", 2, "k")).await.unwrap_err(),
+        storage.list_sessions(&Default::default()).await.unwrap_err(),
+        storage.delete_session("s").await.unwrap_err(),
+    ] {
+        assert!(matches!(error, StorageError::Database { .. }), "{error:?}");
+    }
+
+    // The file's directory removed under an open storage: whatever SQLite still manages
+    // through open handles may succeed, anything else must be a database error, no panic.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap();
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    drop(dir);
+    for n in 2..20 {
+        match storage.commit(run_write("s", n, "k")).await {
+            Ok(_) | Err(StorageError::Database { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    // A table dropped behind the storage's back.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap().table("t").unwrap();
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    sqlx::query("DROP TABLE t_runs").execute(storage.pool()).await.unwrap();
+    sqlx::query("DROP TABLE t").execute(storage.pool()).await.unwrap();
+    let error = storage.commit(run_write("s", 2, "k")).await.unwrap_err();
+    assert!(matches!(error, StorageError::Database { operation: "commit", .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn opening_an_unusable_path_is_a_database_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let error = SqliteStorage::open(file.join("db")).await.unwrap_err();
+    assert!(matches!(error, StorageError::Database { operation: "open", .. }), "{error:?}");
+}
+
+/// A v1 table (one `memory` column holding every run) is converted by `upgrade_schema`.
+#[tokio::test]
+async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap().table("workflows").unwrap();
+    let pool = storage.pool();
+    sqlx::raw_sql(
+        r#"CREATE TABLE workflows (
+            session_id TEXT PRIMARY KEY, workflow_id TEXT, user_id TEXT, memory JSON,
+            workflow_data JSON, session_data JSON, extra_data JSON, created_at INTEGER,
+            updated_at INTEGER);
+        INSERT INTO workflows VALUES ('s1', 'wf', 'ann',
+            '{"runs": [{"input": {"topic": "a"}, "response": {"content": "one", "run_id": "r1", "created_at": 1700000001}},
+                       {"input": {"topic": "b"}, "response": {"content": "two", "run_id": "r2", "created_at": 1700000002}}]}',
+            '{"name": "ArticleWorkflow"}', '{"session_name": "first", "session_state": {"count": 2}}',
+            '{"x": 1}', 1700000000, 1700000002);
+        INSERT INTO workflows VALUES ('s2', 'wf', NULL, NULL, NULL, NULL, NULL, 1700000100, NULL);"#,
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let error = storage.read("s1", &ReadOptions::default()).await.unwrap_err();
+    assert!(matches!(error, StorageError::Database { .. }), "v1 needs an explicit upgrade");
+
+    storage.upgrade_schema().await.unwrap();
+    let s1 = storage.read("s1", &ReadOptions::with_runs(10)).await.unwrap().unwrap();
+    assert_eq!(s1.kind, SessionKind::Workflow);
+    assert_eq!(s1.component_id.as_deref(), Some("wf"));
+    assert_eq!(s1.user_id.as_deref(), Some("ann"));
+    assert_eq!(s1.session_name.as_deref(), Some("first"));
+    assert_eq!(s1.session_state, obj(json!({"count": 2})));
+    assert_eq!(s1.component_data, obj(json!({"name": "ArticleWorkflow"})));
+    assert_eq!(s1.extra_data, Some(obj(json!({"x": 1}))));
+    assert_eq!(s1.created_at, 1_700_000_000_000);
+    assert_eq!(s1.run_count, 2);
+    let ids: Vec<_> = s1.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    assert_eq!(s1.runs[1].input, json!({"topic": "b"}));
+    assert_eq!(s1.runs[1].response.text(), "two");
+    assert_eq!(s1.runs[1].created_at, 1_700_000_002_000);
+    let s2 = storage.read("s2", &ReadOptions::with_runs(10)).await.unwrap().unwrap();
+    assert_eq!((s2.run_count, s2.runs.len()), (0, 0));
+
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('workflows')")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert!(!columns.iter().any(|c| c == "memory"), "{columns:?}");
+    // The upgraded table takes new runs as usual, and a second upgrade does nothing.
+    storage.commit(run_write("s1", 3, "k")).await.unwrap();
+    storage.upgrade_schema().await.unwrap();
+    assert_eq!(storage.runs("s1", None).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_corrupt_v1_row_aborts_the_upgrade_and_keeps_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap().table("wf").unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE wf (session_id TEXT PRIMARY KEY, workflow_id TEXT, user_id TEXT,
+            memory JSON, workflow_data JSON, session_data JSON, extra_data JSON,
+            created_at INTEGER, updated_at INTEGER);
+         INSERT INTO wf VALUES ('broken', NULL, NULL, '{\"runs\": [', NULL, NULL, NULL, 1, 1);",
+    )
+    .execute(storage.pool())
+    .await
+    .unwrap();
+    let error = storage.upgrade_schema().await.unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Corrupt { session_id, .. } if session_id == "broken"),
+        "{error:?}"
+    );
+    let memory: String = sqlx::query_scalar("SELECT memory FROM wf")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(memory, "{\"runs\": [", "the v1 row is untouched");
+}
+
+/// The child half of `two_processes_write_one_session`: does nothing unless re-executed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_writer() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let storage = SqliteStorage::open(path).await.unwrap();
+    conformance::child_writes(Arc::new(storage)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_write_one_session() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let storage = SqliteStorage::open(&path).await.unwrap();
+    storage.create().await.unwrap();
+    let target = path.to_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        conformance::run_two_writer_processes("child_writer", &target)
+    })
+    .await
+    .unwrap();
+    conformance::assert_all_runs_kept(&storage, "shared", 0..2 * CHILD_RUNS).await;
+}
