@@ -16,10 +16,13 @@ pub fn env_debug() -> bool {
 pub fn enable() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let filter = tracing_subscriber::EnvFilter::new("buddy=debug,buddy_core=debug,buddy_storage=debug,info");
+        let filter = tracing_subscriber::EnvFilter::new(
+            "buddy=debug,buddy_core=debug,buddy_storage=debug,info",
+        );
         let installed = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init()
             .is_ok();
         if installed {

@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::memory::WorkflowMemory;
 use super::member::MemberContext;
+use super::memory::WorkflowMemory;
 use super::state::WorkflowState;
 use crate::error::{Error, Result};
 use crate::run::RunResponse;
@@ -403,7 +403,9 @@ impl<S: WorkflowState> WorkflowCore<S> {
         let stored = storage.commit(write).await?;
         match S::from_map(stored.session_state.clone(), &stored.session_id) {
             Ok(state) => self.state = state,
-            Err(error) => tracing::warn!(%error, "merged session state does not decode; keeping this run's state"),
+            Err(error) => {
+                tracing::warn!(%error, "merged session state does not decode; keeping this run's state")
+            }
         }
         self.stored_state = stored.session_state;
         Ok(())
@@ -479,7 +481,9 @@ impl<S: WorkflowState> WorkflowCore<S> {
     /// Sessions of this workflow's kind matching `query`, newest first.
     pub async fn list_sessions(&self, query: SessionQuery) -> Result<Vec<Session>> {
         match &self.storage {
-            Some(storage) => Ok(storage.list_sessions(&query.kind(SessionKind::Workflow)).await?),
+            Some(storage) => Ok(storage
+                .list_sessions(&query.kind(SessionKind::Workflow))
+                .await?),
             None => Ok(Vec::new()),
         }
     }

@@ -124,7 +124,10 @@ pub trait Workflow: Send + 'static {
         self.__buddy_core_mut().use_session(session_id);
     }
     /// Renames the workflow and saves the session.
-    fn rename(&mut self, name: impl Into<String> + Send) -> impl Future<Output = Result<()>> + Send {
+    fn rename(
+        &mut self,
+        name: impl Into<String> + Send,
+    ) -> impl Future<Output = Result<()>> + Send {
         self.__buddy_core_mut().rename(name)
     }
     /// Renames the current session and saves it.
@@ -233,39 +236,40 @@ fn decode_input<W: RunWorkflow>(input: Value) -> Result<W::Input> {
 }
 
 /// A workflow behind a pointer, run from JSON: what a server holds to run workflows of any
-/// type. Every [`RunWorkflow`] is one.
+/// type. Every [`RunWorkflow`] is one. (The method names differ from [`RunWorkflow`]'s so
+/// both traits can be in scope at once.)
 pub trait DynWorkflow: Send {
     /// The workflow's type name.
     fn type_name(&self) -> &'static str;
     /// The display name.
-    fn name(&self) -> &str;
+    fn workflow_name(&self) -> &str;
     /// The parameters of `run`.
     fn parameters(&self) -> &'static [Parameter];
     /// The JSON Schema of the input.
-    fn input_schema(&self) -> schemars::Schema;
+    fn schema(&self) -> schemars::Schema;
     /// Runs from JSON arguments.
-    fn run_json(&mut self, input: Value) -> BoxFuture<'_, Result<RunResponse>>;
+    fn call_json(&mut self, input: Value) -> BoxFuture<'_, Result<RunResponse>>;
     /// Runs from JSON arguments, streaming events.
-    fn run_json_stream(&mut self, input: Value) -> RunStream<'_>;
+    fn call_json_stream(&mut self, input: Value) -> RunStream<'_>;
 }
 
 impl<W: RunWorkflow> DynWorkflow for W {
     fn type_name(&self) -> &'static str {
         W::TYPE_NAME
     }
-    fn name(&self) -> &str {
+    fn workflow_name(&self) -> &str {
         Workflow::name(self)
     }
     fn parameters(&self) -> &'static [Parameter] {
         W::PARAMETERS
     }
-    fn input_schema(&self) -> schemars::Schema {
+    fn schema(&self) -> schemars::Schema {
         W::input_schema()
     }
-    fn run_json(&mut self, input: Value) -> BoxFuture<'_, Result<RunResponse>> {
+    fn call_json(&mut self, input: Value) -> BoxFuture<'_, Result<RunResponse>> {
         RunWorkflow::run_json(self, input)
     }
-    fn run_json_stream(&mut self, input: Value) -> RunStream<'_> {
+    fn call_json_stream(&mut self, input: Value) -> RunStream<'_> {
         RunWorkflow::run_json_stream(self, input)
     }
 }

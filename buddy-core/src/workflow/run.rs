@@ -77,7 +77,12 @@ impl ActiveRun {
     }
 }
 
-fn run_span(workflow: &str, run_id: &str) -> tracing::Span {
+/// The span of one run; debug output is switched on first, so the span is recorded by it.
+fn run_span<W: Workflow>(workflow: &W, run_id: &str) -> tracing::Span {
+    if workflow.__buddy_core().debug_mode() {
+        crate::debug::enable();
+    }
+    let workflow = W::TYPE_NAME;
     tracing::info_span!(
         "workflow_run",
         workflow,
@@ -99,9 +104,6 @@ async fn begin<W: Workflow>(
     span: &tracing::Span,
 ) -> Result<ActiveRun> {
     let core = workflow.__buddy_core_mut();
-    if core.debug_mode() {
-        crate::debug::enable();
-    }
     let session_id = core.ensure_session_id();
     // The session is read before a workflow id is made up, so that a continuing session
     // adopts its stored workflow id.
@@ -234,7 +236,7 @@ pub async fn run_to_response<W: RunWorkflow>(
         return collect(run_to_stream(workflow, input)).await;
     }
     let run_id = uuid::Uuid::new_v4().to_string();
-    let span = run_span(W::TYPE_NAME, &run_id);
+    let span = run_span(workflow, &run_id);
     let run = async {
         let input_value = encode_input(W::TYPE_NAME, &input)?;
         let run = begin(workflow, run_id, input_value, &tracing::Span::current()).await?;
@@ -282,7 +284,7 @@ async fn collect(mut stream: RunStream<'_>) -> Result<RunResponse> {
 /// carrying the workflow's response, or with the error.
 pub fn run_to_stream<W: RunWorkflow>(workflow: &mut W, input: W::Input) -> RunStream<'_> {
     let run_id = uuid::Uuid::new_v4().to_string();
-    let span = run_span(W::TYPE_NAME, &run_id);
+    let span = run_span(workflow, &run_id);
     let cancel = Arc::new(Mutex::new(None::<Cancellation>));
     let guard = Arc::clone(&cancel);
     let record_span = span.clone();
@@ -365,11 +367,19 @@ struct Cancellation {
 }
 
 impl Cancellation {
-    fn lock(guard: &Mutex<Option<Cancellation>>) -> std::sync::MutexGuard<'_, Option<Cancellation>> {
-        guard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(
+        guard: &Mutex<Option<Cancellation>>,
+    ) -> std::sync::MutexGuard<'_, Option<Cancellation>> {
+        guard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn arm<S: WorkflowState>(guard: &Mutex<Option<Cancellation>>, core: &super::WorkflowCore<S>, run: &ActiveRun) {
+    fn arm<S: WorkflowState>(
+        guard: &Mutex<Option<Cancellation>>,
+        core: &super::WorkflowCore<S>,
+        run: &ActiveRun,
+    ) {
         let mut response = RunResponse::new();
         run.stamp_response(&mut response);
         let record = RunRecord {
@@ -408,7 +418,9 @@ impl Cancellation {
             run.response.content = Some(Value::String(self.content));
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!("streamed run dropped outside a tokio runtime; its cancellation is not recorded");
+            tracing::warn!(
+                "streamed run dropped outside a tokio runtime; its cancellation is not recorded"
+            );
             return;
         };
         runtime.spawn(async move {
