@@ -23,8 +23,15 @@ pub use buddy_storage::PostgresStorage;
 #[cfg(feature = "sqlite")]
 pub use buddy_storage::SqliteStorage;
 
+/// Builds a stream with `yield` (re-exported from `async-stream`), the easy way to write a
+/// streaming `run` body: `buddy::stream! { yield Ok(RunEvent::content("hi")); }`.
+pub use async_stream::{stream, try_stream};
+/// Streams and their combinators (re-exported from `futures`).
+pub use futures::{Stream, StreamExt};
+
 /// The items most workflows use: `use buddy::prelude::*;`.
 pub mod prelude {
+    pub use futures::{Stream, StreamExt};
     #[cfg(feature = "postgres")]
     pub use crate::PostgresStorage;
     #[cfg(feature = "sqlite")]

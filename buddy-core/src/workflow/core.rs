@@ -328,10 +328,9 @@ impl<S: WorkflowState> WorkflowCore<S> {
                 Ok(true)
             }
             None => {
+                // A new (or deleted) session: the whole state is written on the next commit.
                 self.memory.keep_session(&session_id);
-                if self.memory.runs().is_empty() {
-                    self.stored_state = Map::new();
-                }
+                self.stored_state = Map::new();
                 Ok(false)
             }
         }
