@@ -71,7 +71,10 @@ async fn every_response_form_runs_and_is_stamped() {
     let second = plain.run("b".into()).await.unwrap();
     assert!(first.run_id.is_some());
     assert_ne!(first.run_id, second.run_id, "every run has a fresh run id");
-    assert_eq!(first.session_id, second.session_id, "one session across runs");
+    assert_eq!(
+        first.session_id, second.session_id,
+        "one session across runs"
+    );
 
     let mut fallible = Fallible::builder().build().unwrap();
     assert_eq!(fallible.run().await.unwrap().text(), "fine");
@@ -116,7 +119,8 @@ struct Streaming {
 impl Streaming {
     async fn run(&mut self, topic: String) -> impl futures::Stream<Item = Result<RunEvent>> {
         let gate = self.gate.lock().await.take();
-        self.state_mut().insert("topic".into(), json!(topic.clone()));
+        self.state_mut()
+            .insert("topic".into(), json!(topic.clone()));
         async_stream::stream! {
             yield Ok(RunEvent::content(format!("{topic}:")));
             if let Some(gate) = gate {
@@ -158,7 +162,10 @@ async fn stream_passes_events_as_they_come_and_persists_at_the_end() {
         panic!("last event must be run_completed, got {:?}", rest[2]);
     };
     assert_eq!(response.text(), "rust:done", "text deltas are accumulated");
-    assert!(rest.iter().all(|event| event.run_id.as_deref() == Some(run_id.as_str())));
+    assert!(
+        rest.iter()
+            .all(|event| event.run_id.as_deref() == Some(run_id.as_str()))
+    );
 
     let session_id = workflow.session_id().unwrap().to_owned();
     let runs = storage.runs(&session_id, None).await.unwrap();
@@ -166,7 +173,11 @@ async fn stream_passes_events_as_they_come_and_persists_at_the_end() {
     assert_eq!(runs[0].status, RunStatus::Completed);
     assert_eq!(runs[0].response.text(), "rust:done");
     assert_eq!(workflow.state()["topic"], "rust");
-    let session = storage.read(&session_id, &Default::default()).await.unwrap().unwrap();
+    let session = storage
+        .read(&session_id, &Default::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(session.session_state["topic"], "rust");
 }
 
@@ -181,6 +192,9 @@ async fn streaming_workflow_run_json_collects_the_response() {
 async fn non_streaming_workflow_streams_started_and_completed() {
     let mut plain = Plain::builder().build().unwrap();
     let events: Vec<_> = plain.run_json_stream(json!({"topic": "t"})).collect().await;
-    let names: Vec<_> = events.iter().map(|event| event.as_ref().unwrap().name()).collect();
+    let names: Vec<_> = events
+        .iter()
+        .map(|event| event.as_ref().unwrap().name())
+        .collect();
     assert_eq!(names, ["run_started", "run_completed"]);
 }

@@ -105,7 +105,13 @@ async fn builder_sets_every_setting_and_field() {
 async fn missing_required_field_is_a_typed_error() {
     let error = NeedsModel::builder().build().unwrap_err();
     assert!(
-        matches!(error, Error::MissingField { type_name: "NeedsModel", field: "model_name" }),
+        matches!(
+            error,
+            Error::MissingField {
+                type_name: "NeedsModel",
+                field: "model_name"
+            }
+        ),
         "{error:?}"
     );
     assert!(error.to_string().contains("`model_name`"));
@@ -115,9 +121,15 @@ async fn missing_required_field_is_a_typed_error() {
 
 #[tokio::test]
 async fn session_state_and_extra_data_must_be_objects() {
-    let error = Greeter::builder().session_state(json!([1, 2])).build().unwrap_err();
+    let error = Greeter::builder()
+        .session_state(json!([1, 2]))
+        .build()
+        .unwrap_err();
     assert!(matches!(error, Error::Config(_)), "{error:?}");
-    let error = Greeter::builder().extra_data(json!("text")).build().unwrap_err();
+    let error = Greeter::builder()
+        .extra_data(json!("text"))
+        .build()
+        .unwrap_err();
     assert!(matches!(error, Error::Config(_)), "{error:?}");
 }
 
@@ -130,14 +142,22 @@ async fn members_receive_session_and_user_before_every_run() {
         .unwrap();
     workflow.run("Bob".into()).await.unwrap();
     let session = workflow.session_id().unwrap().to_owned();
-    assert_eq!(workflow.helper.session_id.as_deref(), Some(session.as_str()));
+    assert_eq!(
+        workflow.helper.session_id.as_deref(),
+        Some(session.as_str())
+    );
     assert_eq!(workflow.helper.user_id.as_deref(), Some("u-7"));
     assert_eq!(workflow.agent.session_id.as_deref(), Some(session.as_str()));
     assert_eq!(
         workflow.optional.as_ref().unwrap().session_id.as_deref(),
         Some(session.as_str())
     );
-    assert!(workflow.crew.iter().all(|member| member.session_id.as_deref() == Some(session.as_str())));
+    assert!(
+        workflow
+            .crew
+            .iter()
+            .all(|member| member.session_id.as_deref() == Some(session.as_str()))
+    );
 
     workflow.new_session().await.unwrap();
     workflow.run("Bob".into()).await.unwrap();

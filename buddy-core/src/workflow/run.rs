@@ -18,6 +18,7 @@ use crate::session::{SessionWrite, StatePatch};
 use crate::storage::Storage;
 
 /// What the user's `run` body produced: a response, or a stream of events.
+#[allow(clippy::large_enum_variant)] // one value per run, moved once: boxing buys nothing
 pub enum Body<'a> {
     /// `run` returned a response (or an error).
     Response(Result<RunResponse>),
