@@ -58,7 +58,9 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// A builder was finished without a value for a field that has no default.
-    #[error("missing value for field `{field}` of `{type_name}`; set it on the builder or give it a default")]
+    #[error(
+        "missing value for field `{field}` of `{type_name}`; set it on the builder or give it a default"
+    )]
     MissingField {
         /// The type being built.
         type_name: &'static str,

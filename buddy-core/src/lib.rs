@@ -18,7 +18,9 @@ pub use error::{BoxError, Error, Result, StorageError};
 pub use run::{RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus};
 pub use session::{Session, SessionKind, SessionQuery, StateMerge, WorkflowSession};
 pub use storage::{MemoryStorage, Storage};
-pub use workflow::{DynWorkflow, Member, MemberContext, Parameter, RunStream, RunWorkflow, Workflow};
+pub use workflow::{
+    DynWorkflow, Member, MemberContext, Parameter, RunStream, RunWorkflow, Workflow,
+};
 
 /// Items generated code refers to. Not public API: anything here may change in any release.
 #[doc(hidden)]
@@ -29,23 +31,23 @@ pub mod __private {
     pub use ::serde;
     pub use ::serde_json;
     pub use ::std::boxed::Box;
-    pub use ::std::option::Option::{self, None, Some};
-    pub use ::std::result::Result::{self, Err, Ok};
-    pub use ::std::string::String;
+    pub use ::std::clone::Clone;
     pub use ::std::convert::Into;
     pub use ::std::default::Default;
-    pub use ::std::clone::Clone;
-    pub use ::std::sync::Arc;
+    pub use ::std::option::Option::{self, None, Some};
     pub use ::std::primitive::{bool, str, usize};
+    pub use ::std::result::Result::{self, Err, Ok};
+    pub use ::std::string::String;
+    pub use ::std::sync::Arc;
 
     pub use crate::error::Error;
     pub use crate::run::{RunEvent, RunResponse};
     pub use crate::session::StateMerge;
     pub use crate::storage::{IntoStorage, Storage};
     pub use crate::workflow::{
-        Body, IntoRunResult, JsonState, Member, MemberContext, Parameter, RunStream,
-        RunWorkflow, Typed, Workflow, WorkflowCore, WorkflowMemory, WorkflowSettings,
-        WorkflowState, run_to_response, run_to_stream,
+        Body, IntoRunResult, JsonState, Member, MemberContext, Parameter, RunStream, RunWorkflow,
+        Typed, Workflow, WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState,
+        run_to_response, run_to_stream,
     };
 
     /// Boxes a stream returned by a `run` body.

@@ -58,9 +58,7 @@ pub fn merge_missing(target: &mut Map<String, Value>, source: &Map<String, Value
 pub fn merge_overwrite(target: &mut Map<String, Value>, source: &Map<String, Value>) {
     for (key, value) in source {
         match (target.get_mut(key), value) {
-            (Some(Value::Object(target)), Value::Object(source)) => {
-                merge_overwrite(target, source)
-            }
+            (Some(Value::Object(target)), Value::Object(source)) => merge_overwrite(target, source),
             _ => {
                 target.insert(key.clone(), value.clone());
             }
@@ -205,15 +203,24 @@ mod tests {
     #[test]
     fn merge_missing_keeps_stored_and_adds_nested() {
         let mut stored = obj(json!({"a": 1, "n": {"x": 1}}));
-        merge_missing(&mut stored, &obj(json!({"a": 2, "b": 3, "n": {"x": 9, "y": 2}})));
-        assert_eq!(Value::Object(stored), json!({"a": 1, "b": 3, "n": {"x": 1, "y": 2}}));
+        merge_missing(
+            &mut stored,
+            &obj(json!({"a": 2, "b": 3, "n": {"x": 9, "y": 2}})),
+        );
+        assert_eq!(
+            Value::Object(stored),
+            json!({"a": 1, "b": 3, "n": {"x": 1, "y": 2}})
+        );
     }
 
     #[test]
     fn merge_overwrite_prefers_code() {
         let mut stored = obj(json!({"a": 1, "n": {"x": 1, "z": 0}}));
         merge_overwrite(&mut stored, &obj(json!({"a": 2, "n": {"x": 9}})));
-        assert_eq!(Value::Object(stored), json!({"a": 2, "n": {"x": 9, "z": 0}}));
+        assert_eq!(
+            Value::Object(stored),
+            json!({"a": 2, "n": {"x": 9, "z": 0}})
+        );
     }
 
     #[test]
