@@ -159,3 +159,25 @@ pub(crate) fn to_millis(timestamp: i64) -> i64 {
         timestamp
     }
 }
+
+/// The stored session as the memory reference computes it for `upsert`.
+pub(crate) fn upserted(session: &Session, existing: Option<&Session>, now: i64) -> Session {
+    let mut stored = session.clone();
+    stored.runs.clear();
+    match existing {
+        Some(existing) => {
+            stored.created_at = existing.created_at;
+            stored.version = existing.version + 1;
+            stored.run_count = existing.run_count;
+            stored.updated_at = now.max(existing.updated_at);
+        }
+        None => {
+            stored.created_at = now;
+            stored.updated_at = now;
+            stored.version = 1;
+            stored.run_count = 0;
+        }
+    }
+    stored
+}
+

@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, FromRow, Row, SqlSafeStr, SqlStr, Sqlite, Transaction}
 
 use crate::codec::{
     EncodedSession, SQLITE_SESSION_COLUMNS, SessionRow, decode_run, encode_run, row_error,
-    sql_limit,
+    sql_limit, upserted,
 };
 use crate::ident::{self, index_name, quote, runs_table};
 use crate::migrate::{V1_MARKER_COLUMN, V1Row};
@@ -487,27 +487,6 @@ fn is_busy(error: &StorageError) -> bool {
         .code()
         .and_then(|code| code.parse::<i32>().ok())
         .is_some_and(|code| matches!(code & 0xff, 5 | 6))
-}
-
-/// The stored session as the memory reference computes it for `upsert`.
-pub(crate) fn upserted(session: &Session, existing: Option<&Session>, now: i64) -> Session {
-    let mut stored = session.clone();
-    stored.runs.clear();
-    match existing {
-        Some(existing) => {
-            stored.created_at = existing.created_at;
-            stored.version = existing.version + 1;
-            stored.run_count = existing.run_count;
-            stored.updated_at = now.max(existing.updated_at);
-        }
-        None => {
-            stored.created_at = now;
-            stored.updated_at = now;
-            stored.version = 1;
-            stored.run_count = 0;
-        }
-    }
-    stored
 }
 
 fn decode_row(row: &SqliteRow, operation: &'static str) -> StorageResult<Session> {

@@ -30,7 +30,11 @@ mod in_memory {
     use super::*;
 
     async fn fixture() -> Option<Fixture> {
-        let storage = SqliteStorage::open(":memory:").await.unwrap().table("mem").unwrap();
+        let storage = SqliteStorage::open(":memory:")
+            .await
+            .unwrap()
+            .table("mem")
+            .unwrap();
         Some(Fixture::new(storage, ()))
     }
 
@@ -42,16 +46,26 @@ async fn invalid_table_names_are_rejected_before_any_sql() {
     let storage = SqliteStorage::open(":memory:").await.unwrap();
     for name in ["", "1x", "x; DROP TABLE y", "a\"b", "ünï", &"t".repeat(64)] {
         let error = storage.clone().table(name).unwrap_err();
-        assert!(matches!(error, StorageError::InvalidTableName { .. }), "{name}: {error}");
+        assert!(
+            matches!(error, StorageError::InvalidTableName { .. }),
+            "{name}: {error}"
+        );
     }
-    assert_eq!(storage.table("Workflows_2").unwrap().table_name(), "Workflows_2");
+    assert_eq!(
+        storage.table("Workflows_2").unwrap().table_name(),
+        "Workflows_2"
+    );
 }
 
 #[tokio::test]
 async fn tables_are_named_after_table_and_created_lazily() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/db.sqlite");
-    let storage = SqliteStorage::open(&path).await.unwrap().table("workflows").unwrap();
+    let storage = SqliteStorage::open(&path)
+        .await
+        .unwrap()
+        .table("workflows")
+        .unwrap();
     let tables = |storage: SqliteStorage| async move {
         sqlx::query_scalar::<_, String>(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name",
@@ -60,7 +74,10 @@ async fn tables_are_named_after_table_and_created_lazily() {
         .await
         .unwrap()
     };
-    assert!(tables(storage.clone()).await.is_empty(), "nothing before first use");
+    assert!(
+        tables(storage.clone()).await.is_empty(),
+        "nothing before first use"
+    );
     storage.commit(run_write("s", 1, "k")).await.unwrap();
     let names = tables(storage.clone()).await;
     for expected in ["workflows", "workflows_runs", "workflows_updated_idx"] {
@@ -75,10 +92,16 @@ async fn pragmas_give_wal_normal_busy_timeout_and_foreign_keys() {
     let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap();
     let pool = storage.pool();
     let text = |sql: &'static str| async move {
-        sqlx::query_scalar::<_, String>(sql).fetch_one(pool).await.unwrap()
+        sqlx::query_scalar::<_, String>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
     };
     let int = |sql: &'static str| async move {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap()
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
     };
     assert_eq!(text("PRAGMA journal_mode").await, "wal");
     assert_eq!(int("PRAGMA synchronous").await, 1, "NORMAL");
@@ -91,11 +114,21 @@ async fn in_memory_database_is_shared_by_all_queries() {
     let storage = SqliteStorage::open(":memory:").await.unwrap();
     let clone = storage.clone();
     storage.commit(run_write("s", 1, "k")).await.unwrap();
-    let session = clone.read("s", &ReadOptions::with_runs(5)).await.unwrap().unwrap();
+    let session = clone
+        .read("s", &ReadOptions::with_runs(5))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(session.runs.len(), 1);
     // Another storage on a `:memory:` is another database.
     let other = SqliteStorage::open(":memory:").await.unwrap();
-    assert!(other.read("s", &ReadOptions::default()).await.unwrap().is_none());
+    assert!(
+        other
+            .read("s", &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -105,12 +138,22 @@ async fn two_tables_in_one_file_are_separate() {
     let agents = base.clone().table("agents").unwrap();
     let workflows = base.table("workflows").unwrap();
     agents.commit(run_write("s", 1, "a")).await.unwrap();
-    assert!(workflows.read("s", &ReadOptions::default()).await.unwrap().is_none());
+    assert!(
+        workflows
+            .read("s", &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn corrupt_storage() -> (tempfile::TempDir, SqliteStorage) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap().table("t").unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db"))
+        .await
+        .unwrap()
+        .table("t")
+        .unwrap();
     storage.commit(run_write("bad", 1, "k")).await.unwrap();
     (dir, storage)
 }
@@ -123,17 +166,29 @@ async fn corrupt_state_is_a_typed_error_naming_the_session() {
         .await
         .unwrap();
     let corrupt = |error: StorageError| match error {
-        StorageError::Corrupt { session_id, what, .. } => (session_id, what),
+        StorageError::Corrupt {
+            session_id, what, ..
+        } => (session_id, what),
         other => panic!("expected Corrupt, got {other:?}"),
     };
-    let error = storage.read("bad", &ReadOptions::default()).await.unwrap_err();
+    let error = storage
+        .read("bad", &ReadOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(corrupt(error), ("bad".into(), "session_state"));
     // A write must not reset the session either.
     let error = storage.commit(run_write("bad", 2, "k")).await.unwrap_err();
     assert_eq!(corrupt(error), ("bad".into(), "session_state"));
-    let error = storage.list_sessions(&Default::default()).await.unwrap_err();
+    let error = storage
+        .list_sessions(&Default::default())
+        .await
+        .unwrap_err();
     assert!(error.is_corrupt());
-    assert_eq!(storage.runs("bad", None).await.unwrap().len(), 1, "the write was rolled back");
+    assert_eq!(
+        storage.runs("bad", None).await.unwrap().len(),
+        1,
+        "the write was rolled back"
+    );
 }
 
 #[tokio::test]
@@ -143,20 +198,32 @@ async fn corrupt_run_and_row_are_typed_errors() {
         .execute(storage.pool())
         .await
         .unwrap();
-    let error = storage.read("bad", &ReadOptions::with_runs(5)).await.unwrap_err();
+    let error = storage
+        .read("bad", &ReadOptions::with_runs(5))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, what: "run record", .. } if session_id == "bad"),
         "{error:?}"
     );
     assert!(storage.runs("bad", None).await.unwrap_err().is_corrupt());
     // Read without runs still works: only the bad part fails.
-    assert!(storage.read("bad", &ReadOptions::default()).await.unwrap().is_some());
+    assert!(
+        storage
+            .read("bad", &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     sqlx::query("UPDATE t SET kind = 'spaceship', version = 'x' WHERE session_id = 'bad'")
         .execute(storage.pool())
         .await
         .unwrap();
-    let error = storage.read("bad", &ReadOptions::default()).await.unwrap_err();
+    let error = storage
+        .read("bad", &ReadOptions::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, .. } if session_id == "bad"),
         "{error:?}"
@@ -185,7 +252,11 @@ async fn fields_from_a_newer_version_are_ignored() {
         .execute(storage.pool())
         .await
         .unwrap();
-    let session = storage.read("bad", &ReadOptions::with_runs(5)).await.unwrap().unwrap();
+    let session = storage
+        .read("bad", &ReadOptions::with_runs(5))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(session.runs.len(), 1);
     assert_eq!(session.runs[0].status, RunStatus::Unknown);
     assert_eq!(session.session_state, obj(json!({"k": 1})));
@@ -199,9 +270,15 @@ async fn a_database_that_goes_away_is_a_database_error() {
     storage.commit(run_write("s", 1, "k")).await.unwrap();
     storage.close().await;
     for error in [
-        storage.read("s", &ReadOptions::default()).await.unwrap_err(),
+        storage
+            .read("s", &ReadOptions::default())
+            .await
+            .unwrap_err(),
         storage.commit(run_write("s", 2, "k")).await.unwrap_err(),
-        storage.list_sessions(&Default::default()).await.unwrap_err(),
+        storage
+            .list_sessions(&Default::default())
+            .await
+            .unwrap_err(),
         storage.delete_session("s").await.unwrap_err(),
     ] {
         assert!(matches!(error, StorageError::Database { .. }), "{error:?}");
@@ -222,12 +299,31 @@ async fn a_database_that_goes_away_is_a_database_error() {
 
     // A table dropped behind the storage's back.
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap().table("t").unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db"))
+        .await
+        .unwrap()
+        .table("t")
+        .unwrap();
     storage.commit(run_write("s", 1, "k")).await.unwrap();
-    sqlx::query("DROP TABLE t_runs").execute(storage.pool()).await.unwrap();
-    sqlx::query("DROP TABLE t").execute(storage.pool()).await.unwrap();
+    sqlx::query("DROP TABLE t_runs")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE t")
+        .execute(storage.pool())
+        .await
+        .unwrap();
     let error = storage.commit(run_write("s", 2, "k")).await.unwrap_err();
-    assert!(matches!(error, StorageError::Database { operation: "commit", .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            StorageError::Database {
+                operation: "commit",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -236,14 +332,27 @@ async fn opening_an_unusable_path_is_a_database_error() {
     let file = dir.path().join("file");
     std::fs::write(&file, b"not a directory").unwrap();
     let error = SqliteStorage::open(file.join("db")).await.unwrap_err();
-    assert!(matches!(error, StorageError::Database { operation: "open", .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            StorageError::Database {
+                operation: "open",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 }
 
 /// A v1 table (one `memory` column holding every run) is converted by `upgrade_schema`.
 #[tokio::test]
 async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap().table("workflows").unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db"))
+        .await
+        .unwrap()
+        .table("workflows")
+        .unwrap();
     let pool = storage.pool();
     sqlx::raw_sql(
         r#"CREATE TABLE workflows (
@@ -260,11 +369,21 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     .execute(pool)
     .await
     .unwrap();
-    let error = storage.read("s1", &ReadOptions::default()).await.unwrap_err();
-    assert!(matches!(error, StorageError::Database { .. }), "v1 needs an explicit upgrade");
+    let error = storage
+        .read("s1", &ReadOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StorageError::Database { .. }),
+        "v1 needs an explicit upgrade"
+    );
 
     storage.upgrade_schema().await.unwrap();
-    let s1 = storage.read("s1", &ReadOptions::with_runs(10)).await.unwrap().unwrap();
+    let s1 = storage
+        .read("s1", &ReadOptions::with_runs(10))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s1.kind, SessionKind::Workflow);
     assert_eq!(s1.component_id.as_deref(), Some("wf"));
     assert_eq!(s1.user_id.as_deref(), Some("ann"));
@@ -279,13 +398,18 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     assert_eq!(s1.runs[1].input, json!({"topic": "b"}));
     assert_eq!(s1.runs[1].response.text(), "two");
     assert_eq!(s1.runs[1].created_at, 1_700_000_002_000);
-    let s2 = storage.read("s2", &ReadOptions::with_runs(10)).await.unwrap().unwrap();
+    let s2 = storage
+        .read("s2", &ReadOptions::with_runs(10))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((s2.run_count, s2.runs.len()), (0, 0));
 
-    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('workflows')")
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('workflows')")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     assert!(!columns.iter().any(|c| c == "memory"), "{columns:?}");
     // The upgraded table takes new runs as usual, and a second upgrade does nothing.
     storage.commit(run_write("s1", 3, "k")).await.unwrap();
@@ -296,7 +420,11 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
 #[tokio::test]
 async fn a_corrupt_v1_row_aborts_the_upgrade_and_keeps_the_table() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap().table("wf").unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db"))
+        .await
+        .unwrap()
+        .table("wf")
+        .unwrap();
     sqlx::raw_sql(
         "CREATE TABLE wf (session_id TEXT PRIMARY KEY, workflow_id TEXT, user_id TEXT,
             memory JSON, workflow_data JSON, session_data JSON, extra_data JSON,

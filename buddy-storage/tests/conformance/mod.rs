@@ -192,7 +192,10 @@ pub async fn runs_are_appended_and_recent_ones_read(storage: Arc<dyn Storage>) {
         .unwrap();
     assert_eq!(all.runs.len(), 7);
     assert_eq!(all.runs[0].run_id, "s-run-1");
-    assert_eq!(run_ids(&storage.runs("s", None).await.unwrap()), run_ids(&all.runs));
+    assert_eq!(
+        run_ids(&storage.runs("s", None).await.unwrap()),
+        run_ids(&all.runs)
+    );
     assert_eq!(
         run_ids(&storage.runs("s", Some(2)).await.unwrap()),
         ["s-run-6", "s-run-7"]
@@ -236,7 +239,10 @@ pub async fn state_patch_merges_into_current_state(storage: Arc<dyn Storage>) {
         &initial,
         &obj(json!({"a": 10, "b": 2, "nested": {"x": 5, "y": 1}})),
     );
-    let second = StatePatch::diff(&initial, &obj(json!({"a": 1, "nested": {"x": 1, "y": 1}, "c": 3})));
+    let second = StatePatch::diff(
+        &initial,
+        &obj(json!({"a": 1, "nested": {"x": 1, "y": 1}, "c": 3})),
+    );
     for patch in [first, second] {
         storage
             .commit(SessionWrite {
@@ -290,7 +296,10 @@ pub async fn identity_is_kept_and_metadata_merged(storage: Arc<dyn Storage>) {
         after.component_data,
         obj(json!({"name": "wf2", "description": "d"}))
     );
-    assert_eq!(after.extra_data, Some(obj(json!({"a": {"x": 1, "y": 2}, "b": 1}))));
+    assert_eq!(
+        after.extra_data,
+        Some(obj(json!({"a": {"x": 1, "y": 2}, "b": 1})))
+    );
     let renamed = storage
         .commit(SessionWrite {
             session_name: Some("two".into()),
@@ -339,7 +348,10 @@ pub async fn upsert_writes_whole_session(storage: Arc<dyn Storage>) {
     let created = storage.upsert(&session).await.unwrap();
     assert_eq!((created.version, created.run_count), (1, 0));
     assert!(created.runs.is_empty());
-    assert!(storage.runs("s", None).await.unwrap().is_empty(), "upsert writes no runs");
+    assert!(
+        storage.runs("s", None).await.unwrap().is_empty(),
+        "upsert writes no runs"
+    );
     storage.commit(run_write("s", 1, "b")).await.unwrap();
 
     let mut replacement = Session::new("s", SessionKind::Team);
@@ -414,7 +426,10 @@ pub async fn list_sessions_newest_first_with_filters(storage: Arc<dyn Storage>) 
     assert_eq!(ids(SessionQuery::all()).await, ["a", "d", "c", "b"]);
     assert_eq!(ids(SessionQuery::all().user("ann")).await, ["a", "d", "c"]);
     assert_eq!(ids(SessionQuery::all().component("wf1")).await, ["a", "d"]);
-    assert_eq!(ids(SessionQuery::all().kind(SessionKind::Agent)).await, ["c"]);
+    assert_eq!(
+        ids(SessionQuery::all().kind(SessionKind::Agent)).await,
+        ["c"]
+    );
     assert_eq!(
         ids(SessionQuery::all()
             .user("ann")
@@ -460,7 +475,10 @@ pub async fn delete_session_removes_runs(storage: Arc<dyn Storage>) {
     // The id can be used again, from scratch.
     let again = storage.commit(run_write("s", 9, "k")).await.unwrap();
     assert_eq!((again.version, again.run_count), (1, 1));
-    assert_eq!(run_ids(&storage.runs("s", None).await.unwrap()), ["s-run-9"]);
+    assert_eq!(
+        run_ids(&storage.runs("s", None).await.unwrap()),
+        ["s-run-9"]
+    );
 }
 
 pub async fn drop_tables_then_use_again(storage: Arc<dyn Storage>) {
@@ -474,7 +492,10 @@ pub async fn drop_tables_then_use_again(storage: Arc<dyn Storage>) {
             .is_none()
     );
     storage.commit(run_write("s", 2, "k")).await.unwrap();
-    assert_eq!(run_ids(&storage.runs("s", None).await.unwrap()), ["s-run-2"]);
+    assert_eq!(
+        run_ids(&storage.runs("s", None).await.unwrap()),
+        ["s-run-2"]
+    );
     storage.drop_tables().await.unwrap();
     storage.drop_tables().await.unwrap();
 }

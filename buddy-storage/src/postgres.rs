@@ -1,0 +1,631 @@
+//! [`PostgresStorage`]: sessions in Postgres, shared by processes and machines.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use buddy_core::StorageError;
+use buddy_core::run::{RunRecord, now_millis};
+use buddy_core::session::{Session, SessionQuery, SessionWrite};
+use buddy_core::storage::{ReadOptions, Storage, StorageResult};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, SqlSafeStr, SqlStr, Transaction};
+
+use crate::codec::{
+    EncodedSession, PG_SESSION_COLUMNS, SessionRow, decode_run, encode_run, row_error, sql_limit,
+    upserted,
+};
+use crate::ident::{self, index_name, quote, runs_table};
+use crate::migrate::{V1_MARKER_COLUMN, V1Row};
+
+/// The key of the advisory lock that serialises buddy's DDL (table creation and upgrades)
+/// across processes: concurrent `CREATE TABLE IF NOT EXISTS` can otherwise fail in Postgres.
+const DDL_LOCK_KEY: i64 = 0x6275_6464_795f_6464; // "buddy_dd"
+
+/// Sessions in Postgres: for several processes or machines sharing sessions.
+///
+/// One value stands for one table `{table}` (default `workflow_sessions`) and its run table
+/// `{table}_runs`, in the connection's `search_path` or in the [schema](Self::schema) you
+/// name (created if missing). Both are created on first use. Clones share the pool.
+///
+/// # Concurrency
+///
+/// [`commit`](Storage::commit) is one transaction: it inserts the session row if it is
+/// missing (`INSERT ... ON CONFLICT DO NOTHING`, so there is always a row to lock), locks it
+/// with `SELECT ... FOR UPDATE`, merges the write into the *current* stored session
+/// ([`Session::apply_write`]: the changed state keys only), updates the row and appends the
+/// one run. Writers of one session queue on the row lock, across connections, processes and
+/// machines; writers of different sessions do not wait for each other. No run record or
+/// state key is lost; for a key written by two runs the later commit wins. Durability is the
+/// server's (`synchronous_commit`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), buddy_core::StorageError> {
+/// use buddy_storage::PostgresStorage;
+///
+/// let storage = PostgresStorage::connect("postgres://app@localhost/app")
+///     .await?
+///     .schema("buddy")?
+///     .table("workflows")?;
+/// # let _ = storage;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    schema: Option<String>,
+    table: String,
+    sql: Sql,
+    ready: AtomicBool,
+    init: tokio::sync::Mutex<()>,
+}
+
+struct Sql {
+    create: SqlStr,
+    drop: SqlStr,
+    insert_missing: SqlStr,
+    lock_session: SqlStr,
+    select_session: SqlStr,
+    update_session: SqlStr,
+    insert_run: SqlStr,
+    select_runs: SqlStr,
+    list_sessions: SqlStr,
+    delete_runs: SqlStr,
+    delete_session: SqlStr,
+    v1_select: SqlStr,
+    v1_alter: SqlStr,
+    v1_drop_columns: SqlStr,
+}
+
+fn sql(text: String) -> SqlStr {
+    // Safe: `text` splices only schema and table names checked by `ident`, quoted.
+    AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
+}
+
+impl Sql {
+    fn new(schema: Option<&str>, table: &str) -> Self {
+        let prefix = schema.map(|s| format!("{}.", quote(s))).unwrap_or_default();
+        let t = format!("{prefix}{}", quote(table));
+        let r = format!("{prefix}{}", quote(&runs_table(table)));
+        let updated_idx = quote(&index_name(table, "updated_idx"));
+        let create_schema = schema
+            .map(|s| format!("CREATE SCHEMA IF NOT EXISTS {};", quote(s)))
+            .unwrap_or_default();
+        let cols = PG_SESSION_COLUMNS;
+        Sql {
+            create: sql(format!(
+                "{create_schema}
+                CREATE TABLE IF NOT EXISTS {t} (
+                    session_id TEXT NOT NULL PRIMARY KEY,
+                    kind TEXT NOT NULL DEFAULT 'workflow',
+                    component_id TEXT,
+                    user_id TEXT,
+                    session_name TEXT,
+                    component_data JSONB NOT NULL DEFAULT '{{}}',
+                    session_state JSONB NOT NULL DEFAULT '{{}}',
+                    extra_data JSONB,
+                    created_at BIGINT NOT NULL DEFAULT 0,
+                    updated_at BIGINT NOT NULL DEFAULT 0,
+                    version BIGINT NOT NULL DEFAULT 0,
+                    run_count BIGINT NOT NULL DEFAULT 0
+                );
+                CREATE TABLE IF NOT EXISTS {r} (
+                    session_id TEXT NOT NULL REFERENCES {t} (session_id) ON DELETE CASCADE,
+                    seq BIGINT NOT NULL,
+                    run_id TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    record JSONB NOT NULL,
+                    PRIMARY KEY (session_id, seq)
+                );
+                CREATE INDEX IF NOT EXISTS {updated_idx} ON {t} (updated_at DESC, session_id DESC);"
+            )),
+            drop: sql(format!("DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};")),
+            insert_missing: sql(format!(
+                "INSERT INTO {t} (session_id, kind, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (session_id) DO NOTHING"
+            )),
+            lock_session: sql(format!(
+                "SELECT {cols} FROM {t} WHERE session_id = $1 FOR UPDATE"
+            )),
+            select_session: sql(format!("SELECT {cols} FROM {t} WHERE session_id = $1")),
+            update_session: sql(format!(
+                "UPDATE {t} SET kind = $2, component_id = $3, user_id = $4, session_name = $5,
+                    component_data = $6::jsonb, session_state = $7::jsonb,
+                    extra_data = $8::jsonb, created_at = $9, updated_at = $10, version = $11,
+                    run_count = $12
+                 WHERE session_id = $1"
+            )),
+            insert_run: sql(format!(
+                "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
+                 VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+            )),
+            select_runs: sql(format!(
+                "SELECT record::text FROM {r} WHERE session_id = $1 ORDER BY seq DESC LIMIT $2"
+            )),
+            list_sessions: sql(format!(
+                "SELECT {cols} FROM {t}
+                 WHERE ($1::text IS NULL OR user_id = $1)
+                   AND ($2::text IS NULL OR component_id = $2)
+                   AND ($3::text IS NULL OR kind = $3)
+                 ORDER BY updated_at DESC, session_id DESC LIMIT $4"
+            )),
+            delete_runs: sql(format!("DELETE FROM {r} WHERE session_id = $1")),
+            delete_session: sql(format!("DELETE FROM {t} WHERE session_id = $1")),
+            v1_select: sql(format!(
+                "SELECT session_id, workflow_id, user_id, memory::text AS memory,
+                    workflow_data::text AS workflow_data, session_data::text AS session_data,
+                    extra_data::text AS extra_data, created_at, updated_at
+                 FROM {t} FOR UPDATE"
+            )),
+            v1_alter: sql(format!(
+                "ALTER TABLE {t}
+                    ADD COLUMN kind TEXT NOT NULL DEFAULT 'workflow',
+                    ADD COLUMN component_id TEXT,
+                    ADD COLUMN session_name TEXT,
+                    ADD COLUMN component_data JSONB NOT NULL DEFAULT '{{}}',
+                    ADD COLUMN session_state JSONB NOT NULL DEFAULT '{{}}',
+                    ADD COLUMN version BIGINT NOT NULL DEFAULT 0,
+                    ADD COLUMN run_count BIGINT NOT NULL DEFAULT 0,
+                    ALTER COLUMN extra_data TYPE JSONB USING extra_data::text::jsonb,
+                    ALTER COLUMN created_at SET DEFAULT 0,
+                    ALTER COLUMN updated_at SET DEFAULT 0;"
+            )),
+            v1_drop_columns: sql(format!(
+                "ALTER TABLE {t} DROP COLUMN memory, DROP COLUMN workflow_id,
+                    DROP COLUMN workflow_data, DROP COLUMN session_data;"
+            )),
+        }
+    }
+}
+
+/// The default table name.
+const DEFAULT_TABLE: &str = "workflow_sessions";
+
+fn db(operation: &'static str) -> impl Fn(sqlx::Error) -> StorageError {
+    move |error| StorageError::database(operation, error)
+}
+
+impl PostgresStorage {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`)
+    /// with a pool of up to 10 connections. Tables are created on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Database`] if the URL is malformed or the server cannot be reached;
+    /// the URL itself (and so any password in it) is never part of the error.
+    pub async fn connect(url: &str) -> StorageResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(url)
+            .await
+            .map_err(db("connect"))?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Uses an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self::build(pool, None, DEFAULT_TABLE.to_owned())
+    }
+
+    fn build(pool: PgPool, schema: Option<String>, table: String) -> Self {
+        PostgresStorage {
+            inner: Arc::new(Inner {
+                sql: Sql::new(schema.as_deref(), &table),
+                pool,
+                schema,
+                table,
+                ready: AtomicBool::new(false),
+                init: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Stores sessions in table `name` (and runs in `{name}_runs`) instead of
+    /// `workflow_sessions`.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::InvalidTableName`] unless `name` matches
+    /// `^[A-Za-z_][A-Za-z0-9_]{0,62}$` and `{name}_runs` fits in 63 characters.
+    pub fn table(self, name: &str) -> StorageResult<Self> {
+        ident::validate_table(name)?;
+        Ok(Self::build(
+            self.inner.pool.clone(),
+            self.inner.schema.clone(),
+            name.to_owned(),
+        ))
+    }
+
+    /// Puts the tables in schema `name` (created on first use) instead of the connection's
+    /// `search_path`.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::InvalidTableName`] unless `name` matches
+    /// `^[A-Za-z_][A-Za-z0-9_]{0,62}$`.
+    pub fn schema(self, name: &str) -> StorageResult<Self> {
+        ident::validate(name)?;
+        Ok(Self::build(
+            self.inner.pool.clone(),
+            Some(name.to_owned()),
+            self.inner.table.clone(),
+        ))
+    }
+
+    /// The sessions table's name.
+    pub fn table_name(&self) -> &str {
+        &self.inner.table
+    }
+
+    /// The schema given with [`schema`](Self::schema), if any.
+    pub fn schema_name(&self) -> Option<&str> {
+        self.inner.schema.as_deref()
+    }
+
+    /// The connection pool, for queries of your own.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Closes every connection; operations afterwards fail with [`StorageError::Database`].
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    async fn ensure(&self) -> StorageResult<()> {
+        if self.inner.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _guard = self.inner.init.lock().await;
+        if self.inner.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut tx = self.begin_ddl("create").await?;
+        if self.is_v1(&mut tx).await? {
+            return Err(StorageError::database(
+                "create",
+                format!(
+                    "table `{}` has the v1 layout; call `upgrade_schema()` to convert it",
+                    self.inner.table
+                ),
+            ));
+        }
+        sqlx::raw_sql(self.inner.sql.create.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("create"))?;
+        tx.commit().await.map_err(db("create"))?;
+        self.inner.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// A transaction holding the DDL advisory lock.
+    async fn begin_ddl(&self, operation: &'static str) -> StorageResult<Transaction<'static, Postgres>> {
+        let mut tx = self.inner.pool.begin().await.map_err(db(operation))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(DDL_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(operation))?;
+        Ok(tx)
+    }
+
+    /// Whether the sessions table exists with the v1 layout.
+    async fn is_v1(&self, tx: &mut Transaction<'static, Postgres>) -> StorageResult<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                WHERE table_schema = COALESCE($1, current_schema())
+                  AND table_name = $2 AND column_name = $3)",
+        )
+        .bind(&self.inner.schema)
+        .bind(&self.inner.table)
+        .bind(V1_MARKER_COLUMN)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("create"))
+    }
+
+    /// Inserts the session row if it is missing and locks it: the start of every write.
+    async fn lock_session(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        write_kind: &str,
+        session_id: &str,
+        now: i64,
+        operation: &'static str,
+    ) -> StorageResult<Session> {
+        let sql = &self.inner.sql;
+        sqlx::query(sql.insert_missing.clone())
+            .bind(session_id)
+            .bind(write_kind)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db(operation))?;
+        let row = sqlx::query(sql.lock_session.clone())
+            .bind(session_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db(operation))?;
+        decode_row(&row, operation)
+    }
+
+    async fn update_session(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        session: &Session,
+        operation: &'static str,
+    ) -> StorageResult<()> {
+        let encoded = EncodedSession::new(session)?;
+        sqlx::query(self.inner.sql.update_session.clone())
+            .bind(&session.session_id)
+            .bind(session.kind.as_str())
+            .bind(&session.component_id)
+            .bind(&session.user_id)
+            .bind(&session.session_name)
+            .bind(encoded.component_data)
+            .bind(encoded.session_state)
+            .bind(encoded.extra_data)
+            .bind(session.created_at)
+            .bind(session.updated_at)
+            .bind(session.version)
+            .bind(session.run_count)
+            .execute(&mut **tx)
+            .await
+            .map_err(db(operation))?;
+        Ok(())
+    }
+
+    async fn insert_run(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        session_id: &str,
+        seq: i64,
+        run: &RunRecord,
+        operation: &'static str,
+    ) -> StorageResult<()> {
+        sqlx::query(self.inner.sql.insert_run.clone())
+            .bind(session_id)
+            .bind(seq)
+            .bind(&run.run_id)
+            .bind(run.status.as_str())
+            .bind(run.created_at)
+            .bind(encode_run(session_id, run)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(db(operation))?;
+        Ok(())
+    }
+
+    async fn select_runs(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        session_id: &str,
+        limit: Option<usize>,
+    ) -> StorageResult<Vec<RunRecord>> {
+        let records: Vec<String> = sqlx::query_scalar(self.inner.sql.select_runs.clone())
+            .bind(session_id)
+            .bind(sql_limit(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db("runs"))?;
+        let mut runs = records
+            .iter()
+            .map(|record| decode_run(session_id, record))
+            .collect::<StorageResult<Vec<_>>>()?;
+        runs.reverse();
+        Ok(runs)
+    }
+
+    async fn upgrade_v1(&self, tx: &mut Transaction<'static, Postgres>) -> StorageResult<()> {
+        let sql = &self.inner.sql;
+        let rows: Vec<V1Row> = sqlx::query_as(sql.v1_select.clone())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        let mut converted = Vec::with_capacity(rows.len());
+        for row in rows {
+            converted.push(row.convert()?);
+        }
+        sqlx::raw_sql(sql.v1_alter.clone())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        sqlx::raw_sql(sql.create.clone())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        for (session, runs) in converted {
+            self.update_session(tx, &session, "upgrade_schema").await?;
+            for (seq, run) in (1_i64..).zip(&runs) {
+                self.insert_run(tx, &session.session_id, seq, run, "upgrade_schema")
+                    .await?;
+            }
+        }
+        sqlx::raw_sql(sql.v1_drop_columns.clone())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        Ok(())
+    }
+}
+
+fn decode_row(row: &PgRow, operation: &'static str) -> StorageResult<Session> {
+    let id: String = row
+        .try_get("session_id")
+        .map_err(|error| row_error(operation, "?", error))?;
+    SessionRow::from_row(row)
+        .map_err(|error| row_error(operation, &id, error))?
+        .into_session()
+}
+
+impl fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No connection options: they may hold a password.
+        f.debug_struct("PostgresStorage")
+            .field("schema", &self.inner.schema)
+            .field("table", &self.inner.table)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Storage for PostgresStorage {
+    async fn read(
+        &self,
+        session_id: &str,
+        options: &ReadOptions,
+    ) -> StorageResult<Option<Session>> {
+        self.ensure().await?;
+        let sql = &self.inner.sql;
+        let row = if options.recent_runs == 0 {
+            sqlx::query(sql.select_session.clone())
+                .bind(session_id)
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(db("read"))?
+                .map(|row| (row, None))
+        } else {
+            // The session row and its runs from one snapshot.
+            let mut tx = self
+                .inner
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(db("read"))?;
+            let row = sqlx::query(sql.select_session.clone())
+                .bind(session_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("read"))?;
+            match row {
+                None => None,
+                Some(row) => {
+                    let runs = self
+                        .select_runs(&mut tx, session_id, Some(options.recent_runs))
+                        .await;
+                    tx.commit().await.map_err(db("read"))?;
+                    Some((row, Some(runs)))
+                }
+            }
+        };
+        let Some((row, runs)) = row else {
+            return Ok(None);
+        };
+        let mut session = decode_row(&row, "read")?;
+        if options
+            .user_id
+            .as_ref()
+            .is_some_and(|user| session.user_id.as_ref() != Some(user))
+        {
+            return Ok(None);
+        }
+        if let Some(runs) = runs {
+            session.runs = runs?;
+        }
+        Ok(Some(session))
+    }
+
+    async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
+        self.ensure().await?;
+        let now = now_millis();
+        let mut tx = self.inner.pool.begin().await.map_err(db("commit"))?;
+        let current = self
+            .lock_session(&mut tx, write.kind.as_str(), &write.session_id, now, "commit")
+            .await?;
+        // A row just inserted by `lock_session` has version 0: apply the write as to a new
+        // session, exactly as the in-memory reference does.
+        let existing = (current.version > 0).then_some(current);
+        let session = Session::apply_write(existing, &write, now);
+        self.update_session(&mut tx, &session, "commit").await?;
+        if let Some(run) = &write.run {
+            self.insert_run(&mut tx, &session.session_id, session.run_count, run, "commit")
+                .await?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(session)
+    }
+
+    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
+        self.ensure().await?;
+        let now = now_millis();
+        let mut tx = self.inner.pool.begin().await.map_err(db("upsert"))?;
+        let current = self
+            .lock_session(&mut tx, session.kind.as_str(), &session.session_id, now, "upsert")
+            .await?;
+        let existing = (current.version > 0).then_some(current);
+        let stored = upserted(session, existing.as_ref(), now);
+        self.update_session(&mut tx, &stored, "upsert").await?;
+        tx.commit().await.map_err(db("upsert"))?;
+        Ok(stored)
+    }
+
+    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+        self.ensure().await?;
+        let mut conn = self.inner.pool.acquire().await.map_err(db("runs"))?;
+        self.select_runs(&mut conn, session_id, limit).await
+    }
+
+    async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
+        self.ensure().await?;
+        let rows = sqlx::query(self.inner.sql.list_sessions.clone())
+            .bind(&query.user_id)
+            .bind(&query.component_id)
+            .bind(query.kind.map(|kind| kind.as_str()))
+            .bind(sql_limit(query.limit))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(db("list_sessions"))?;
+        rows.iter()
+            .map(|row| decode_row(row, "list_sessions"))
+            .collect()
+    }
+
+    async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
+        self.ensure().await?;
+        let sql = &self.inner.sql;
+        let mut tx = self.inner.pool.begin().await.map_err(db("delete"))?;
+        for statement in [&sql.delete_runs, &sql.delete_session] {
+            sqlx::query(statement.clone())
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("delete"))?;
+        }
+        tx.commit().await.map_err(db("delete"))
+    }
+
+    async fn create(&self) -> StorageResult<()> {
+        self.ensure().await
+    }
+
+    async fn upgrade_schema(&self) -> StorageResult<()> {
+        let guard = self.inner.init.lock().await;
+        let mut tx = self.begin_ddl("upgrade_schema").await?;
+        if self.is_v1(&mut tx).await? {
+            self.upgrade_v1(&mut tx).await?;
+            tx.commit().await.map_err(db("upgrade_schema"))?;
+            tracing::info!(table = %self.inner.table, "upgraded v1 session table");
+        }
+        drop(guard);
+        self.ensure().await
+    }
+
+    async fn drop_tables(&self) -> StorageResult<()> {
+        let _guard = self.inner.init.lock().await;
+        let mut tx = self.begin_ddl("drop_tables").await?;
+        sqlx::raw_sql(self.inner.sql.drop.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("drop_tables"))?;
+        tx.commit().await.map_err(db("drop_tables"))?;
+        self.inner.ready.store(false, Ordering::Release);
+        Ok(())
+    }
+}
