@@ -665,3 +665,34 @@ async fn streamed_runs_share_the_session_rules() {
     assert_eq!(session.runs[0].response.text(), "abcde");
     assert_eq!(session.component_id.as_deref(), workflow.workflow_id());
 }
+
+#[tokio::test]
+async fn memory_sees_runs_written_by_another_instance() {
+    let storage = MemoryStorage::new();
+    let mut first = Notes::builder()
+        .storage(storage.clone())
+        .session_id("two-writers")
+        .build()
+        .unwrap();
+    let mut second = Notes::builder()
+        .storage(storage.clone())
+        .session_id("two-writers")
+        .build()
+        .unwrap();
+    first.run("a".into(), json!(1)).await.unwrap();
+    first.run("b".into(), json!(2)).await.unwrap();
+    second.run("c".into(), json!(3)).await.unwrap();
+    first.run("d".into(), json!(4)).await.unwrap();
+    let keys: Vec<_> = first
+        .memory()
+        .runs()
+        .iter()
+        .map(|run| run.input["key"].clone())
+        .collect();
+    assert_eq!(keys, [json!("a"), json!("b"), json!("c"), json!("d")]);
+    assert_eq!(
+        first.state().get("c"),
+        Some(&json!(3)),
+        "the other writer's key is visible"
+    );
+}

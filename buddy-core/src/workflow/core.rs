@@ -86,6 +86,9 @@ pub struct WorkflowCore<S: WorkflowState> {
     debug_mode: bool,
     history_runs: usize,
     last_response: Option<RunResponse>,
+    /// The stored version of the session that `memory` and `stored_state` reflect; when the
+    /// stored version is still this one at the next run, the runs are not read again.
+    synced_version: Option<i64>,
 }
 
 impl<S: WorkflowState> fmt::Debug for WorkflowCore<S> {
@@ -131,6 +134,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
             debug_mode: false,
             history_runs: DEFAULT_HISTORY_RUNS,
             last_response: None,
+            synced_version: None,
         }
     }
 
@@ -296,6 +300,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
     }
 
     fn switch_session(&mut self, session_id: String) {
+        self.synced_version = None;
         self.session_id = Some(session_id);
         self.session_name = None;
         self.reset_state();
@@ -321,22 +326,36 @@ impl<S: WorkflowState> WorkflowCore<S> {
             self.memory.keep_session(&session_id);
             return Ok(false);
         };
-        let options = ReadOptions::with_runs(self.history_runs);
-        match storage.read(&session_id, &options).await? {
+        // The session row first; its runs only when someone else wrote since this instance
+        // last did, so a run of a busy single-writer session reads one row.
+        match storage
+            .read(&session_id, &ReadOptions::with_runs(0))
+            .await?
+        {
             Some(session) => {
-                self.load(session)?;
+                let in_sync = self.synced_version == Some(session.version)
+                    && self.memory.session_id() == Some(session_id.as_str());
+                let runs = if in_sync {
+                    None
+                } else {
+                    Some(storage.runs(&session_id, Some(self.history_runs)).await?)
+                };
+                self.synced_version = Some(session.version);
+                self.load(session, runs)?;
                 Ok(true)
             }
             None => {
                 // A new (or deleted) session: the whole state is written on the next commit.
                 self.memory.keep_session(&session_id);
                 self.stored_state = Map::new();
+                self.synced_version = Some(0);
                 Ok(false)
             }
         }
     }
 
-    fn load(&mut self, session: Session) -> Result<()> {
+    /// Merges a stored session into this instance; `runs` replace the memory when given.
+    fn load(&mut self, session: Session, runs: Option<Vec<crate::run::RunRecord>>) -> Result<()> {
         if self.workflow_id.is_none() {
             self.workflow_id = session.component_id.clone();
         }
@@ -358,7 +377,9 @@ impl<S: WorkflowState> WorkflowCore<S> {
             }
             self.extra_data = Some(extra);
         }
-        self.memory.load(&session.session_id, session.runs);
+        if let Some(runs) = runs {
+            self.memory.load(&session.session_id, runs);
+        }
         Ok(())
     }
 
@@ -400,6 +421,10 @@ impl<S: WorkflowState> WorkflowCore<S> {
             return Ok(());
         };
         let stored = storage.commit(write).await?;
+        self.synced_version = match self.synced_version {
+            Some(previous) if previous + 1 == stored.version => Some(stored.version),
+            _ => None,
+        };
         match S::from_map(stored.session_state.clone(), &stored.session_id) {
             Ok(state) => self.state = state,
             Err(error) => {
@@ -471,6 +496,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
             storage.delete_session(session_id).await?;
         }
         if self.session_id.as_deref() == Some(session_id) {
+            self.synced_version = None;
             self.reset_state();
             self.memory.clear();
         }

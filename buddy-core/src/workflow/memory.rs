@@ -29,6 +29,11 @@ impl WorkflowMemory {
         }
     }
 
+    /// The session the runs belong to.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
     /// The runs kept, oldest first.
     pub fn runs(&self) -> &[RunRecord] {
         &self.runs
