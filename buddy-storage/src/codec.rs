@@ -27,11 +27,13 @@ pub(crate) struct SessionRow {
 
 /// The column list every session `SELECT` uses, in [`SessionRow`] order (SQLite spelling:
 /// the JSON columns are `TEXT` already).
+#[cfg(feature = "sqlite")]
 pub(crate) const SQLITE_SESSION_COLUMNS: &str = "session_id, kind, component_id, user_id, \
     session_name, component_data, session_state, extra_data, created_at, updated_at, version, \
     run_count";
 
 /// The column list for Postgres, where the `jsonb` columns are cast to text.
+#[cfg(feature = "postgres")]
 pub(crate) const PG_SESSION_COLUMNS: &str = "session_id, kind, component_id, user_id, \
     session_name, component_data::text AS component_data, session_state::text AS session_state, \
     extra_data::text AS extra_data, created_at, updated_at, version, run_count";
@@ -134,13 +136,19 @@ pub(crate) fn decode_run(session_id: &str, text: &str) -> Result<RunRecord, Stor
 
 /// Maps a driver error while decoding a row of `session_id` to `Corrupt`, any other error to
 /// `Database`.
-pub(crate) fn row_error(operation: &'static str, session_id: &str, error: sqlx::Error) -> StorageError {
+pub(crate) fn row_error(
+    operation: &'static str,
+    session_id: &str,
+    error: sqlx::Error,
+) -> StorageError {
     match error {
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) => StorageError::Corrupt {
-            session_id: session_id.to_owned(),
-            what: "row",
-            source: Box::new(error),
-        },
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) => {
+            StorageError::Corrupt {
+                session_id: session_id.to_owned(),
+                what: "row",
+                source: Box::new(error),
+            }
+        }
         error => StorageError::database(operation, error),
     }
 }
@@ -180,4 +188,3 @@ pub(crate) fn upserted(session: &Session, existing: Option<&Session>, now: i64) 
     }
     stored
 }
-

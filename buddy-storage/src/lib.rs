@@ -33,6 +33,7 @@
 //! let session = storage.read("s1", &ReadOptions::with_runs(20)).await?;
 //! assert!(session.is_some());
 //! # Ok(()) }
+//! # let _ = demo;
 //! ```
 //!
 //! # Schema
@@ -93,8 +94,11 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod ident;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -50,6 +50,7 @@ const DDL_LOCK_KEY: i64 = 0x6275_6464_795f_6464; // "buddy_dd"
 ///     .table("workflows")?;
 /// # let _ = storage;
 /// # Ok(()) }
+/// # let _ = demo;
 /// ```
 #[derive(Clone)]
 pub struct PostgresStorage {
@@ -70,7 +71,7 @@ struct Sql {
     drop: SqlStr,
     insert_missing: SqlStr,
     lock_session: SqlStr,
-    select_session: SqlStr,
+    read_session: SqlStr,
     update_session: SqlStr,
     insert_run: SqlStr,
     select_runs: SqlStr,
@@ -125,7 +126,9 @@ impl Sql {
                 );
                 CREATE INDEX IF NOT EXISTS {updated_idx} ON {t} (updated_at DESC, session_id DESC);"
             )),
-            drop: sql(format!("DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};")),
+            drop: sql(format!(
+                "DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};"
+            )),
             insert_missing: sql(format!(
                 "INSERT INTO {t} (session_id, kind, created_at) VALUES ($1, $2, $3)
                  ON CONFLICT (session_id) DO NOTHING"
@@ -133,7 +136,12 @@ impl Sql {
             lock_session: sql(format!(
                 "SELECT {cols} FROM {t} WHERE session_id = $1 FOR UPDATE"
             )),
-            select_session: sql(format!("SELECT {cols} FROM {t} WHERE session_id = $1")),
+            read_session: sql(format!(
+                "SELECT {cols}, runs.record::text AS record FROM {t}
+                 LEFT JOIN (SELECT record, seq FROM {r} WHERE session_id = $1
+                            ORDER BY seq DESC LIMIT $2) AS runs ON true
+                 WHERE session_id = $1 ORDER BY runs.seq DESC"
+            )),
             update_session: sql(format!(
                 "UPDATE {t} SET kind = $2, component_id = $3, user_id = $4, session_name = $5,
                     component_data = $6::jsonb, session_state = $7::jsonb,
@@ -306,7 +314,10 @@ impl PostgresStorage {
     }
 
     /// A transaction holding the DDL advisory lock.
-    async fn begin_ddl(&self, operation: &'static str) -> StorageResult<Transaction<'static, Postgres>> {
+    async fn begin_ddl(
+        &self,
+        operation: &'static str,
+    ) -> StorageResult<Transaction<'static, Postgres>> {
         let mut tx = self.inner.pool.begin().await.map_err(db(operation))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(DDL_LOCK_KEY)
@@ -483,42 +494,18 @@ impl Storage for PostgresStorage {
         options: &ReadOptions,
     ) -> StorageResult<Option<Session>> {
         self.ensure().await?;
-        let sql = &self.inner.sql;
-        let row = if options.recent_runs == 0 {
-            sqlx::query(sql.select_session.clone())
-                .bind(session_id)
-                .fetch_optional(&self.inner.pool)
-                .await
-                .map_err(db("read"))?
-                .map(|row| (row, None))
-        } else {
-            // The session row and its runs from one snapshot.
-            let mut tx = self
-                .inner
-                .pool
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
-                .map_err(db("read"))?;
-            let row = sqlx::query(sql.select_session.clone())
-                .bind(session_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("read"))?;
-            match row {
-                None => None,
-                Some(row) => {
-                    let runs = self
-                        .select_runs(&mut tx, session_id, Some(options.recent_runs))
-                        .await;
-                    tx.commit().await.map_err(db("read"))?;
-                    Some((row, Some(runs)))
-                }
-            }
-        };
-        let Some((row, runs)) = row else {
+        // One statement, so one snapshot: the session's columns on every row, joined with
+        // its most recent runs (one row with a NULL record when it has none).
+        let rows = sqlx::query(self.inner.sql.read_session.clone())
+            .bind(session_id)
+            .bind(sql_limit(Some(options.recent_runs)))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(db("read"))?;
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let mut session = decode_row(&row, "read")?;
+        let mut session = decode_row(first, "read")?;
         if options
             .user_id
             .as_ref()
@@ -526,9 +513,16 @@ impl Storage for PostgresStorage {
         {
             return Ok(None);
         }
-        if let Some(runs) = runs {
-            session.runs = runs?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for row in rows.iter().rev() {
+            let record: Option<String> = row
+                .try_get("record")
+                .map_err(|error| row_error("read", session_id, error))?;
+            if let Some(record) = record {
+                runs.push(decode_run(session_id, &record)?);
+            }
         }
+        session.runs = runs;
         Ok(Some(session))
     }
 
@@ -537,7 +531,13 @@ impl Storage for PostgresStorage {
         let now = now_millis();
         let mut tx = self.inner.pool.begin().await.map_err(db("commit"))?;
         let current = self
-            .lock_session(&mut tx, write.kind.as_str(), &write.session_id, now, "commit")
+            .lock_session(
+                &mut tx,
+                write.kind.as_str(),
+                &write.session_id,
+                now,
+                "commit",
+            )
             .await?;
         // A row just inserted by `lock_session` has version 0: apply the write as to a new
         // session, exactly as the in-memory reference does.
@@ -545,8 +545,14 @@ impl Storage for PostgresStorage {
         let session = Session::apply_write(existing, &write, now);
         self.update_session(&mut tx, &session, "commit").await?;
         if let Some(run) = &write.run {
-            self.insert_run(&mut tx, &session.session_id, session.run_count, run, "commit")
-                .await?;
+            self.insert_run(
+                &mut tx,
+                &session.session_id,
+                session.run_count,
+                run,
+                "commit",
+            )
+            .await?;
         }
         tx.commit().await.map_err(db("commit"))?;
         Ok(session)
@@ -557,7 +563,13 @@ impl Storage for PostgresStorage {
         let now = now_millis();
         let mut tx = self.inner.pool.begin().await.map_err(db("upsert"))?;
         let current = self
-            .lock_session(&mut tx, session.kind.as_str(), &session.session_id, now, "upsert")
+            .lock_session(
+                &mut tx,
+                session.kind.as_str(),
+                &session.session_id,
+                now,
+                "upsert",
+            )
             .await?;
         let existing = (current.version > 0).then_some(current);
         let stored = upserted(session, existing.as_ref(), now);

@@ -11,9 +11,10 @@ use buddy_core::StorageError;
 use buddy_core::run::{RunRecord, now_millis};
 use buddy_core::session::{Session, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, FromRow, Row, SqlSafeStr, SqlStr, Sqlite, Transaction};
 
@@ -66,6 +67,7 @@ const BUSY_RETRIES: u32 = 5;
 /// let storage = SqliteStorage::open("tmp/sessions.db").await?.table("workflows")?;
 /// # let _ = storage;
 /// # Ok(()) }
+/// # let _ = demo;
 /// ```
 #[derive(Clone)]
 pub struct SqliteStorage {
@@ -86,7 +88,11 @@ struct Sql {
     create: SqlStr,
     drop: SqlStr,
     select_session: SqlStr,
+    read_session: SqlStr,
+    begin_select_session: SqlStr,
     upsert_session: SqlStr,
+    upsert_commit: SqlStr,
+    upsert_insert_run_commit: SqlStr,
     insert_run: SqlStr,
     select_runs: SqlStr,
     list_sessions: SqlStr,
@@ -110,7 +116,36 @@ impl Sql {
         let r = quote(&runs_table(table));
         let updated_idx = quote(&index_name(table, "updated_idx"));
         let cols = SQLITE_SESSION_COLUMNS;
+        let upsert = format!(
+            "INSERT INTO {t} (session_id, kind, component_id, user_id, session_name,
+                component_data, session_state, extra_data, created_at, updated_at, version,
+                run_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (session_id) DO UPDATE SET
+                kind = excluded.kind, component_id = excluded.component_id,
+                user_id = excluded.user_id, session_name = excluded.session_name,
+                component_data = excluded.component_data,
+                session_state = excluded.session_state, extra_data = excluded.extra_data,
+                updated_at = excluded.updated_at, version = excluded.version,
+                run_count = excluded.run_count"
+        );
+        // The run's `seq` is the session's new `run_count` (?12).
+        let insert_run = format!(
+            "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
+             VALUES (?1, ?12, ?13, ?14, ?15, ?16)"
+        );
         Sql {
+            read_session: sql(format!(
+                "SELECT {cols}, runs.record AS record FROM {t}
+                 LEFT JOIN (SELECT record, seq FROM {r} WHERE session_id = ?1
+                            ORDER BY seq DESC LIMIT ?2) AS runs
+                 WHERE session_id = ?1 ORDER BY runs.seq DESC"
+            )),
+            begin_select_session: sql(format!(
+                "BEGIN IMMEDIATE; SELECT {cols} FROM {t} WHERE session_id = ?1"
+            )),
+            upsert_commit: sql(format!("{upsert}; COMMIT")),
+            upsert_insert_run_commit: sql(format!("{upsert}; {insert_run}; COMMIT")),
             create: sql(format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
                     session_id TEXT NOT NULL PRIMARY KEY,
@@ -137,21 +172,11 @@ impl Sql {
                 );
                 CREATE INDEX IF NOT EXISTS {updated_idx} ON {t} (updated_at DESC, session_id DESC);"
             )),
-            drop: sql(format!("DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};")),
-            select_session: sql(format!("SELECT {cols} FROM {t} WHERE session_id = ?1")),
-            upsert_session: sql(format!(
-                "INSERT INTO {t} (session_id, kind, component_id, user_id, session_name,
-                    component_data, session_state, extra_data, created_at, updated_at, version,
-                    run_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (session_id) DO UPDATE SET
-                    kind = excluded.kind, component_id = excluded.component_id,
-                    user_id = excluded.user_id, session_name = excluded.session_name,
-                    component_data = excluded.component_data,
-                    session_state = excluded.session_state, extra_data = excluded.extra_data,
-                    updated_at = excluded.updated_at, version = excluded.version,
-                    run_count = excluded.run_count"
+            drop: sql(format!(
+                "DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};"
             )),
+            select_session: sql(format!("SELECT {cols} FROM {t} WHERE session_id = ?1")),
+            upsert_session: sql(upsert),
             insert_run: sql(format!(
                 "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
@@ -219,6 +244,7 @@ impl SqliteStorage {
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
+                .test_before_acquire(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .connect_with(base.in_memory(true))
@@ -236,6 +262,9 @@ impl SqliteStorage {
             .synchronous(SqliteSynchronous::Normal);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file cannot hang up: skip the ping (a worker-thread round trip) that
+            // would otherwise precede every operation.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(db("open"))?;
@@ -364,26 +393,48 @@ impl SqliteStorage {
         }
     }
 
+    /// One commit in two round trips to SQLite's worker thread: `BEGIN IMMEDIATE` with the
+    /// read of the session, then the session row, the run and `COMMIT` together.
     async fn commit_once(&self, write: &SessionWrite) -> StorageResult<Session> {
         let sql = &self.inner.sql;
-        let mut tx = self.begin_immediate("commit").await?;
-        let existing = select_session(&mut tx, sql, &write.session_id, "commit").await?;
-        let session = Session::apply_write(existing, write, now_millis());
-        write_session(&mut tx, sql, &session, "commit").await?;
-        if let Some(run) = &write.run {
-            sqlx::query(sql.insert_run.clone())
-                .bind(&session.session_id)
-                .bind(session.run_count)
-                .bind(&run.run_id)
-                .bind(run.status.as_str())
-                .bind(run.created_at)
-                .bind(encode_run(&session.session_id, run)?)
-                .execute(&mut *tx)
+        let conn = self.inner.pool.acquire().await.map_err(db("commit"))?;
+        let mut tx = ManualTransaction { conn: Some(conn) };
+        let result = async {
+            let conn = tx.conn()?;
+            let row = sqlx::query(sql.begin_select_session.clone())
+                .bind(&write.session_id)
+                .fetch_optional(&mut **conn)
                 .await
                 .map_err(db("commit"))?;
+            let existing = row.map(|row| decode_row(&row, "commit")).transpose()?;
+            let session = Session::apply_write(existing, write, now_millis());
+            let encoded = EncodedSession::new(&session)?;
+            let statement = match write.run {
+                Some(_) => sql.upsert_insert_run_commit.clone(),
+                None => sql.upsert_commit.clone(),
+            };
+            let mut query = bind_session(sqlx::query(statement), &session, encoded);
+            if let Some(run) = &write.run {
+                query = query
+                    .bind(run.run_id.clone())
+                    .bind(run.status.as_str())
+                    .bind(run.created_at)
+                    .bind(encode_run(&session.session_id, run)?);
+            }
+            query.execute(&mut **conn).await.map_err(db("commit"))?;
+            Ok(session)
         }
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(session)
+        .await;
+        match result {
+            Ok(session) => {
+                tx.committed();
+                Ok(session)
+            }
+            Err(error) => {
+                tx.rollback().await;
+                Err(error)
+            }
+        }
     }
 
     async fn upsert_once(&self, session: &Session) -> StorageResult<Session> {
@@ -519,12 +570,25 @@ async fn write_session(
     operation: &'static str,
 ) -> StorageResult<()> {
     let encoded = EncodedSession::new(session)?;
-    sqlx::query(sql.upsert_session.clone())
-        .bind(&session.session_id)
+    bind_session(sqlx::query(sql.upsert_session.clone()), session, encoded)
+        .execute(&mut **tx)
+        .await
+        .map_err(db(operation))?;
+    Ok(())
+}
+
+/// Binds `?1` to `?12` of the session upsert.
+fn bind_session<'q>(
+    query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    session: &Session,
+    encoded: EncodedSession,
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    query
+        .bind(session.session_id.clone())
         .bind(session.kind.as_str())
-        .bind(&session.component_id)
-        .bind(&session.user_id)
-        .bind(&session.session_name)
+        .bind(session.component_id.clone())
+        .bind(session.user_id.clone())
+        .bind(session.session_name.clone())
         .bind(encoded.component_data)
         .bind(encoded.session_state)
         .bind(encoded.extra_data)
@@ -532,10 +596,53 @@ async fn write_session(
         .bind(session.updated_at)
         .bind(session.version)
         .bind(session.run_count)
-        .execute(&mut **tx)
-        .await
-        .map_err(db(operation))?;
-    Ok(())
+}
+
+/// A pooled connection in a transaction begun with a plain `BEGIN IMMEDIATE` statement
+/// (sqlx's `Transaction` needs a round trip of its own for `BEGIN` and for `COMMIT`).
+///
+/// Unless [`committed`](Self::committed) is called, the transaction is rolled back before
+/// the connection goes back to the pool: explicitly by [`rollback`](Self::rollback), or, if
+/// the future was dropped half-way, by a task spawned from `drop`.
+struct ManualTransaction {
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl ManualTransaction {
+    fn conn(&mut self) -> StorageResult<&mut PoolConnection<Sqlite>> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StorageError::database("commit", "transaction already finished"))
+    }
+
+    /// The last statement was `COMMIT`: the connection goes back to the pool as it is.
+    fn committed(mut self) {
+        self.conn = None;
+    }
+
+    async fn rollback(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            // Fails harmlessly ("no transaction is active") if `BEGIN` itself failed.
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        }
+    }
+}
+
+impl Drop for ManualTransaction {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                });
+            }
+            // No runtime to roll back on: closing the connection rolls back instead.
+            Err(_) => conn.close_on_drop(),
+        }
+    }
 }
 
 impl fmt::Debug for SqliteStorage {
@@ -555,12 +662,18 @@ impl Storage for SqliteStorage {
         options: &ReadOptions,
     ) -> StorageResult<Option<Session>> {
         self.ensure().await?;
-        let sql = &self.inner.sql;
-        // A deferred transaction: the session row and its runs come from one snapshot.
-        let mut tx = self.inner.pool.begin().await.map_err(db("read"))?;
-        let Some(mut session) = select_session(&mut tx, sql, session_id, "read").await? else {
+        // One statement, so one snapshot: the session's columns on every row, joined with
+        // its most recent runs (one row with a NULL record when it has none).
+        let rows = sqlx::query(self.inner.sql.read_session.clone())
+            .bind(session_id)
+            .bind(sql_limit(Some(options.recent_runs)))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(db("read"))?;
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
+        let mut session = decode_row(first, "read")?;
         if options
             .user_id
             .as_ref()
@@ -568,10 +681,7 @@ impl Storage for SqliteStorage {
         {
             return Ok(None);
         }
-        if options.recent_runs > 0 {
-            session.runs = select_runs(&mut tx, sql, session_id, Some(options.recent_runs)).await?;
-        }
-        tx.commit().await.map_err(db("read"))?;
+        session.runs = decode_joined_runs(&rows, session_id)?;
         Ok(Some(session))
     }
 
@@ -638,6 +748,20 @@ impl Storage for SqliteStorage {
         self.inner.ready.store(false, Ordering::Release);
         Ok(())
     }
+}
+
+/// The runs of the rows of a `read_session` query, oldest first.
+fn decode_joined_runs(rows: &[SqliteRow], session_id: &str) -> StorageResult<Vec<RunRecord>> {
+    let mut runs = Vec::with_capacity(rows.len());
+    for row in rows.iter().rev() {
+        let record: Option<String> = row
+            .try_get("record")
+            .map_err(|error| row_error("read", session_id, error))?;
+        if let Some(record) = record {
+            runs.push(decode_run(session_id, &record)?);
+        }
+    }
+    Ok(runs)
 }
 
 async fn select_runs(

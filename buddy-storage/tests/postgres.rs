@@ -66,7 +66,10 @@ impl Drop for DropSchema {
             runtime.block_on(async {
                 let pool = sqlx::PgPool::connect(&url).await.unwrap();
                 let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
                 pool.close().await;
             });
         });
@@ -103,14 +106,33 @@ async fn invalid_names_are_rejected_before_any_sql() {
         .connect_lazy("postgres://nobody@127.0.0.1:1/none")
         .unwrap();
     let storage = PostgresStorage::from_pool(pool);
-    for name in ["", "9", "a.b", "x\"; DROP SCHEMA public; --", &"s".repeat(64)] {
+    for name in [
+        "",
+        "9",
+        "a.b",
+        "x\"; DROP SCHEMA public; --",
+        &"s".repeat(64),
+    ] {
         let error = storage.clone().schema(name).unwrap_err();
-        assert!(matches!(error, StorageError::InvalidTableName { .. }), "{name}");
+        assert!(
+            matches!(error, StorageError::InvalidTableName { .. }),
+            "{name}"
+        );
         let error = storage.clone().table(name).unwrap_err();
-        assert!(matches!(error, StorageError::InvalidTableName { .. }), "{name}");
+        assert!(
+            matches!(error, StorageError::InvalidTableName { .. }),
+            "{name}"
+        );
     }
-    let ok = storage.schema("Buddy").unwrap().table("agent_sessions").unwrap();
-    assert_eq!((ok.schema_name(), ok.table_name()), (Some("Buddy"), "agent_sessions"));
+    let ok = storage
+        .schema("Buddy")
+        .unwrap()
+        .table("agent_sessions")
+        .unwrap();
+    assert_eq!(
+        (ok.schema_name(), ok.table_name()),
+        (Some("Buddy"), "agent_sessions")
+    );
 }
 
 #[tokio::test]
@@ -125,7 +147,13 @@ async fn connection_errors_never_show_the_password() {
     }
     for url in &urls {
         let error = PostgresStorage::connect(url).await.unwrap_err();
-        assert!(matches!(error, StorageError::Database { operation: "connect", .. }));
+        assert!(matches!(
+            error,
+            StorageError::Database {
+                operation: "connect",
+                ..
+            }
+        ));
         let mut text = format!("{error} {error:?}");
         let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {
@@ -162,25 +190,37 @@ async fn from_pool_and_tables_created_lazily() {
     assert!(tables().await.is_empty());
     storage.commit(run_write("s", 1, "k")).await.unwrap();
     assert_eq!(tables().await, ["Workflows", "Workflows_runs"]);
-    let indexes: Vec<String> =
-        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 ORDER BY 1")
-            .bind(&schema)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert!(indexes.iter().any(|i| i == "Workflows_updated_idx"), "{indexes:?}");
-    assert!(indexes.iter().any(|i| i == "Workflows_runs_pkey"), "{indexes:?}");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        indexes.iter().any(|i| i == "Workflows_updated_idx"),
+        "{indexes:?}"
+    );
+    assert!(
+        indexes.iter().any(|i| i == "Workflows_runs_pkey"),
+        "{indexes:?}"
+    );
 }
 
 #[tokio::test]
 async fn corrupt_rows_are_typed_errors_naming_the_session() {
-    let Some((storage, _guard)) = storage().await else { return };
+    let Some((storage, _guard)) = storage().await else {
+        return;
+    };
     let schema = storage.schema_name().unwrap().to_owned();
     storage.commit(run_write("bad", 1, "k")).await.unwrap();
     let exec = |sql: String| {
         let pool = storage.pool().clone();
         async move {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
         }
     };
     // `jsonb` holds only JSON, so "corrupt" here is JSON of the wrong shape.
@@ -188,27 +228,46 @@ async fn corrupt_rows_are_typed_errors_naming_the_session() {
         "UPDATE \"{schema}\".sessions SET session_state = '\"not an object\"'"
     ))
     .await;
-    let error = storage.read("bad", &ReadOptions::default()).await.unwrap_err();
+    let error = storage
+        .read("bad", &ReadOptions::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, what: "session_state", .. } if session_id == "bad"),
         "{error:?}"
     );
     let error = storage.commit(run_write("bad", 2, "k")).await.unwrap_err();
     assert!(error.is_corrupt(), "{error:?}");
-    assert_eq!(storage.runs("bad", None).await.unwrap().len(), 1, "nothing was written");
+    assert_eq!(
+        storage.runs("bad", None).await.unwrap().len(),
+        1,
+        "nothing was written"
+    );
 
-    exec(format!("UPDATE \"{schema}\".sessions SET session_state = '{{}}'")).await;
+    exec(format!(
+        "UPDATE \"{schema}\".sessions SET session_state = '{{}}'"
+    ))
+    .await;
     exec(format!(
         "UPDATE \"{schema}\".sessions_runs SET record = '{{\"input\": 1, \"created_at\": \"soon\"}}'"
     ))
     .await;
-    let error = storage.read("bad", &ReadOptions::with_runs(3)).await.unwrap_err();
+    let error = storage
+        .read("bad", &ReadOptions::with_runs(3))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, what: "run record", .. } if session_id == "bad"),
         "{error:?}"
     );
-    exec(format!("UPDATE \"{schema}\".sessions SET kind = 'spaceship'")).await;
-    let error = storage.list_sessions(&Default::default()).await.unwrap_err();
+    exec(format!(
+        "UPDATE \"{schema}\".sessions SET kind = 'spaceship'"
+    ))
+    .await;
+    let error = storage
+        .list_sessions(&Default::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, what: "kind", .. } if session_id == "bad"),
         "{error:?}"
@@ -217,7 +276,9 @@ async fn corrupt_rows_are_typed_errors_naming_the_session() {
 
 #[tokio::test]
 async fn fields_from_a_newer_version_are_ignored() {
-    let Some((storage, _guard)) = storage().await else { return };
+    let Some((storage, _guard)) = storage().await else {
+        return;
+    };
     let schema = storage.schema_name().unwrap().to_owned();
     storage.commit(run_write("s", 1, "k")).await.unwrap();
     let sql = format!(
@@ -231,7 +292,11 @@ async fn fields_from_a_newer_version_are_ignored() {
         .execute(storage.pool())
         .await
         .unwrap();
-    let session = storage.read("s", &ReadOptions::with_runs(5)).await.unwrap().unwrap();
+    let session = storage
+        .read("s", &ReadOptions::with_runs(5))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(session.runs[0].status, RunStatus::Unknown);
     assert_eq!(session.component_data["added_later"], json!([1]));
     storage.commit(run_write("s", 2, "k")).await.unwrap();
@@ -239,7 +304,9 @@ async fn fields_from_a_newer_version_are_ignored() {
 
 #[tokio::test]
 async fn a_database_that_goes_away_is_a_database_error() {
-    let Some((storage, _guard)) = storage().await else { return };
+    let Some((storage, _guard)) = storage().await else {
+        return;
+    };
     let schema = storage.schema_name().unwrap().to_owned();
     storage.commit(run_write("s", 1, "k")).await.unwrap();
     // The tables dropped behind the storage's back.
@@ -249,7 +316,10 @@ async fn a_database_that_goes_away_is_a_database_error() {
         .await
         .unwrap();
     for error in [
-        storage.read("s", &ReadOptions::with_runs(3)).await.unwrap_err(),
+        storage
+            .read("s", &ReadOptions::with_runs(3))
+            .await
+            .unwrap_err(),
         storage.commit(run_write("s", 2, "k")).await.unwrap_err(),
         storage.runs("s", None).await.unwrap_err(),
     ] {
@@ -258,9 +328,15 @@ async fn a_database_that_goes_away_is_a_database_error() {
     // The pool closed.
     storage.close().await;
     for error in [
-        storage.read("s", &ReadOptions::default()).await.unwrap_err(),
+        storage
+            .read("s", &ReadOptions::default())
+            .await
+            .unwrap_err(),
         storage.commit(run_write("s", 2, "k")).await.unwrap_err(),
-        storage.list_sessions(&Default::default()).await.unwrap_err(),
+        storage
+            .list_sessions(&Default::default())
+            .await
+            .unwrap_err(),
         storage.delete_session("s").await.unwrap_err(),
     ] {
         assert!(matches!(error, StorageError::Database { .. }), "{error:?}");
@@ -269,7 +345,9 @@ async fn a_database_that_goes_away_is_a_database_error() {
 
 #[tokio::test]
 async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
-    let Some((storage, _guard)) = storage().await else { return };
+    let Some((storage, _guard)) = storage().await else {
+        return;
+    };
     let schema = storage.schema_name().unwrap().to_owned();
     let storage = storage.table("workflows").unwrap();
     let sql = format!(
@@ -289,11 +367,21 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
         .execute(storage.pool())
         .await
         .unwrap();
-    let error = storage.read("s1", &ReadOptions::default()).await.unwrap_err();
-    assert!(matches!(error, StorageError::Database { .. }), "v1 needs an explicit upgrade");
+    let error = storage
+        .read("s1", &ReadOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StorageError::Database { .. }),
+        "v1 needs an explicit upgrade"
+    );
 
     storage.upgrade_schema().await.unwrap();
-    let s1 = storage.read("s1", &ReadOptions::with_runs(10)).await.unwrap().unwrap();
+    let s1 = storage
+        .read("s1", &ReadOptions::with_runs(10))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s1.kind, SessionKind::Workflow);
     assert_eq!(s1.component_id.as_deref(), Some("wf"));
     assert_eq!(s1.session_name.as_deref(), Some("first"));
@@ -304,7 +392,11 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     let ids: Vec<_> = s1.runs.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(ids, ["r1", "r2"]);
     assert_eq!(s1.runs[0].response.text(), "one");
-    let s2 = storage.read("s2", &ReadOptions::with_runs(10)).await.unwrap().unwrap();
+    let s2 = storage
+        .read("s2", &ReadOptions::with_runs(10))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((s2.run_count, s2.runs.len()), (0, 0));
     storage.commit(run_write("s1", 3, "k")).await.unwrap();
     storage.upgrade_schema().await.unwrap();
@@ -318,7 +410,11 @@ async fn child_writer() {
         return;
     };
     let (url, schema) = target.split_once('|').unwrap();
-    let storage = PostgresStorage::connect(url).await.unwrap().schema(schema).unwrap();
+    let storage = PostgresStorage::connect(url)
+        .await
+        .unwrap()
+        .schema(schema)
+        .unwrap();
     conformance::child_writes(Arc::new(storage)).await;
 }
 
@@ -333,7 +429,11 @@ async fn two_processes_write_one_session() {
         url: url.clone(),
         schema: schema.clone(),
     };
-    let storage = PostgresStorage::connect(&url).await.unwrap().schema(&schema).unwrap();
+    let storage = PostgresStorage::connect(&url)
+        .await
+        .unwrap()
+        .schema(&schema)
+        .unwrap();
     let target = format!("{url}|{schema}");
     tokio::task::spawn_blocking(move || {
         conformance::run_two_writer_processes("child_writer", &target)

@@ -473,3 +473,68 @@ async fn two_processes_write_one_session() {
     .unwrap();
     conformance::assert_all_runs_kept(&storage, "shared", 0..2 * CHILD_RUNS).await;
 }
+
+/// A commit that fails or is dropped half-way must not leave its connection inside a
+/// transaction: with `:memory:` the pool has a single connection, so the next commit would
+/// fail ("cannot start a transaction within a transaction") or see uncommitted data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_or_dropped_commits_leave_no_open_transaction() {
+    let storage = SqliteStorage::open(":memory:").await.unwrap();
+    storage.commit(run_write("bad", 1, "k")).await.unwrap();
+    sqlx::query("UPDATE workflow_sessions SET session_state = 'x' WHERE session_id = 'bad'")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    assert!(
+        storage
+            .commit(run_write("bad", 2, "k"))
+            .await
+            .unwrap_err()
+            .is_corrupt()
+    );
+    storage.commit(run_write("good", 1, "k")).await.unwrap();
+
+    // Drop commits after 1, 2, ... polls, so that some are dropped while their transaction
+    // is open (after `BEGIN IMMEDIATE` was sent, before the final `COMMIT` was).
+    for n in 0..12 {
+        let commit = storage.commit(run_write("cancelled", n, &format!("key_{n}")));
+        poll_then_drop(commit, n + 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        // The single connection is not inside a transaction: `BEGIN` works (it waits for the
+        // connection while the rollback of a dropped commit is still running).
+        sqlx::raw_sql("BEGIN")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        sqlx::raw_sql("ROLLBACK")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+    }
+    storage.commit(run_write("good", 2, "k")).await.unwrap();
+    assert_eq!(storage.runs("good", None).await.unwrap().len(), 2);
+    // Each dropped commit happened entirely or not at all.
+    if let Some(session) = storage
+        .read("cancelled", &ReadOptions::with_runs(100))
+        .await
+        .unwrap()
+    {
+        assert_eq!(session.run_count as usize, session.runs.len());
+        assert_eq!(session.session_state.len(), session.runs.len());
+    }
+}
+
+/// Polls `future` at most `polls` times, letting other threads work in between, then drops
+/// it unfinished.
+async fn poll_then_drop<F: Future>(future: F, polls: usize) {
+    let mut future = std::pin::pin!(future);
+    for _ in 0..polls {
+        let ready =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_ready()))
+                .await;
+        if ready {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
