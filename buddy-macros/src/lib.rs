@@ -8,6 +8,7 @@
 mod args;
 mod errors;
 mod expand;
+mod fallback;
 mod model;
 mod paths;
 mod tool;
@@ -92,23 +93,16 @@ mod workflow {
         mut errors: Errors,
     ) -> TokenStream {
         let args = StructArgs::from_args(args, &mut errors);
-        validate::struct_shape(&item, &mut errors);
-        let shape_ok = errors.is_empty();
+        let shape_ok = validate::struct_shape(&item, &mut errors);
         let workflow = WorkflowStruct::parse(args, item, &mut errors);
         validate::struct_model(&workflow, &mut errors);
         if errors.is_empty() {
             return expand::struct_::expand(&workflow);
         }
-        // Fallback: the struct and its `Workflow` impl, so that the `impl` block's expansion
-        // does not add a second wave of errors; no builder.
-        let compile_errors = errors.to_compile_errors();
         if shape_ok {
-            let definition = expand::struct_::definition(&workflow);
-            let workflow_impl = expand::struct_::workflow_impl(&workflow);
-            quote!(#definition #workflow_impl #compile_errors)
+            crate::fallback::valid_struct(workflow, &errors)
         } else {
-            let item = &workflow.item;
-            quote!(#item #compile_errors)
+            crate::fallback::invalid_struct(workflow, &errors)
         }
     }
 
@@ -134,7 +128,6 @@ mod workflow {
                 }
             }
         }
-        let compile_errors = errors.to_compile_errors();
-        quote!(#original #compile_errors)
+        crate::fallback::impl_block(original, &errors)
     }
 }

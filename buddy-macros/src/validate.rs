@@ -26,20 +26,25 @@ pub(crate) const RESERVED_FIELDS: &[&str] = &[
     "build",
 ];
 
-/// Checks the struct shape before it is modelled.
-pub(crate) fn struct_shape(item: &ItemStruct, errors: &mut Errors) {
+/// Checks the struct shape before it is modelled; `false` when the macro cannot add its
+/// field and impls to it.
+pub(crate) fn struct_shape(item: &ItemStruct, errors: &mut Errors) -> bool {
+    let mut ok = true;
     if let Some(param) = item.generics.params.first() {
+        ok = false;
         errors.push(syn::Error::new(
             param.span(),
             "`#[workflow]` does not support generic parameters; use concrete types in the struct",
         ));
     }
     if let syn::Fields::Unnamed(fields) = &item.fields {
+        ok = false;
         errors.push(syn::Error::new(
             fields.span(),
             "`#[workflow]` needs a struct with named fields (or a unit struct), not a tuple struct",
         ));
     }
+    ok
 }
 
 /// Checks what the model says about the fields and derives.
