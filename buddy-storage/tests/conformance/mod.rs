@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
             create_and_upgrade_are_idempotent,
             concurrent_runs_on_one_session,
             sessions_are_independent,
+            same_results_as_memory_storage,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {
@@ -644,4 +645,106 @@ pub async fn child_writes(storage: Arc<dyn Storage>) {
         handle.await.unwrap();
     }
     println!("child wrote {CHILD_RUNS} runs from offset {offset}");
+}
+
+/// A deterministic pseudo-random sequence of operations gives the same results on the
+/// backend as on `MemoryStorage` (timestamps aside: each store reads its own clock).
+pub async fn same_results_as_memory_storage(storage: Arc<dyn Storage>) {
+    use buddy_core::storage::MemoryStorage;
+
+    fn normalize(mut session: Session) -> Session {
+        session.created_at = 0;
+        session.updated_at = 0;
+        session
+    }
+    let reference = MemoryStorage::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let ids = ["a", "b", "c", "d"];
+    let users = [None, Some("ann"), Some("bob")];
+    let kinds = [SessionKind::Workflow, SessionKind::Agent, SessionKind::Team];
+    for step in 0..300_usize {
+        let id = ids[next(4) as usize];
+        match next(10) {
+            0..=5 => {
+                let key = format!("k{}", next(6));
+                let mut after = Map::new();
+                if next(5) > 0 {
+                    after.insert(key.clone(), json!({"step": step, "nested": {"v": next(3)}}));
+                }
+                let before = obj(json!({ key: {"step": -1} }));
+                let write = SessionWrite {
+                    kind: kinds[next(3) as usize],
+                    component_id: Some(format!("wf{}", next(2))),
+                    user_id: users[next(3) as usize].map(str::to_owned),
+                    session_name: (next(3) == 0).then(|| format!("name {step}")),
+                    component_data: obj(json!({"step": step})),
+                    state_patch: StatePatch::diff(&before, &after),
+                    extra_data: (next(4) == 0).then(|| obj(json!({"e": {"s": step}}))),
+                    run: (next(3) > 0).then(|| run(id, step)),
+                    ..write(id)
+                };
+                let expected = reference.commit(write.clone()).await.unwrap();
+                let actual = storage.commit(write).await.unwrap();
+                assert_eq!(
+                    normalize(actual),
+                    normalize(expected),
+                    "commit at step {step}"
+                );
+            }
+            6 => {
+                let mut session = Session::new(id, kinds[next(3) as usize]);
+                session.user_id = users[next(3) as usize].map(str::to_owned);
+                session.session_state = obj(json!({"upserted": step}));
+                let expected = reference.upsert(&session).await.unwrap();
+                let actual = storage.upsert(&session).await.unwrap();
+                assert_eq!(
+                    normalize(actual),
+                    normalize(expected),
+                    "upsert at step {step}"
+                );
+            }
+            7 => {
+                reference.delete_session(id).await.unwrap();
+                storage.delete_session(id).await.unwrap();
+            }
+            _ => {
+                let mut options = ReadOptions::with_runs(next(5) as usize);
+                if let Some(user) = users[next(3) as usize] {
+                    options = options.user(user);
+                }
+                let expected = reference.read(id, &options).await.unwrap().map(normalize);
+                let actual = storage.read(id, &options).await.unwrap().map(normalize);
+                assert_eq!(actual, expected, "read at step {step}");
+                let limit = (next(2) == 0).then(|| next(4) as usize);
+                assert_eq!(
+                    storage.runs(id, limit).await.unwrap(),
+                    reference.runs(id, limit).await.unwrap(),
+                    "runs at step {step}"
+                );
+            }
+        }
+    }
+    for query in [
+        SessionQuery::all(),
+        SessionQuery::all().user("ann"),
+        SessionQuery::all().component("wf1"),
+        SessionQuery::all().kind(SessionKind::Agent),
+    ] {
+        let sorted = |sessions: Vec<Session>| {
+            let mut sessions: Vec<Session> = sessions.into_iter().map(normalize).collect();
+            sessions.sort_by(|x, y| x.session_id.cmp(&y.session_id));
+            sessions
+        };
+        assert_eq!(
+            sorted(storage.list_sessions(&query).await.unwrap()),
+            sorted(reference.list_sessions(&query).await.unwrap()),
+            "{query:?}"
+        );
+    }
 }
