@@ -70,6 +70,37 @@ pub enum Error {
     /// A configuration value is not acceptable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A model call failed (after retries, for retryable failures).
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// An agent's tool-call loop went past its `max_turns` model calls.
+    #[error("agent `{agent}` reached its limit of {max_turns} model turns without a final answer")]
+    MaxTurns {
+        /// The agent's name or id.
+        agent: String,
+        /// The limit.
+        max_turns: usize,
+    },
+    /// A model's structured output does not decode into the requested Rust type.
+    #[error("model output does not fit `{type_name}`")]
+    StructuredOutput {
+        /// The Rust type the output should decode into.
+        type_name: &'static str,
+        /// The model's output, as text.
+        content: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A tool was called with arguments that do not decode into its parameters.
+    #[error("invalid arguments for tool `{tool}`")]
+    ToolArguments {
+        /// The tool's name.
+        tool: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A message from user code (`Error::msg`).
     #[error("{0}")]
     Message(String),
@@ -93,6 +124,14 @@ impl Error {
     pub fn response(&self) -> Option<&RunResponse> {
         match self {
             Error::Persist { response, .. } => Some(response),
+            _ => None,
+        }
+    }
+
+    /// The model error, if a model call failed.
+    pub fn model_error(&self) -> Option<&crate::model::ModelError> {
+        match self {
+            Error::Model(error) => Some(error),
             _ => None,
         }
     }

@@ -6,12 +6,16 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+pub mod agent;
 pub mod debug;
 pub mod error;
 pub mod model;
 pub mod run;
 pub mod session;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tool;
 pub mod workflow;
 
 pub use error::{BoxError, Error, Result, StorageError};
@@ -61,5 +65,49 @@ pub mod __private {
     /// Converts a builder's JSON-ish argument into a `serde_json::Value`.
     pub fn to_json<T: ::serde::Serialize>(value: T) -> crate::Result<::serde_json::Value> {
         ::serde_json::to_value(value).map_err(|error| crate::Error::Config(error.to_string()))
+    }
+
+    // `#[tool]` support.
+    pub use ::async_trait::async_trait;
+    pub use ::std::sync::OnceLock;
+
+    pub use crate::tool::Tool;
+
+    /// The JSON Schema of a tool's arguments struct, without `$schema` and `title`.
+    pub fn tool_schema<T: ::schemars::JsonSchema>() -> ::serde_json::Value {
+        let mut schema =
+            ::serde_json::to_value(::schemars::schema_for!(T)).unwrap_or(::serde_json::Value::Null);
+        if let ::serde_json::Value::Object(map) = &mut schema {
+            map.remove("$schema");
+            map.remove("title");
+        }
+        schema
+    }
+
+    /// Decodes a tool's arguments; `null` counts as `{}`.
+    pub fn tool_arguments<T: ::serde::de::DeserializeOwned>(
+        tool: &str,
+        arguments: ::serde_json::Value,
+    ) -> crate::Result<T> {
+        let arguments = match arguments {
+            ::serde_json::Value::Null => ::serde_json::Value::Object(::serde_json::Map::new()),
+            other => other,
+        };
+        ::serde_json::from_value(arguments).map_err(|source| crate::Error::ToolArguments {
+            tool: tool.to_owned(),
+            source,
+        })
+    }
+
+    /// Converts a tool function's return value into the tool's result.
+    pub fn tool_output<T: ::serde::Serialize>(value: T) -> crate::Result<::serde_json::Value> {
+        ::serde_json::to_value(value).map_err(|error| {
+            crate::Error::msg(format!("tool result does not encode to JSON: {error}"))
+        })
+    }
+
+    /// Converts a tool function's error into a buddy error.
+    pub fn tool_error<E: Into<crate::BoxError>>(error: E) -> crate::Error {
+        crate::Error::from(error.into())
     }
 }

@@ -72,3 +72,81 @@ pub struct ToolCall {
     /// The arguments as the JSON text the model produced (possibly invalid).
     pub arguments: String,
 }
+
+impl Message {
+    /// The result of tool call `tool_call_id` of tool `name`.
+    pub fn tool_result(
+        tool_call_id: impl Into<String>,
+        name: impl Into<String>,
+        content: impl Into<String>,
+    ) -> Self {
+        Message {
+            role: Role::Tool,
+            content: Some(content.into()),
+            tool_call_id: Some(tool_call_id.into()),
+            name: Some(name.into()),
+            ..Message::default()
+        }
+    }
+
+    /// An assistant message that asks for `tool_calls` (with optional text).
+    pub fn assistant_tool_calls(content: Option<String>, tool_calls: Vec<ToolCall>) -> Self {
+        Message {
+            role: Role::Assistant,
+            content,
+            tool_calls,
+            ..Message::default()
+        }
+    }
+}
+
+impl From<&str> for Message {
+    /// A user message.
+    fn from(content: &str) -> Self {
+        Message::user(content)
+    }
+}
+
+impl From<String> for Message {
+    /// A user message.
+    fn from(content: String) -> Self {
+        Message::user(content)
+    }
+}
+
+impl From<&String> for Message {
+    /// A user message.
+    fn from(content: &String) -> Self {
+        Message::user(content.as_str())
+    }
+}
+
+impl ToolCall {
+    /// A call of tool `name` with `arguments` (JSON text).
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    /// The arguments parsed as JSON; empty arguments count as `{}`.
+    pub fn parse_arguments(&self) -> Result<serde_json::Value, super::ModelError> {
+        if self.arguments.trim().is_empty() {
+            return Ok(serde_json::Value::Object(serde_json::Map::new()));
+        }
+        serde_json::from_str(&self.arguments).map_err(|source| {
+            super::ModelError::InvalidToolArguments {
+                tool: self.name.clone(),
+                call_id: self.id.clone(),
+                arguments: self.arguments.clone(),
+                source,
+            }
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! A test kit for code that uses models and agents (cargo feature `testing`).
+//!
+//! - [`ScriptedModel`]: a [`Model`](crate::model::Model) that answers from a queue of
+//!   scripted replies and records every request;
+//! - [`FunctionModel`]: a model that answers with a closure;
+//! - [`TestServer`]: a loopback HTTP server speaking OpenAI's chat-completions wire format,
+//!   scripted per test with canned JSON, SSE streams, status codes, delays and cut-off
+//!   streams, recording the requests it receives. Point
+//!   [`OpenAIChat::base_url`](crate::model::OpenAIChat::base_url) at
+//!   [`TestServer::base_url`].
+
+mod scripted;
+mod server;
+
+pub mod openai;
+
+pub use scripted::{FunctionModel, Reply, ScriptedModel};
+pub use server::{Canned, RecordedRequest, TestServer};

@@ -1,0 +1,336 @@
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::Value;
+
+/// A canned HTTP response of a [`TestServer`].
+#[derive(Clone, Debug)]
+pub struct Canned {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: CannedBody,
+    delay: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+enum CannedBody {
+    Bytes(String),
+    Sse {
+        events: Vec<String>,
+        done: bool,
+        cut: bool,
+        interval: Option<Duration>,
+    },
+}
+
+impl Canned {
+    /// A 200 response with `body` as JSON.
+    pub fn json(body: Value) -> Self {
+        Canned {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: CannedBody::Bytes(body.to_string()),
+            delay: None,
+        }
+    }
+
+    /// A 200 response with `body` as is (for malformed JSON).
+    pub fn raw(body: impl Into<String>) -> Self {
+        Canned {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: CannedBody::Bytes(body.into()),
+            delay: None,
+        }
+    }
+
+    /// An error response in OpenAI's shape: `{"error": {"message": ..., "type": ...}}`.
+    pub fn error(status: u16, message: &str) -> Self {
+        Canned::json(serde_json::json!({
+            "error": {"message": message, "type": "invalid_request_error", "code": null}
+        }))
+        .status(status)
+    }
+
+    /// A server-sent-events stream of `chunks` (each sent as one `data:` line), ended with
+    /// `data: [DONE]`.
+    pub fn sse(chunks: Vec<Value>) -> Self {
+        Canned {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            body: CannedBody::Sse {
+                events: chunks.iter().map(Value::to_string).collect(),
+                done: true,
+                cut: false,
+                interval: None,
+            },
+            delay: None,
+        }
+    }
+
+    /// An SSE stream of raw `data:` payloads, ended with `[DONE]`.
+    pub fn sse_raw(events: Vec<String>) -> Self {
+        let mut canned = Canned::sse(Vec::new());
+        if let CannedBody::Sse { events: slot, .. } = &mut canned.body {
+            *slot = events;
+        }
+        canned
+    }
+
+    /// Sets the status code.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Waits `delay` before answering.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// For SSE: waits `interval` between events.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        if let CannedBody::Sse { interval: slot, .. } = &mut self.body {
+            *slot = Some(interval);
+        }
+        self
+    }
+
+    /// For SSE: ends the stream cleanly without `[DONE]`.
+    pub fn without_done(mut self) -> Self {
+        if let CannedBody::Sse { done, .. } = &mut self.body {
+            *done = false;
+        }
+        self
+    }
+
+    /// For SSE: breaks the connection after the events (no `[DONE]`, an aborted body).
+    pub fn cut(mut self) -> Self {
+        if let CannedBody::Sse { done, cut, .. } = &mut self.body {
+            *done = false;
+            *cut = true;
+        }
+        self
+    }
+}
+
+/// A request the [`TestServer`] received.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// `POST`, `GET`, ...
+    pub method: String,
+    /// The path (`/v1/chat/completions`).
+    pub path: String,
+    /// Headers, names lowercase.
+    pub headers: BTreeMap<String, String>,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub body: Value,
+    /// The body as text.
+    pub raw_body: String,
+}
+
+impl RecordedRequest {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    queue: VecDeque<Canned>,
+    fallback: Option<Canned>,
+    requests: Vec<RecordedRequest>,
+    record: bool,
+}
+
+type Shared = Arc<Mutex<Script>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Script> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A loopback HTTP server that answers from a script of [`Canned`] responses, in order,
+/// and records the requests it receives. Stops when dropped.
+///
+/// ```
+/// use buddy_core::testing::{Canned, TestServer, openai};
+///
+/// # async fn example() {
+/// let server = TestServer::start().await;
+/// server.push(Canned::json(openai::text_completion("hi")));
+/// let url = server.base_url(); // http://127.0.0.1:PORT/v1
+/// # let _ = url;
+/// # }
+/// ```
+pub struct TestServer {
+    addr: SocketAddr,
+    script: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl TestServer {
+    /// Starts a server on `127.0.0.1:0`.
+    ///
+    /// # Panics
+    ///
+    /// If no loopback port can be bound (a broken test environment).
+    #[allow(clippy::expect_used)] // a test helper: failing to bind loopback is fatal
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("loopback address");
+        let script: Shared = Arc::new(Mutex::new(Script {
+            record: true,
+            ..Script::default()
+        }));
+        let app = Router::new().fallback(handle).with_state(script.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestServer { addr, script, task }
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, the base URL to give an OpenAI client.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a response for the next request.
+    pub fn push(&self, canned: Canned) -> &Self {
+        lock(&self.script).queue.push_back(canned);
+        self
+    }
+
+    /// The response given when the queue is empty (otherwise a 500 error).
+    pub fn fallback(&self, canned: Canned) -> &Self {
+        lock(&self.script).fallback = Some(canned);
+        self
+    }
+
+    /// Stops (or resumes) recording requests (benchmarks).
+    pub fn record_requests(&self, record: bool) -> &Self {
+        lock(&self.script).record = record;
+        self
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.script).requests.clone()
+    }
+
+    /// How many scripted responses are left.
+    pub fn remaining(&self) -> usize {
+        lock(&self.script).queue.len()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    State(script): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let canned = {
+        let mut script = lock(&script);
+        if script.record {
+            let raw_body = String::from_utf8_lossy(&body).into_owned();
+            let recorded = RecordedRequest {
+                method: method.to_string(),
+                path: uri.path().to_owned(),
+                headers: headers
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.as_str().to_owned(),
+                            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: serde_json::from_str(&raw_body).unwrap_or(Value::Null),
+                raw_body,
+            };
+            script.requests.push(recorded);
+        }
+        script.queue.pop_front().or_else(|| script.fallback.clone())
+    };
+    let canned =
+        canned.unwrap_or_else(|| Canned::error(500, "test server has no scripted response"));
+    if let Some(delay) = canned.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let body = match canned.body {
+        CannedBody::Bytes(text) => Body::from(text),
+        CannedBody::Sse {
+            events,
+            done,
+            cut,
+            interval,
+        } => Body::from_stream(async_stream::stream! {
+            for event in events {
+                if let Some(interval) = interval {
+                    tokio::time::sleep(interval).await;
+                }
+                yield Ok::<_, std::io::Error>(Bytes::from(format!("data: {event}\n\n")));
+            }
+            if done {
+                yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+            }
+            if cut {
+                // Let the server flush what was sent, so the client sees the events first.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                yield Err(std::io::Error::other("connection cut by the test server"));
+            }
+        }),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(canned.status).unwrap_or(StatusCode::OK);
+    for (name, value) in canned.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

@@ -1,0 +1,84 @@
+//! The grammar of `#[tool(...)]`: `name = "..."`, `description = "..."`, `crate = path`.
+
+use syn::spanned::Spanned;
+use syn::{Expr, LitStr, Path};
+
+use crate::args::{Arg, Once};
+use crate::errors::Errors;
+
+const EXPECTED: &str = "`name`, `description`, `crate`";
+
+/// What `#[tool(...)]` said.
+#[derive(Default)]
+pub(crate) struct ToolArgs {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) description: Option<LitStr>,
+    pub(crate) krate: Option<Path>,
+}
+
+impl ToolArgs {
+    pub(crate) fn from_args(args: Vec<Arg>, errors: &mut Errors) -> Self {
+        let mut name = Once::new("name");
+        let mut description = Once::new("description");
+        let mut krate = Once::new("crate");
+        for arg in args {
+            let span = arg.key.span();
+            match arg.key.to_string().as_str() {
+                "name" => {
+                    if let Some(value) = string(errors, &arg) {
+                        name.set(errors, "#[tool]", span, value);
+                    }
+                }
+                "description" => {
+                    if let Some(value) = string(errors, &arg) {
+                        description.set(errors, "#[tool]", span, value);
+                    }
+                }
+                "crate" => match &arg.value {
+                    Some(Expr::Path(path)) if path.qself.is_none() => {
+                        krate.set(errors, "#[tool]", span, path.path.clone());
+                    }
+                    _ => errors.push(syn::Error::new(
+                        span,
+                        "`crate` takes a path to the runtime crate: `crate = buddy_core`",
+                    )),
+                },
+                _ => errors.push(syn::Error::new(
+                    span,
+                    format!(
+                        "unknown `#[tool]` argument `{}`; expected one of: {EXPECTED}",
+                        arg.key
+                    ),
+                )),
+            }
+        }
+        ToolArgs {
+            name: name.get(),
+            description: description.get(),
+            krate: krate.get(),
+        }
+    }
+}
+
+fn string(errors: &mut Errors, arg: &Arg) -> Option<LitStr> {
+    match &arg.value {
+        Some(Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(text),
+            ..
+        })) => Some(text.clone()),
+        Some(other) => {
+            errors.push(syn::Error::new(
+                other.span(),
+                format!("`{}` takes a string literal", arg.key),
+            ));
+            None
+        }
+        None => {
+            errors.push(syn::Error::new(
+                arg.key.span(),
+                format!("`{}` needs a value: `{} = \"...\"`", arg.key, arg.key),
+            ));
+            None
+        }
+    }
+}
