@@ -18,6 +18,44 @@ pub use buddy_core::{
 };
 pub use buddy_macros::workflow;
 
+pub use buddy_core::agent::Agent;
+pub use buddy_core::model::{Model, OpenAIChat};
+pub use buddy_core::{agent, tool};
+/// Turns a function into a tool an agent can call.
+///
+/// The function's doc comment becomes the tool's description, its parameters (owned,
+/// `Deserialize + JsonSchema` types; `///` comments on parameters become their
+/// descriptions) the tool's JSON Schema. The function stays as written; next to it,
+/// `#[tool]` generates a unit struct named after it in `PascalCase` that implements
+/// [`tool::Tool`]. It works on `async fn` and plain `fn`; a function returning a `Result`
+/// reports its error to the model as the tool's result.
+///
+/// Options: `#[tool(name = "...")]` (the name the model sees; default the function's
+/// name), `#[tool(description = "...")]` (instead of the doc comment),
+/// `#[tool(crate = buddy_core)]` (for users of `buddy-core` without `buddy`).
+///
+/// ```
+/// use buddy::prelude::*;
+///
+/// /// Adds two integers.
+/// #[tool]
+/// async fn add(
+///     /// The first term.
+///     a: i64,
+///     /// The second term.
+///     b: i64,
+/// ) -> i64 {
+///     a + b
+/// }
+///
+/// # fn main() {
+/// use buddy::tool::Tool;
+/// assert_eq!(Add.name(), "add");
+/// assert_eq!(Add.parameters()["required"], serde_json::json!(["a", "b"]));
+/// # }
+/// ```
+pub use buddy_macros::tool;
+
 #[cfg(feature = "postgres")]
 pub use buddy_storage::PostgresStorage;
 #[cfg(feature = "sqlite")]
@@ -40,6 +78,7 @@ pub mod prelude {
         Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse, RunWorkflow,
         Workflow, workflow,
     };
+    pub use crate::{Agent, Model, OpenAIChat, tool};
     pub use buddy_core::session::SessionQuery;
 }
 
