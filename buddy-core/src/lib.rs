@@ -80,6 +80,9 @@ pub mod __private {
         if let ::serde_json::Value::Object(map) = &mut schema {
             map.remove("$schema");
             map.remove("title");
+            // Providers want `properties` even for a tool without arguments.
+            map.entry("properties")
+                .or_insert_with(|| ::serde_json::Value::Object(::serde_json::Map::new()));
         }
         schema
     }
