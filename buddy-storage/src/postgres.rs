@@ -9,7 +9,7 @@ use buddy_core::StorageError;
 use buddy_core::run::{RunRecord, now_millis};
 use buddy_core::session::{Session, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, SqlSafeStr, SqlStr, Transaction};
 
 use crate::codec::{
@@ -73,6 +73,7 @@ struct Sql {
     lock_session: SqlStr,
     read_session: SqlStr,
     update_session: SqlStr,
+    update_session_insert_run: SqlStr,
     insert_run: SqlStr,
     select_runs: SqlStr,
     list_sessions: SqlStr,
@@ -98,6 +99,13 @@ impl Sql {
             .map(|s| format!("CREATE SCHEMA IF NOT EXISTS {};", quote(s)))
             .unwrap_or_default();
         let cols = PG_SESSION_COLUMNS;
+        let update = format!(
+            "UPDATE {t} SET kind = $2, component_id = $3, user_id = $4, session_name = $5,
+                component_data = $6::jsonb, session_state = $7::jsonb,
+                extra_data = $8::jsonb, created_at = $9, updated_at = $10, version = $11,
+                run_count = $12
+             WHERE session_id = $1"
+        );
         Sql {
             create: sql(format!(
                 "{create_schema}
@@ -142,12 +150,12 @@ impl Sql {
                             ORDER BY seq DESC LIMIT $2) AS runs ON true
                  WHERE session_id = $1 ORDER BY runs.seq DESC"
             )),
-            update_session: sql(format!(
-                "UPDATE {t} SET kind = $2, component_id = $3, user_id = $4, session_name = $5,
-                    component_data = $6::jsonb, session_state = $7::jsonb,
-                    extra_data = $8::jsonb, created_at = $9, updated_at = $10, version = $11,
-                    run_count = $12
-                 WHERE session_id = $1"
+            update_session: sql(update.clone()),
+            // One round trip for both: the run's `seq` is the new `run_count` ($12).
+            update_session_insert_run: sql(format!(
+                "WITH updated AS ({update} RETURNING session_id)
+                 INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
+                 SELECT session_id, $12, $13, $14, $15, $16::jsonb FROM updated"
             )),
             insert_run: sql(format!(
                 "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
@@ -374,22 +382,14 @@ impl PostgresStorage {
         operation: &'static str,
     ) -> StorageResult<()> {
         let encoded = EncodedSession::new(session)?;
-        sqlx::query(self.inner.sql.update_session.clone())
-            .bind(&session.session_id)
-            .bind(session.kind.as_str())
-            .bind(&session.component_id)
-            .bind(&session.user_id)
-            .bind(&session.session_name)
-            .bind(encoded.component_data)
-            .bind(encoded.session_state)
-            .bind(encoded.extra_data)
-            .bind(session.created_at)
-            .bind(session.updated_at)
-            .bind(session.version)
-            .bind(session.run_count)
-            .execute(&mut **tx)
-            .await
-            .map_err(db(operation))?;
+        bind_session(
+            sqlx::query(self.inner.sql.update_session.clone()),
+            session,
+            encoded,
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(db(operation))?;
         Ok(())
     }
 
@@ -465,6 +465,27 @@ impl PostgresStorage {
             .map_err(db("upgrade_schema"))?;
         Ok(())
     }
+}
+
+/// Binds `$1` to `$12` of the session update.
+fn bind_session<'q>(
+    query: sqlx::query::Query<'q, Postgres, PgArguments>,
+    session: &Session,
+    encoded: EncodedSession,
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    query
+        .bind(session.session_id.clone())
+        .bind(session.kind.as_str())
+        .bind(session.component_id.clone())
+        .bind(session.user_id.clone())
+        .bind(session.session_name.clone())
+        .bind(encoded.component_data)
+        .bind(encoded.session_state)
+        .bind(encoded.extra_data)
+        .bind(session.created_at)
+        .bind(session.updated_at)
+        .bind(session.version)
+        .bind(session.run_count)
 }
 
 fn decode_row(row: &PgRow, operation: &'static str) -> StorageResult<Session> {
@@ -543,16 +564,30 @@ impl Storage for PostgresStorage {
         // session, exactly as the in-memory reference does.
         let existing = (current.version > 0).then_some(current);
         let session = Session::apply_write(existing, &write, now);
-        self.update_session(&mut tx, &session, "commit").await?;
-        if let Some(run) = &write.run {
-            self.insert_run(
-                &mut tx,
-                &session.session_id,
-                session.run_count,
-                run,
-                "commit",
-            )
-            .await?;
+        match &write.run {
+            None => self.update_session(&mut tx, &session, "commit").await?,
+            Some(run) => {
+                let encoded = EncodedSession::new(&session)?;
+                let inserted = bind_session(
+                    sqlx::query(self.inner.sql.update_session_insert_run.clone()),
+                    &session,
+                    encoded,
+                )
+                .bind(run.run_id.clone())
+                .bind(run.status.as_str())
+                .bind(run.created_at)
+                .bind(encode_run(&session.session_id, run)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("commit"))?;
+                if inserted.rows_affected() != 1 {
+                    // Cannot happen while the row is locked; never commit half a write.
+                    return Err(StorageError::database(
+                        "commit",
+                        "the locked session row was not updated",
+                    ));
+                }
+            }
         }
         tx.commit().await.map_err(db("commit"))?;
         Ok(session)
