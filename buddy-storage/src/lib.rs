@@ -19,7 +19,7 @@
 //! (with the default `synchronous_commit=on`, a committed write survives both).
 //!
 //! Both write a run in about the same time whatever the length of the session's history:
-//! on a small shared machine, around 0.1–0.2 ms per commit for SQLite and 0.6 ms for
+//! on a small shared machine, around 0.1 ms per commit for SQLite and 0.4–0.6 ms for
 //! Postgres over loopback (`cargo bench -p buddy-storage`).
 //!
 //! ```no_run
