@@ -198,3 +198,22 @@ async fn non_streaming_workflow_streams_started_and_completed() {
         .collect();
     assert_eq!(names, ["run_started", "run_completed"]);
 }
+
+#[tokio::test]
+async fn runs_and_streams_are_send_and_can_be_spawned() {
+    fn assert_send<T: Send>(value: T) -> T {
+        value
+    }
+    let mut streaming = Streaming::builder().build().unwrap();
+    let handle = tokio::spawn(async move {
+        let events: Vec<_> = assert_send(streaming.run("spawned".into())).collect().await;
+        events.len()
+    });
+    assert_eq!(handle.await.unwrap(), 5);
+    let mut plain = Plain::builder().build().unwrap();
+    let response = tokio::spawn(async move { assert_send(plain.run("x".into())).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.text(), "plain x");
+}
