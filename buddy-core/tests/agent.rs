@@ -22,7 +22,11 @@ fn add_tool() -> FunctionTool {
         "add",
         "Adds two integers.",
         json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}),
-        |args| async move { Ok(json!(args["a"].as_i64().unwrap_or(0) + args["b"].as_i64().unwrap_or(0))) },
+        |args| async move {
+            Ok(json!(
+                args["a"].as_i64().unwrap_or(0) + args["b"].as_i64().unwrap_or(0)
+            ))
+        },
     )
 }
 
@@ -56,7 +60,10 @@ async fn plain_text_run_builds_messages_and_response() {
     let response = agent.run("Capital of France?").await.unwrap();
     assert_eq!(response.text(), "Paris.");
     assert_eq!(response.agent_id.as_deref(), Some(agent.id()));
-    assert_eq!(response.session_id.as_deref(), Some(agent.current_session_id()));
+    assert_eq!(
+        response.session_id.as_deref(),
+        Some(agent.current_session_id())
+    );
     assert!(response.run_id.is_some());
     assert_eq!(response.model.as_deref(), Some("scripted"));
     let metrics = response.metrics.unwrap();
@@ -98,7 +105,11 @@ async fn tool_loop_runs_tools_and_sends_results_back() {
     assert_eq!(second[2].role, Role::Tool);
     assert_eq!(second[2].tool_call_id.as_deref(), Some("call_0"));
     assert_eq!(second[2].content.as_deref(), Some("5"));
-    assert_eq!(response.metrics.unwrap().total_tokens, 4, "usage summed over turns");
+    assert_eq!(
+        response.metrics.unwrap().total_tokens,
+        4,
+        "usage summed over turns"
+    );
 }
 
 #[tokio::test]
@@ -106,16 +117,36 @@ async fn tool_calls_of_one_turn_run_concurrently() {
     let counter = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let model = ScriptedModel::new()
-        .tool_calls(vec![("sleep", json!({})), ("sleep", json!({})), ("sleep", json!({}))])
+        .tool_calls(vec![
+            ("sleep", json!({})),
+            ("sleep", json!({})),
+            ("sleep", json!({})),
+        ])
         .text("done");
     let agent = Agent::new(model).tool(sleep_tool(counter, peak.clone()));
     let started = Instant::now();
     let response = agent.run("go").await.unwrap();
     assert_eq!(response.tools.len(), 3);
-    assert_eq!(peak.load(Ordering::SeqCst), 3, "all three calls were in flight together");
-    assert!(started.elapsed() < Duration::from_millis(280), "{:?}", started.elapsed());
-    let ids: Vec<&str> = response.tools.iter().map(|t| t.tool_call_id.as_str()).collect();
-    assert_eq!(ids, vec!["call_0", "call_1", "call_2"], "results keep the call order");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        3,
+        "all three calls were in flight together"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(280),
+        "{:?}",
+        started.elapsed()
+    );
+    let ids: Vec<&str> = response
+        .tools
+        .iter()
+        .map(|t| t.tool_call_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["call_0", "call_1", "call_2"],
+        "results keep the call order"
+    );
 }
 
 #[tokio::test]
@@ -130,17 +161,33 @@ async fn tool_errors_and_panics_go_back_to_the_model() {
         Ok(Value::Null)
     });
     let model = ScriptedModel::new()
-        .tool_calls(vec![("fail", json!({})), ("boom", json!({})), ("missing", json!({}))])
+        .tool_calls(vec![
+            ("fail", json!({})),
+            ("boom", json!({})),
+            ("missing", json!({})),
+        ])
         .raw_tool_call("fail", "{not json")
         .text("recovered");
     let agent = Agent::new(model.clone()).tool(failing).tool(panicking);
     let response = agent.run("go").await.unwrap();
     assert_eq!(response.text(), "recovered");
-    let errors: Vec<&str> = response.tools.iter().map(|t| t.error.as_deref().unwrap()).collect();
+    let errors: Vec<&str> = response
+        .tools
+        .iter()
+        .map(|t| t.error.as_deref().unwrap())
+        .collect();
     assert_eq!(errors[0], "disk on fire");
     assert_eq!(errors[1], "tool panicked: kaboom");
-    assert!(errors[2].starts_with("tool `missing` does not exist"), "{}", errors[2]);
-    assert!(errors[3].contains("invalid JSON arguments"), "{}", errors[3]);
+    assert!(
+        errors[2].starts_with("tool `missing` does not exist"),
+        "{}",
+        errors[2]
+    );
+    assert!(
+        errors[3].contains("invalid JSON arguments"),
+        "{}",
+        errors[3]
+    );
     let tool_messages: Vec<String> = model.requests()[1]
         .messages
         .iter()
@@ -158,7 +205,10 @@ async fn max_turns_bounds_the_loop() {
         .tool_call("add", json!({"a": 1, "b": 1}))
         .tool_call("add", json!({"a": 1, "b": 1}))
         .text("never");
-    let agent = Agent::new(model.clone()).name("looper").tool(add_tool()).max_turns(2);
+    let agent = Agent::new(model.clone())
+        .name("looper")
+        .tool(add_tool())
+        .max_turns(2);
     let error = agent.run("loop").await.unwrap_err();
     match &error {
         Error::MaxTurns { agent, max_turns } => {
@@ -178,13 +228,19 @@ async fn model_errors_surface_typed() {
         retry_after: None,
     });
     let error = Agent::new(model).run("x").await.unwrap_err();
-    assert!(error.model_error().is_some_and(ModelError::is_rate_limited), "{error:?}");
+    assert!(
+        error.model_error().is_some_and(ModelError::is_rate_limited),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
 async fn history_comes_from_the_agent_session_in_storage() {
     let storage = Arc::new(MemoryStorage::new());
-    let model = ScriptedModel::new().text("Hi Ada.").text("Your name is Ada.").text("third");
+    let model = ScriptedModel::new()
+        .text("Hi Ada.")
+        .text("Your name is Ada.")
+        .text("third");
     let agent = Agent::new(model.clone())
         .name("memo")
         .instructions("Be kind.")
@@ -207,7 +263,10 @@ async fn history_comes_from_the_agent_session_in_storage() {
     assert_eq!(
         second,
         vec![
-            (Role::System, "<instructions>\nBe kind.\n</instructions>".to_owned()),
+            (
+                Role::System,
+                "<instructions>\nBe kind.\n</instructions>".to_owned()
+            ),
             (Role::User, "I am Ada.".to_owned()),
             (Role::Assistant, "Hi Ada.".to_owned()),
             (Role::User, "What is my name?".to_owned()),
@@ -215,7 +274,10 @@ async fn history_comes_from_the_agent_session_in_storage() {
     );
     // num_history_runs(1): only the previous run.
     assert_eq!(requests[2].messages.len(), 4);
-    assert_eq!(requests[2].messages[1].content.as_deref(), Some("What is my name?"));
+    assert_eq!(
+        requests[2].messages[1].content.as_deref(),
+        Some("What is my name?")
+    );
 
     let session = storage
         .read("s-1", &buddy_core::storage::ReadOptions::with_runs(10))
@@ -235,7 +297,9 @@ async fn history_comes_from_the_agent_session_in_storage() {
 async fn failed_runs_are_recorded_with_status_error() {
     let storage = Arc::new(MemoryStorage::new());
     let model = ScriptedModel::new().error(ModelError::msg("boom"));
-    let agent = Agent::new(model).storage(storage.clone()).session_id("s-err");
+    let agent = Agent::new(model)
+        .storage(storage.clone())
+        .session_id("s-err");
     agent.run("x").await.unwrap_err();
     let runs = storage.runs("s-err", None).await.unwrap();
     assert_eq!(runs.len(), 1);
@@ -276,9 +340,19 @@ async fn structured_output_fits() {
     let model = ScriptedModel::new().json(json!({"city": "Paris", "population_millions": 2.1}));
     let agent = Agent::new(model.clone());
     let capital: Capital = agent.run_typed("Capital of France?").await.unwrap();
-    assert_eq!(capital, Capital { city: "Paris".into(), population_millions: 2.1 });
+    assert_eq!(
+        capital,
+        Capital {
+            city: "Paris".into(),
+            population_millions: 2.1
+        }
+    );
     match &model.requests()[0].response_format {
-        Some(ResponseFormat::JsonSchema { name, schema, strict }) => {
+        Some(ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        }) => {
             assert_eq!(name, "Capital");
             assert!(*strict);
             assert_eq!(schema["required"], json!(["city", "population_millions"]));
@@ -289,18 +363,24 @@ async fn structured_output_fits() {
 
 #[tokio::test]
 async fn structured_output_misfit_is_a_typed_error() {
-    let model = ScriptedModel::new().text("{\"town\": \"Paris\"}").text("not json at all");
+    let model = ScriptedModel::new()
+        .text("{\"town\": \"Paris\"}")
+        .text("not json at all");
     let agent = Agent::new(model);
     let error = agent.run_typed::<Capital>("x").await.unwrap_err();
     match &error {
-        Error::StructuredOutput { type_name, content, .. } => {
+        Error::StructuredOutput {
+            type_name, content, ..
+        } => {
             assert!(type_name.ends_with("Capital"));
             assert_eq!(content, "{\"town\":\"Paris\"}");
         }
         other => panic!("unexpected {other:?}"),
     }
     let error = agent.run_typed::<Capital>("x").await.unwrap_err();
-    assert!(matches!(error, Error::StructuredOutput { ref content, .. } if content == "not json at all"));
+    assert!(
+        matches!(error, Error::StructuredOutput { ref content, .. } if content == "not json at all")
+    );
 }
 
 #[tokio::test]
@@ -361,10 +441,13 @@ async fn agents_fan_out_with_join_all_and_clone_cheaply() {
     let agent = Agent::new(model).name("worker");
     let agents: Vec<Agent> = (0..4).map(|_| agent.clone()).collect();
     let started = Instant::now();
-    let results =
-        futures::future::join_all(agents.iter().map(|a| a.run("go"))).await;
+    let results = futures::future::join_all(agents.iter().map(|a| a.run("go"))).await;
     assert!(results.iter().all(Result::is_ok));
-    assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

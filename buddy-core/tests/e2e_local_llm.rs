@@ -69,7 +69,8 @@ async fn agent_with_a_tool_runs_the_full_loop() {
     let mut outcomes = Vec::new();
     for attempt in 0..4 {
         let mut events = Vec::new();
-        let mut stream = std::pin::pin!(agent.run_stream(format!("What is {} plus 5?", 10 + attempt)));
+        let mut stream =
+            std::pin::pin!(agent.run_stream(format!("What is {} plus 5?", 10 + attempt)));
         let mut failure = None;
         while let Some(item) = stream.next().await {
             match item {
@@ -92,8 +93,16 @@ async fn agent_with_a_tool_runs_the_full_loop() {
                 assert!(!response.tools.is_empty(), "the model called no tool");
                 assert_eq!(response.tools.len(), completed_tools);
                 // The loop sent the tool results back and got a final answer.
-                assert!(response.messages.iter().any(|m| m.role == buddy_core::model::Role::Tool));
-                assert_eq!(response.messages.last().unwrap().role, buddy_core::model::Role::Assistant);
+                assert!(
+                    response
+                        .messages
+                        .iter()
+                        .any(|m| m.role == buddy_core::model::Role::Tool)
+                );
+                assert_eq!(
+                    response.messages.last().unwrap().role,
+                    buddy_core::model::Role::Assistant
+                );
                 assert!(response.metrics.unwrap().total_tokens > 0);
                 for tool in &response.tools {
                     assert_eq!(tool.tool_name, "add");
@@ -127,7 +136,12 @@ async fn structured_output_decodes_into_a_rust_type() {
         .unwrap();
     let Person { name, age } = person;
     eprintln!("person: name={name:?} age={age}");
-    assert!(response.content.as_ref().is_some_and(serde_json::Value::is_object));
+    assert!(
+        response
+            .content
+            .as_ref()
+            .is_some_and(serde_json::Value::is_object)
+    );
     assert!(response.metrics.unwrap().output_tokens > 0);
 }
 
@@ -152,5 +166,9 @@ async fn streamed_run_yields_deltas_then_the_response() {
     let metrics = response.metrics.unwrap();
     assert!(metrics.time_to_first_token_ms.is_some());
     assert!(metrics.input_tokens > 0 && metrics.output_tokens > 0);
-    assert!(events.iter().all(|e| e.agent_id.as_deref() == Some(agent.id())));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.agent_id.as_deref() == Some(agent.id()))
+    );
 }

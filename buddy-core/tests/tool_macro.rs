@@ -45,7 +45,10 @@ async fn hello() -> serde_json::Value {
 #[test]
 fn name_description_and_schema() {
     assert_eq!(Add.name(), "add");
-    assert_eq!(Add.description(), "Adds two integers.\n\nUse it for arithmetic.");
+    assert_eq!(
+        Add.description(),
+        "Adds two integers.\n\nUse it for arithmetic."
+    );
     let schema = Add.parameters();
     assert_eq!(schema["type"], "object");
     assert_eq!(schema["required"], json!(["a", "b"]));
@@ -64,10 +67,16 @@ fn name_description_and_schema() {
 async fn calls_decode_arguments_and_encode_results() {
     assert_eq!(Add.call(json!({"a": 2, "b": 40})).await.unwrap(), json!(42));
     assert_eq!(
-        GetWeather.call(json!({"city": "Oslo", "unit": "celsius"})).await.unwrap(),
+        GetWeather
+            .call(json!({"city": "Oslo", "unit": "celsius"}))
+            .await
+            .unwrap(),
         json!("Oslo: 21 degrees Some(Celsius)")
     );
-    assert_eq!(Hello.call(serde_json::Value::Null).await.unwrap(), json!({"greeting": "hello"}));
+    assert_eq!(
+        Hello.call(serde_json::Value::Null).await.unwrap(),
+        json!({"greeting": "hello"})
+    );
     // The original functions stay callable.
     assert_eq!(add(1, 2).await, 3);
 }
@@ -75,7 +84,10 @@ async fn calls_decode_arguments_and_encode_results() {
 #[tokio::test]
 async fn errors_are_typed() {
     let error = Add.call(json!({"a": "two"})).await.unwrap_err();
-    assert!(matches!(error, buddy_core::Error::ToolArguments { ref tool, .. } if tool == "add"), "{error:?}");
+    assert!(
+        matches!(error, buddy_core::Error::ToolArguments { ref tool, .. } if tool == "add"),
+        "{error:?}"
+    );
     let error = GetWeather.call(json!({"city": ""})).await.unwrap_err();
     assert_eq!(error.to_string(), "no city given");
 }
@@ -83,12 +95,18 @@ async fn errors_are_typed() {
 #[tokio::test]
 async fn agent_uses_macro_tools() {
     let model = ScriptedModel::new()
-        .tool_calls(vec![("add", json!({"a": 1, "b": 2})), ("weather", json!({"city": "Rome"}))])
+        .tool_calls(vec![
+            ("add", json!({"a": 1, "b": 2})),
+            ("weather", json!({"city": "Rome"})),
+        ])
         .text("3, and sunny in Rome");
     let agent = Agent::new(model.clone()).tool(Add).tool(GetWeather);
     let response = agent.run("go").await.unwrap();
     assert_eq!(response.tools[0].result.as_deref(), Some("3"));
-    assert_eq!(response.tools[1].result.as_deref(), Some("Rome: 21 degrees None"));
+    assert_eq!(
+        response.tools[1].result.as_deref(),
+        Some("Rome: 21 degrees None")
+    );
     let definitions = &model.requests()[0].tools;
     assert_eq!(definitions[1].name, "weather");
     assert_eq!(definitions[1].description, "Current weather of a city.");

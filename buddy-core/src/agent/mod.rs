@@ -38,7 +38,8 @@ pub const DEFAULT_MAX_TURNS: usize = 10;
 /// use buddy_core::agent::Agent;
 /// use buddy_core::model::OpenAIChat;
 ///
-/// # async fn example() -> buddy_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> buddy_core::Result<()> {
 /// let agent = Agent::new(OpenAIChat::new("gpt-4o-mini"))
 ///     .name("researcher")
 ///     .instructions("Answer in one sentence.");

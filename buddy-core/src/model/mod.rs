@@ -49,6 +49,13 @@ pub type ModelStream<'a> = BoxStream<'a, Result<ModelStreamEvent, ModelError>>;
 ///         Ok(ModelResponse::text(last))
 ///     }
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let request = ModelRequest::new(vec![Message::user("ping")]);
+/// let response = Echo.response(&request).await.unwrap();
+/// assert_eq!(response.message.content.as_deref(), Some("ping"));
+/// # }
 /// ```
 #[async_trait]
 pub trait Model: fmt::Debug + Send + Sync {

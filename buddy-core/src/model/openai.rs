@@ -37,7 +37,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// ```no_run
 /// use buddy_core::model::{Message, Model, ModelRequest, OpenAIChat};
 ///
-/// # async fn example() -> Result<(), buddy_core::model::ModelError> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), buddy_core::model::ModelError> {
 /// let model = OpenAIChat::new("gpt-4o-mini").temperature(0.2).max_tokens(256);
 /// let response = model.response(&ModelRequest::new(vec![Message::user("Hi!")])).await?;
 /// println!("{:?}", response.message.content);

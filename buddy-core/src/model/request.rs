@@ -137,13 +137,10 @@ fn normalise(value: &mut Value) {
     match value {
         Value::Object(map) => {
             let is_object = map.get("type").is_some_and(|t| t == "object");
-            if is_object {
-                if let Some(Value::Object(properties)) = map.get("properties") {
-                    let required: Vec<Value> =
-                        properties.keys().cloned().map(Value::String).collect();
-                    map.insert("required".into(), Value::Array(required));
-                    map.insert("additionalProperties".into(), Value::Bool(false));
-                }
+            if let (true, Some(Value::Object(properties))) = (is_object, map.get("properties")) {
+                let required: Vec<Value> = properties.keys().cloned().map(Value::String).collect();
+                map.insert("required".into(), Value::Array(required));
+                map.insert("additionalProperties".into(), Value::Bool(false));
             }
             for child in map.values_mut() {
                 normalise(child);

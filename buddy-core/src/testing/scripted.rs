@@ -239,6 +239,8 @@ type Answer = dyn Fn(&ModelRequest) -> Result<ModelResponse, ModelError> + Send 
 /// let model = FunctionModel::new(|request| {
 ///     Ok(ModelResponse::text(format!("{} messages", request.messages.len())))
 /// });
+/// # use buddy_core::model::Model;
+/// assert_eq!(model.id(), "function");
 /// ```
 #[derive(Clone)]
 pub struct FunctionModel {

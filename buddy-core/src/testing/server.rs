@@ -174,11 +174,12 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Script> {
 /// ```
 /// use buddy_core::testing::{Canned, TestServer, openai};
 ///
-/// # async fn example() {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let server = TestServer::start().await;
 /// server.push(Canned::json(openai::text_completion("hi")));
 /// let url = server.base_url(); // http://127.0.0.1:PORT/v1
-/// # let _ = url;
+/// assert!(url.starts_with("http://127.0.0.1:"));
 /// # }
 /// ```
 pub struct TestServer {

@@ -40,6 +40,8 @@ pub use toolkit::Toolkit;
 ///         Ok(json!(0))
 ///     }
 /// }
+///
+/// assert_eq!(Clock.definition().name, "clock");
 /// ```
 #[async_trait]
 pub trait Tool: Send + Sync {
