@@ -16,11 +16,13 @@ pub use buddy_core::{
     StateMerge, Storage, StorageError, Workflow, WorkflowSession, debug, error, model, run,
     session, storage, workflow,
 };
+#[doc = include_str!("../docs/workflow.md")]
 pub use buddy_macros::workflow;
 
 pub use buddy_core::agent::Agent;
 pub use buddy_core::model::{Model, OpenAIChat};
-pub use buddy_core::{agent, tool};
+pub use buddy_core::team::{Team, TeamMember, TeamMode};
+pub use buddy_core::{agent, team, tool};
 /// Turns a function into a tool an agent can call.
 ///
 /// The function's doc comment becomes the tool's description, its parameters (owned,
@@ -78,7 +80,7 @@ pub mod prelude {
         Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse, RunWorkflow,
         Workflow, workflow,
     };
-    pub use crate::{Agent, Model, OpenAIChat, tool};
+    pub use crate::{Agent, Model, OpenAIChat, Team, TeamMode, tool};
     pub use buddy_core::session::SessionQuery;
 }
 

@@ -13,6 +13,7 @@ pub mod model;
 pub mod run;
 pub mod session;
 pub mod storage;
+pub mod team;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tool;

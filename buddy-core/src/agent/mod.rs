@@ -340,3 +340,15 @@ impl Member for Agent {
         }
     }
 }
+
+impl Agent {
+    /// The agent's description, if it has one (what a team's leader reads about it).
+    pub fn agent_description(&self) -> Option<&str> {
+        self.config.description.as_deref()
+    }
+}
+
+/// Decodes structured output into `T` the way [`Agent::run_typed`] does (teams use it too).
+pub(crate) fn decode_output<T: DeserializeOwned>(response: &RunResponse) -> crate::Result<T> {
+    decode(response)
+}
