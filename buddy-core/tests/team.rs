@@ -412,3 +412,53 @@ async fn leader_failure_is_an_error_and_is_recorded() {
     assert_eq!(runs[0].status, RunStatus::Error);
     let _ = RunEventKind::RunStarted;
 }
+
+#[tokio::test]
+async fn team_over_the_openai_wire_format_on_loopback() {
+    use buddy_core::model::OpenAIChat;
+    use buddy_core::testing::{Canned, TestServer, openai};
+
+    let server = TestServer::start().await;
+    // Leader delegates; the member answers; the leader writes the final answer.
+    server.push(Canned::json(openai::tool_call_completion(&[(
+        "call_1",
+        "transfer_task_to_member",
+        r#"{"member_id": "researcher", "task_description": "find one fact"}"#,
+    )])));
+    server.push(Canned::json(openai::text_completion(
+        "water boils at 100 C",
+    )));
+    server.push(Canned::json(openai::text_completion(
+        "Final: water boils at 100 C.",
+    )));
+    let model = |id: &str| {
+        OpenAIChat::new(id)
+            .base_url(server.base_url())
+            .api_key("test-key")
+    };
+    let team = Team::new(model("leader-model"), TeamMode::Coordinate)
+        .member(Agent::new(model("member-model")).name("researcher"));
+    let response = team.run("Tell me a fact").await.unwrap();
+    assert_eq!(response.text(), "Final: water boils at 100 C.");
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0].body["model"], "leader-model");
+    assert_eq!(
+        requests[0].body["tools"][0]["function"]["name"],
+        "transfer_task_to_member"
+    );
+    assert_eq!(requests[1].body["model"], "member-model");
+    assert_eq!(
+        requests[1].body["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["content"],
+        "find one fact"
+    );
+    let third = requests[2].body["messages"].as_array().unwrap();
+    let tool_message = third.iter().find(|m| m["role"] == "tool").unwrap();
+    assert_eq!(tool_message["tool_call_id"], "call_1");
+    assert_eq!(tool_message["content"], "water boils at 100 C");
+}
