@@ -11,6 +11,8 @@ mod expand;
 mod fallback;
 mod model;
 mod paths;
+#[cfg(test)]
+mod snapshot_tests;
 mod tool;
 mod validate;
 

@@ -32,15 +32,15 @@ pub(crate) fn struct_shape(item: &ItemStruct, errors: &mut Errors) -> bool {
     let mut ok = true;
     if let Some(param) = item.generics.params.first() {
         ok = false;
-        errors.push(syn::Error::new(
-            param.span(),
+        errors.push(syn::Error::new_spanned(
+            param,
             "`#[workflow]` does not support generic parameters; use concrete types in the struct",
         ));
     }
     if let syn::Fields::Unnamed(fields) = &item.fields {
         ok = false;
-        errors.push(syn::Error::new(
-            fields.span(),
+        errors.push(syn::Error::new_spanned(
+            fields,
             "`#[workflow]` needs a struct with named fields (or a unit struct), not a tuple struct",
         ));
     }
@@ -92,15 +92,15 @@ pub(crate) struct ValidImpl {
 /// Checks the impl block: an inherent impl of a plain type with an `async fn run(&mut self, ...)`.
 pub(crate) fn impl_block(item: &ItemImpl, errors: &mut Errors) -> Option<ValidImpl> {
     if let Some((_, path, _)) = &item.trait_ {
-        errors.push(syn::Error::new(
-            path.span(),
+        errors.push(syn::Error::new_spanned(
+            path,
             "`#[workflow]` goes on the inherent `impl` block that defines `run`, not on a trait impl",
         ));
         return None;
     }
     if let Some(param) = item.generics.params.first() {
-        errors.push(syn::Error::new(
-            param.span(),
+        errors.push(syn::Error::new_spanned(
+            param,
             "`#[workflow]` does not support generic parameters",
         ));
     }
@@ -109,8 +109,8 @@ pub(crate) fn impl_block(item: &ItemImpl, errors: &mut Errors) -> Option<ValidIm
             path.path.segments[0].ident.clone()
         }
         other => {
-            errors.push(syn::Error::new(
-                other.span(),
+            errors.push(syn::Error::new_spanned(
+                other,
                 "`#[workflow]` needs the `impl` block of a struct named by a plain identifier",
             ));
             return None;
@@ -140,20 +140,20 @@ pub(crate) fn impl_block(item: &ItemImpl, errors: &mut Errors) -> Option<ValidIm
         ));
     }
     if let Some(param) = sig.generics.params.first() {
-        errors.push(syn::Error::new(
-            param.span(),
+        errors.push(syn::Error::new_spanned(
+            param,
             "`run` cannot have generic parameters: its arguments become a serde input struct",
         ));
     }
     match sig.inputs.first() {
         Some(FnArg::Receiver(receiver))
             if receiver.reference.is_some() && receiver.mutability.is_some() => {}
-        Some(FnArg::Receiver(receiver)) => errors.push(syn::Error::new(
-            receiver.span(),
+        Some(FnArg::Receiver(receiver)) => errors.push(syn::Error::new_spanned(
+            receiver,
             "`run` must take `&mut self`: the workflow records the run in its session",
         )),
-        Some(other) => errors.push(syn::Error::new(
-            other.span(),
+        Some(other) => errors.push(syn::Error::new_spanned(
+            other,
             "`run` must take `&mut self` as its first argument",
         )),
         None => errors.push(syn::Error::new(
@@ -162,7 +162,7 @@ pub(crate) fn impl_block(item: &ItemImpl, errors: &mut Errors) -> Option<ValidIm
         )),
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new(variadic.span(), "`run` cannot be variadic"));
+        errors.push(syn::Error::new_spanned(variadic, "`run` cannot be variadic"));
     }
     let kind = match &sig.output {
         ReturnType::Default => {
@@ -195,8 +195,8 @@ fn return_kind(ty: &Type, errors: &mut Errors) -> Option<ReturnKind> {
             if streams {
                 Some(ReturnKind::Stream)
             } else {
-                errors.push(syn::Error::new(
-                    ty.span(),
+                errors.push(syn::Error::new_spanned(
+                    ty,
                     "unsupported return type for `run`: an `impl Trait` return must be `impl Stream<Item = Result<RunEvent>>`",
                 ));
                 None
@@ -210,8 +210,8 @@ fn return_kind(ty: &Type, errors: &mut Errors) -> Option<ReturnKind> {
                 Some(ReturnKind::Stream)
             }
             _ => {
-                errors.push(syn::Error::new(
-                    ty.span(),
+                errors.push(syn::Error::new_spanned(
+                    ty,
                     "unsupported return type for `run`; expected `RunResponse`, `Result<RunResponse, E>` or `impl Stream<Item = Result<RunEvent>>`",
                 ));
                 None
@@ -219,8 +219,8 @@ fn return_kind(ty: &Type, errors: &mut Errors) -> Option<ReturnKind> {
         },
         Type::Paren(inner) => return_kind(&inner.elem, errors),
         other => {
-            errors.push(syn::Error::new(
-                other.span(),
+            errors.push(syn::Error::new_spanned(
+                other,
                 "unsupported return type for `run`; expected `RunResponse`, `Result<RunResponse, E>` or `impl Stream<Item = Result<RunEvent>>`",
             ));
             None

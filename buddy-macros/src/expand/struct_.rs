@@ -61,12 +61,10 @@ pub(crate) fn definition(workflow: &WorkflowStruct) -> TokenStream {
         }
         syn::Fields::Unnamed(_) => {}
     }
-    let clone = (workflow.derive_clone && !derives(&item.attrs, "Clone"))
-        .then(|| quote!(#[derive(::core::clone::Clone)]));
-    quote! {
-        #clone
-        #item
+    if workflow.derive_clone && !derives(&item.attrs, "Clone") {
+        item.attrs.push(syn::parse_quote!(#[derive(#private::Clone)]));
     }
+    quote!(#item)
 }
 
 fn derives(attrs: &[syn::Attribute], name: &str) -> bool {
@@ -90,7 +88,7 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
     let state = state_type(workflow);
     let type_ident = ident.to_string();
     let description = description(workflow);
-    let members = workflow
+    let members: Vec<_> = workflow
         .fields
         .iter()
         .filter(|field| field.member)
@@ -100,7 +98,9 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
             quote::quote_spanned! {span=>
                 #private::Member::attach(&mut self.#field_ident, context);
             }
-        });
+        })
+        .collect();
+    let unused_context = members.is_empty().then(|| quote!(let _ = context;));
     quote! {
         #[automatically_derived]
         impl #private::Workflow for #ident {
@@ -117,7 +117,7 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
             }
 
             fn __buddy_attach_members(&mut self, context: &#private::MemberContext<'_>) {
-                let _ = context;
+                #unused_context
                 #(#members)*
             }
         }
@@ -148,7 +148,7 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
     let name = type_name(workflow);
     let description = description(workflow);
     let builder_doc = format!(
-        "Builder of [`{ident}`]: its fields and the workflow settings. Created by [`{ident}::builder`]."
+        " Builder of [`{ident}`]: its fields and the workflow settings. Created by [`{ident}::builder`]."
     );
     let fields = workflow.fields.iter().map(|field| {
         let field_ident = &field.ident;
@@ -162,7 +162,7 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
     let field_setters = workflow.fields.iter().map(|field| {
         let field_ident = &field.ident;
         let ty = &field.ty;
-        let doc = format!("Sets the field `{field_ident}`.");
+        let doc = format!(" Sets the field `{field_ident}`.");
         quote! {
             #[doc = #doc]
             pub fn #field_ident(mut self, value: impl #private::Into<#ty>) -> Self {
@@ -191,7 +191,7 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
             }
         }
     });
-    let (state_field, state_init, state_setter, state_apply) = match &workflow.state {
+    let (state_field, state_init, state_setter, state_apply, core_binding) = match &workflow.state {
         Some(state) => (
             quote!(__buddy_state: #private::Option<#state>,),
             quote!(__buddy_state: #private::None,),
@@ -207,8 +207,9 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
                     __buddy.set_initial_state(#private::Typed(state))?;
                 }
             },
+            quote!(let mut __buddy),
         ),
-        None => (quote!(), quote!(), quote!(), quote!()),
+        None => (quote!(), quote!(), quote!(), quote!(), quote!(let __buddy)),
     };
     let settings = settings_setters(workflow);
     quote! {
@@ -239,9 +240,8 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
             /// Builds the workflow; fails if a field without default was not set, or if
             /// the session state or extra data is not a JSON object.
             pub fn build(self) -> #private::Result<#ident, #private::Error> {
-                let mut __buddy = #private::WorkflowCore::from_settings(self.__buddy, #name, #description)?;
+                #core_binding = #private::WorkflowCore::from_settings(self.__buddy, #name, #description)?;
                 #state_apply
-                let _ = &mut __buddy;
                 #private::Ok(#ident {
                     #(#field_builds,)*
                     __buddy,
@@ -255,18 +255,18 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
 fn settings_setters(workflow: &WorkflowStruct) -> TokenStream {
     let private = workflow.runtime.private();
     let strings = [
-        ("name", "Sets the display name (default: the type name)."),
+        ("name", " Sets the display name (default: the type name)."),
         (
             "workflow_id",
-            "Sets the workflow id (default: a fresh UUID, or the stored one).",
+            " Sets the workflow id (default: a fresh UUID, or the stored one).",
         ),
-        ("description", "Sets the description."),
-        ("user_id", "Sets the user the sessions belong to."),
+        ("description", " Sets the description."),
+        ("user_id", " Sets the user the sessions belong to."),
         (
             "session_id",
-            "Sets the session to run in (default: a fresh UUID).",
+            " Sets the session to run in (default: a fresh UUID).",
         ),
-        ("session_name", "Sets the session name."),
+        ("session_name", " Sets the session name."),
     ]
     .into_iter()
     .map(|(name, doc)| {
