@@ -30,8 +30,8 @@ impl ToolFn {
     pub(crate) fn parse(args: ToolArgs, mut function: syn::ItemFn, errors: &mut Errors) -> Self {
         let sig = &function.sig;
         if !sig.generics.params.is_empty() {
-            errors.push(syn::Error::new(
-                sig.generics.params.span(),
+            errors.push(syn::Error::new_spanned(
+                &sig.generics.params,
                 "`#[tool]` functions cannot be generic; the model's arguments need one concrete type each",
             ));
         }
@@ -69,8 +69,8 @@ impl ToolFn {
                         }
                     };
                     if let Type::Reference(reference) = &*typed.ty {
-                        errors.push(syn::Error::new(
-                            reference.span(),
+                        errors.push(syn::Error::new_spanned(
+                            reference,
                             "`#[tool]` parameters must be owned types, decoded from the model's JSON; use `String` for `&str`, `Vec<T>` for `&[T]`",
                         ));
                     }
