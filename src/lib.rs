@@ -5,7 +5,7 @@
 //! generates everything around it: ids, sessions, session state, run history, persistence,
 //! streaming events and typed run input.
 //!
-//! See the README for a tour.
+//! Start with the [`#[workflow]`](macro@workflow) attribute; see the README for a tour.
 
 #![doc(test(attr(deny(warnings))))]
 

@@ -18,7 +18,8 @@ mod validate;
 
 use proc_macro::TokenStream;
 
-/// Turns a struct and its `impl` block into a workflow. Documented on `buddy::workflow`.
+/// (`#[workflow]` is implemented in `buddy-macros`; depend on `buddy`, which re-exports it as
+/// `buddy::workflow`.)
 #[proc_macro_attribute]
 pub fn workflow(args: TokenStream, item: TokenStream) -> TokenStream {
     workflow::expand(args.into(), item.into()).into()
