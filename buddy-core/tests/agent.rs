@@ -469,3 +469,95 @@ fn agent_is_send_sync_clone() {
     }
     let _ = stream_is_send;
 }
+
+#[tokio::test]
+async fn tool_choice_is_sent() {
+    let model = ScriptedModel::new().text("ok");
+    let agent = Agent::new(model.clone())
+        .tool(add_tool())
+        .tool_choice(buddy_core::model::ToolChoice::Required);
+    agent.run("x").await.unwrap();
+    assert_eq!(
+        model.requests()[0].tool_choice,
+        Some(buddy_core::model::ToolChoice::Required)
+    );
+}
+
+#[test]
+fn attach_passes_debug_mode() {
+    // Only checked, not run: a debug run installs a global subscriber for the process.
+    let mut agent = Agent::new(ScriptedModel::new());
+    assert!(format!("{agent:?}").contains("debug_mode: false"));
+    agent.attach(&MemberContext {
+        session_id: "s",
+        user_id: None,
+        workflow_id: None,
+        debug_mode: true,
+    });
+    assert!(format!("{agent:?}").contains("debug_mode: true"));
+}
+
+mod spans {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    /// (span name, fields) of every span created.
+    #[derive(Clone, Default)]
+    pub struct Recorder(pub Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+
+    struct Fields(Vec<(String, String)>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for Recorder {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
+            let mut fields = Fields(Vec::new());
+            attrs.record(&mut fields);
+            self.0
+                .lock()
+                .unwrap()
+                .push((attrs.metadata().name().to_owned(), fields.0));
+        }
+    }
+
+    pub fn subscriber(recorder: Recorder) -> impl tracing::Subscriber + Send + Sync {
+        tracing_subscriber::registry().with(recorder)
+    }
+}
+
+#[tokio::test]
+async fn runs_model_calls_and_tool_calls_are_spans_with_ids() {
+    let recorder = spans::Recorder::default();
+    let _guard = tracing::subscriber::set_default(spans::subscriber(recorder.clone()));
+    let model = ScriptedModel::new()
+        .tool_call("add", json!({"a": 1, "b": 1}))
+        .text("2");
+    let agent = Agent::new(model)
+        .tool(add_tool())
+        .session_id("span-session");
+    let response = agent.run("1+1").await.unwrap();
+    let run_id = response.run_id.unwrap();
+    let spans = recorder.0.lock().unwrap().clone();
+    let names: Vec<&str> = spans.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["agent_run", "model_call", "tool_call", "model_call"]
+    );
+    for (name, fields) in &spans {
+        let get = |key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("run_id").as_deref(), Some(run_id.as_str()), "{name}");
+        assert_eq!(get("session_id").as_deref(), Some("span-session"), "{name}");
+    }
+}

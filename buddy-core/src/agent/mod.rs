@@ -10,7 +10,7 @@ use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::model::{IntoModel, Message, Model, ResponseFormat};
+use crate::model::{IntoModel, Message, Model, ResponseFormat, ToolChoice};
 use crate::run::{RunEvent, RunResponse};
 use crate::storage::{IntoStorage, Storage};
 use crate::tool::{IntoTools, Tool};
@@ -53,6 +53,7 @@ pub struct Agent {
     config: Arc<AgentConfig>,
     session_id: Option<Arc<str>>,
     user_id: Option<Arc<str>>,
+    debug_mode: bool,
 }
 
 #[derive(Clone)]
@@ -70,6 +71,7 @@ pub(crate) struct AgentConfig {
     pub(crate) storage: Option<Arc<dyn Storage>>,
     pub(crate) session_state: Option<Map<String, Value>>,
     pub(crate) response_format: Option<ResponseFormat>,
+    pub(crate) tool_choice: Option<ToolChoice>,
     pub(crate) max_turns: usize,
 }
 
@@ -93,6 +95,7 @@ impl fmt::Debug for Agent {
             .field("num_history_runs", &c.num_history_runs)
             .field("storage", &c.storage)
             .field("max_turns", &c.max_turns)
+            .field("debug_mode", &self.debug_mode)
             .finish_non_exhaustive()
     }
 }
@@ -117,10 +120,12 @@ impl Agent {
                 storage: None,
                 session_state: None,
                 response_format: None,
+                tool_choice: None,
                 max_turns: DEFAULT_MAX_TURNS,
             }),
             session_id: None,
             user_id: None,
+            debug_mode: false,
         }
     }
 
@@ -209,6 +214,20 @@ impl Agent {
     /// [`run_typed`](Agent::run_typed) for one run).
     pub fn response_format(mut self, format: ResponseFormat) -> Self {
         self.config_mut().response_format = Some(format);
+        self
+    }
+
+    /// Whether and which tool the model must call (the provider decides by default).
+    pub fn tool_choice(mut self, choice: ToolChoice) -> Self {
+        self.config_mut().tool_choice = Some(choice);
+        self
+    }
+
+    /// Logs the run's messages, model answers and tool calls at `debug` level, installing
+    /// a stderr subscriber if the program has none (also on with `BUDDY_DEBUG=true`, or when
+    /// the workflow running the agent is in debug mode).
+    pub fn debug_mode(mut self, debug: bool) -> Self {
+        self.debug_mode = debug;
         self
     }
 
@@ -328,6 +347,7 @@ fn strip_fences(text: &str) -> &str {
 
 impl Member for Agent {
     fn attach(&mut self, context: &MemberContext<'_>) {
+        self.debug_mode |= context.debug_mode;
         if self.session_id.as_deref() != Some(context.session_id) {
             self.session_id = Some(Arc::from(context.session_id));
         }

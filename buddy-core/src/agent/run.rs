@@ -77,6 +77,10 @@ impl Agent {
                 run_id = %ids.run_id,
                 session_id = %ids.session_id,
             );
+            let debug = self.debug_mode || crate::debug::env_debug();
+            if debug {
+                crate::debug::enable();
+            }
             yield Ok(ids.event(RunEventKind::RunStarted));
 
             let input_value = Value::String(input.content.clone().unwrap_or_default());
@@ -99,7 +103,7 @@ impl Agent {
             let mut request = ModelRequest {
                 messages: Vec::with_capacity(history_len + 4),
                 tools: config.tools.iter().map(|tool| tool.definition()).collect(),
-                tool_choice: None,
+                tool_choice: config.tool_choice.clone(),
                 response_format: format.or_else(|| config.response_format.clone()),
             };
             request.messages.extend(system);
@@ -110,14 +114,20 @@ impl Agent {
             let mut turn = 0usize;
             let answer = loop {
                 turn += 1;
-                let model_span = tracing::info_span!(
-                    parent: &span,
+                let model_span = span.in_scope(|| tracing::info_span!(
                     "model_call",
                     model = config.model.id(),
                     turn,
                     run_id = %ids.run_id,
                     session_id = %ids.session_id,
-                );
+                ));
+                if debug {
+                    model_span.in_scope(|| tracing::debug!(
+                        messages = ?request.messages,
+                        tools = request.tools.len(),
+                        "model request"
+                    ));
+                }
                 let result: Result<ModelResponse, ModelError> = if streaming {
                     let mut done = None;
                     let mut failure = None;
@@ -148,7 +158,7 @@ impl Agent {
                         }),
                     }
                 } else {
-                    config.model.response(&request).instrument(model_span).await
+                    config.model.response(&request).instrument(model_span.clone()).await
                 };
                 let model_response = match result {
                     Ok(model_response) => model_response,
@@ -158,6 +168,15 @@ impl Agent {
                         return;
                     }
                 };
+                if debug {
+                    model_span.in_scope(|| tracing::debug!(
+                        content = model_response.message.content.as_deref().unwrap_or(""),
+                        tool_calls = ?model_response.message.tool_calls,
+                        finish_reason = ?model_response.finish_reason,
+                        metrics = ?model_response.metrics,
+                        "model answered"
+                    ));
+                }
                 let first_token = metrics.time_to_first_token_ms;
                 metrics += model_response.metrics;
                 metrics.time_to_first_token_ms = first_token.or(model_response.metrics.time_to_first_token_ms);
@@ -272,14 +291,15 @@ impl Agent {
         ids: &RunIds,
         parent: &tracing::Span,
     ) -> ToolExecution {
-        let span = tracing::info_span!(
-            parent: parent,
-            "tool_call",
-            tool = %call.name,
-            tool_call_id = %call.id,
-            run_id = %ids.run_id,
-            session_id = %ids.session_id,
-        );
+        let span = parent.in_scope(|| {
+            tracing::info_span!(
+                "tool_call",
+                tool = %call.name,
+                tool_call_id = %call.id,
+                run_id = %ids.run_id,
+                session_id = %ids.session_id,
+            )
+        });
         let started = Instant::now();
         let mut execution = ToolExecution {
             tool_call_id: call.id.clone(),
@@ -316,7 +336,12 @@ impl Agent {
             execution.arguments = Value::String(call.arguments.clone());
         }
         match outcome {
-            Ok(result) => execution.result = Some(result),
+            Ok(result) => {
+                span.in_scope(
+                    || tracing::debug!(tool = %call.name, result = %result, "tool call succeeded"),
+                );
+                execution.result = Some(result);
+            }
             Err(error) => {
                 span.in_scope(
                     || tracing::warn!(tool = %call.name, error = %error, "tool call failed"),
