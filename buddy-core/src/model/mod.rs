@@ -7,6 +7,7 @@
 //! `Arc<dyn Model>`, so one model value is shared by every clone of an agent.
 
 mod error;
+mod http;
 mod message;
 mod openai;
 mod request;

@@ -1,7 +1,7 @@
 //! `OpenAIChat`: the OpenAI chat-completions wire format over reqwest.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -10,6 +10,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::http::{self, RetryPolicy, provider_message};
 use super::{
     FinishReason, Message, Model, ModelError, ModelRequest, ModelResponse, ModelStream,
     ModelStreamEvent, ResponseFormat, Role, ToolCall, ToolChoice,
@@ -17,8 +18,6 @@ use super::{
 use crate::run::Metrics;
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// The longest `Retry-After` honoured; a provider asking for more gets this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// A client for OpenAI's chat-completions API and any server that speaks it (vLLM,
 /// llama.cpp, Ollama, LiteLLM, ...).
@@ -218,19 +217,10 @@ impl OpenAIChat {
     }
 
     fn client(&self) -> Result<&reqwest::Client, ModelError> {
-        if let Some(client) = &self.inner.client {
-            return Ok(client);
+        match &self.inner.client {
+            Some(client) => Ok(client),
+            None => http::shared_client(),
         }
-        static SHARED: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| {
-                reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .build()
-                    .map_err(|error| error.without_url().to_string())
-            })
-            .as_ref()
-            .map_err(|message| ModelError::Config(format!("cannot build HTTP client: {message}")))
     }
 
     /// The JSON body of a chat-completions request for `request`.
@@ -304,13 +294,17 @@ impl OpenAIChat {
         Value::Object(body)
     }
 
-    /// Sends `body`, retrying retryable failures; the one place retries happen.
+    /// Sends `body` through the shared retry loop.
     async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
         let c = &*self.inner;
         let client = self.client()?;
         let url = format!("{}/chat/completions", c.base_url.trim_end_matches('/'));
-        let mut attempt: u32 = 0;
-        loop {
+        let policy = RetryPolicy {
+            max_retries: c.max_retries,
+            initial: c.retry_backoff,
+            max: c.max_backoff,
+        };
+        http::send_with_retry(policy, || {
             let mut builder = client.post(&url).json(body);
             if let Some(key) = &c.api_key {
                 builder = builder.bearer_auth(key);
@@ -318,83 +312,9 @@ impl OpenAIChat {
             if let Some(timeout) = c.timeout {
                 builder = builder.timeout(timeout);
             }
-            let error = match builder.send().await {
-                Ok(response) if response.status().is_success() => return Ok(response),
-                Ok(response) => status_error(response).await,
-                Err(error) => transport_error(error),
-            };
-            if attempt >= c.max_retries || !error.is_retryable() {
-                return Err(error);
-            }
-            let delay = match error.retry_after() {
-                Some(wait) => wait.min(MAX_RETRY_AFTER),
-                None => backoff(c.retry_backoff, c.max_backoff, attempt),
-            };
-            attempt += 1;
-            tracing::warn!(
-                attempt,
-                max_retries = c.max_retries,
-                delay_ms = delay.as_millis() as u64,
-                error = %error,
-                "retrying model request"
-            );
-            tokio::time::sleep(delay).await;
-        }
-    }
-}
-
-/// Exponential backoff with jitter: a random wait between half and all of
-/// `initial * 2^attempt`, capped at `max`.
-fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let full = initial
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(max);
-    let random = (uuid::Uuid::new_v4().as_u128() % 1_000) as u32;
-    full / 2 + (full / 2) * random / 1_000
-}
-
-fn transport_error(error: reqwest::Error) -> ModelError {
-    let error = error.without_url();
-    if error.is_timeout() {
-        ModelError::Timeout(Box::new(error))
-    } else {
-        ModelError::Connect(Box::new(error))
-    }
-}
-
-async fn status_error(response: reqwest::Response) -> ModelError {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-        .map(|seconds| Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64())));
-    let body = response.text().await.unwrap_or_default();
-    let message = provider_message(&body).unwrap_or_else(|| {
-        let trimmed = body.trim();
-        if trimmed.is_empty() {
-            "no error message".to_owned()
-        } else {
-            trimmed.chars().take(500).collect()
-        }
-    });
-    ModelError::Status {
-        status,
-        message,
-        retry_after,
-    }
-}
-
-/// `error.message` (or a string `error`) of an OpenAI-style error body.
-fn provider_message(body: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(body).ok()?;
-    let error = value.get("error")?;
-    match error {
-        Value::String(message) => Some(message.clone()),
-        Value::Object(map) => map.get("message")?.as_str().map(str::to_owned),
-        _ => None,
+            builder
+        })
+        .await
     }
 }
 
