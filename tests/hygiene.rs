@@ -91,10 +91,7 @@ pub mod shadowed {
     #[workflow]
     impl Counter {
         /// Counts to `to`.
-        async fn run(
-            &mut self,
-            to: u32,
-        ) -> impl futures::Stream<Item = buddy::Result<RunEvent>> {
+        async fn run(&mut self, to: u32) -> impl futures::Stream<Item = buddy::Result<RunEvent>> {
             async_stream::stream! {
                 for number in 1..=to {
                     yield ::std::result::Result::Ok(RunEvent::content(number.to_string()));
@@ -104,8 +101,21 @@ pub mod shadowed {
     }
 
     /// Uses every shadowing type, so none is dead code.
-    pub fn all() -> (Result, Option, Box, String, Default, Into, Some, None, Ok, Err) {
-        (Result, Option, Box, String, Default, Into, Some, None, Ok, Err)
+    pub fn all() -> (
+        Result,
+        Option,
+        Box,
+        String,
+        Default,
+        Into,
+        Some,
+        None,
+        Ok,
+        Err,
+    ) {
+        (
+            Result, Option, Box, String, Default, Into, Some, None, Ok, Err,
+        )
     }
 }
 

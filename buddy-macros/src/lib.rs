@@ -125,10 +125,9 @@ mod workflow {
                 valid.run_index,
                 valid.kind,
                 &mut errors,
-            ) {
-                if errors.is_empty() {
-                    return expand::impl_::expand(&workflow);
-                }
+            ) && errors.is_empty()
+            {
+                return expand::impl_::expand(&workflow);
             }
         }
         crate::fallback::impl_block(original, &errors)

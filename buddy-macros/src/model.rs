@@ -43,13 +43,13 @@ fn is_member_type(ty: &Type) -> bool {
     if MEMBER_TYPES.contains(&name.as_str()) {
         return true;
     }
-    if MEMBER_WRAPPERS.contains(&name.as_str()) {
-        if let syn::PathArguments::AngleBracketed(args) = &last.arguments {
-            return args.args.iter().any(|arg| match arg {
-                syn::GenericArgument::Type(inner) => is_member_type(inner),
-                _ => false,
-            });
-        }
+    if MEMBER_WRAPPERS.contains(&name.as_str())
+        && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+    {
+        return args.args.iter().any(|arg| match arg {
+            syn::GenericArgument::Type(inner) => is_member_type(inner),
+            _ => false,
+        });
     }
     false
 }

@@ -17,7 +17,10 @@ fn expand_file(source: &str) -> Result<String, syn::Error> {
             items.push(item);
             continue;
         };
-        let Some(index) = attrs.iter().position(|attr| attr.path().is_ident("workflow")) else {
+        let Some(index) = attrs
+            .iter()
+            .position(|attr| attr.path().is_ident("workflow"))
+        else {
             items.push(item);
             continue;
         };

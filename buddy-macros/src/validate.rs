@@ -162,7 +162,10 @@ pub(crate) fn impl_block(item: &ItemImpl, errors: &mut Errors) -> Option<ValidIm
         )),
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(variadic, "`run` cannot be variadic"));
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            "`run` cannot be variadic",
+        ));
     }
     let kind = match &sig.output {
         ReturnType::Default => {

@@ -262,7 +262,36 @@ impl ArticleWorkflow {
 #[serde(crate = "::buddy::__private::serde", deny_unknown_fields)]
 pub struct ArticleWorkflowInput {
     /// The `topic` argument of `run`.
+    #[serde(
+        serialize_with = "ArticleWorkflowInput::__buddy_serialize::<String, _>",
+        deserialize_with = "ArticleWorkflowInput::__buddy_deserialize"
+    )]
     pub topic: String,
+}
+impl ArticleWorkflowInput {
+    /// Serializes an argument.
+    #[doc(hidden)]
+    fn __buddy_serialize<T, S>(
+        value: &T,
+        serializer: S,
+    ) -> ::buddy::__private::Result<S::Ok, S::Error>
+    where
+        T: ::buddy::__private::serde::Serialize,
+        S: ::buddy::__private::serde::Serializer,
+    {
+        ::buddy::__private::serde::Serialize::serialize(value, serializer)
+    }
+    /// Deserializes an argument.
+    #[doc(hidden)]
+    fn __buddy_deserialize<'de, T, D>(
+        deserializer: D,
+    ) -> ::buddy::__private::Result<T, D::Error>
+    where
+        T: ::buddy::__private::serde::Deserialize<'de>,
+        D: ::buddy::__private::serde::Deserializer<'de>,
+    {
+        T::deserialize(deserializer)
+    }
 }
 const _: () = {
     #[derive(::buddy::__private::schemars::JsonSchema)]

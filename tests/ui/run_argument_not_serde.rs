@@ -1,4 +1,5 @@
-// Checks that a `run` argument whose type is not serde-serialisable is reported on that type.
+// Checks that a `run` argument whose type is not serde-serialisable is reported on that type:
+// one error per missing trait (`Serialize`, `Deserialize`, `JsonSchema`), none inside serde's code.
 use buddy::prelude::*;
 
 pub struct Opaque;

@@ -62,7 +62,8 @@ pub(crate) fn definition(workflow: &WorkflowStruct) -> TokenStream {
         syn::Fields::Unnamed(_) => {}
     }
     if workflow.derive_clone && !derives(&item.attrs, "Clone") {
-        item.attrs.push(syn::parse_quote!(#[derive(#private::Clone)]));
+        item.attrs
+            .push(syn::parse_quote!(#[derive(#private::Clone)]));
     }
     quote!(#item)
 }
