@@ -3,9 +3,11 @@
 //!
 //! A model takes one [`ModelRequest`] (messages, tool definitions, an optional structured
 //! output format) and answers with one [`ModelResponse`], or with a stream of
-//! [`ModelStreamEvent`]s ending in the full response. Agents hold models as
+//! [`ModelStreamEvent`]s ending in the full response. [`Claude`] speaks Anthropic's
+//! Messages API. Agents hold models as
 //! `Arc<dyn Model>`, so one model value is shared by every clone of an agent.
 
+mod anthropic;
 mod error;
 mod http;
 mod message;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+pub use anthropic::Claude;
 pub use error::ModelError;
 pub use message::{Message, Role, ToolCall};
 pub use openai::OpenAIChat;

@@ -1,0 +1,618 @@
+//! `Claude`: Anthropic's Messages API over reqwest.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::http::{self, RetryPolicy, provider_message};
+use super::{
+    FinishReason, Message, Model, ModelError, ModelRequest, ModelResponse, ModelStream,
+    ModelStreamEvent, ResponseFormat, Role, ToolCall, ToolChoice,
+};
+use crate::run::Metrics;
+
+const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+const API_VERSION: &str = "2023-06-01";
+
+/// A client for Anthropic's Messages API (`/v1/messages`): streaming, tools and usage.
+///
+/// The key comes from `ANTHROPIC_API_KEY` and the base URL from `ANTHROPIC_BASE_URL`
+/// (default `https://api.anthropic.com`), unless set with [`api_key`](Claude::api_key) and
+/// [`base_url`](Claude::base_url). Requests go through the same retry loop and shared
+/// client as [`OpenAIChat`](super::OpenAIChat); the key prints as `[redacted]`.
+///
+/// The Messages API has no JSON mode: a [`ResponseFormat`] other than text is sent as an
+/// instruction in the system prompt (with the schema), and the agent decodes the answer.
+///
+/// ```no_run
+/// use buddy_core::agent::Agent;
+/// use buddy_core::model::Claude;
+///
+/// let agent = Agent::new(Claude::new("claude-3-5-haiku-latest").max_tokens(512));
+/// # let _ = agent;
+/// ```
+#[derive(Clone)]
+pub struct Claude {
+    inner: Arc<Config>,
+}
+
+#[derive(Clone)]
+struct Config {
+    id: String,
+    base_url: String,
+    api_key: Option<String>,
+    max_tokens: u32,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    stop: Vec<String>,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+    client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for Claude {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &*self.inner;
+        f.debug_struct("Claude")
+            .field("id", &c.id)
+            .field("base_url", &c.base_url)
+            .field("api_key", &c.api_key.as_ref().map(|_| "[redacted]"))
+            .field("max_tokens", &c.max_tokens)
+            .field("temperature", &c.temperature)
+            .field("timeout", &c.timeout)
+            .field("max_retries", &c.retry.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Claude {
+    /// A client for model `id`, configured from `ANTHROPIC_BASE_URL` and
+    /// `ANTHROPIC_API_KEY`; answers at most 1024 tokens unless told otherwise.
+    pub fn new(id: impl Into<String>) -> Self {
+        let base_url = std::env::var("ANTHROPIC_BASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        let api_key = std::env::var("ANTHROPIC_API_KEY")
+            .ok()
+            .filter(|key| !key.is_empty());
+        Claude {
+            inner: Arc::new(Config {
+                id: id.into(),
+                base_url,
+                api_key,
+                max_tokens: 1024,
+                temperature: None,
+                top_p: None,
+                top_k: None,
+                stop: Vec::new(),
+                timeout: Some(Duration::from_secs(120)),
+                retry: RetryPolicy::default(),
+                client: None,
+            }),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// The API's base URL, without `/v1`.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.config().base_url = url.into();
+        self
+    }
+
+    /// The API key, sent as `x-api-key`.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.config().api_key = Some(key.into());
+        self
+    }
+
+    /// The most tokens to generate per call (required by the API; default 1024).
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.config().max_tokens = max_tokens;
+        self
+    }
+
+    /// Sampling temperature.
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.config().temperature = Some(temperature);
+        self
+    }
+
+    /// Nucleus sampling.
+    pub fn top_p(mut self, top_p: f32) -> Self {
+        self.config().top_p = Some(top_p);
+        self
+    }
+
+    /// Top-k sampling.
+    pub fn top_k(mut self, top_k: u32) -> Self {
+        self.config().top_k = Some(top_k);
+        self
+    }
+
+    /// Sequences where generation stops.
+    pub fn stop<S: Into<String>>(mut self, stop: impl IntoIterator<Item = S>) -> Self {
+        self.config().stop = stop.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The time limit of one attempt, including reading a streamed body (default 120 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config().timeout = Some(timeout);
+        self
+    }
+
+    /// How many times a failed request is retried (default 3).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.config().retry.max_retries = retries;
+        self
+    }
+
+    /// The first retry's backoff, doubled on every further retry, and the longest backoff.
+    pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        let config = self.config();
+        config.retry.initial = initial;
+        config.retry.max = max;
+        self
+    }
+
+    /// Uses `client` instead of the process-wide shared client.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.config().client = Some(client);
+        self
+    }
+
+    /// The JSON body of a Messages API request for `request`.
+    pub fn request_body(&self, request: &ModelRequest, stream: bool) -> Value {
+        let c = &*self.inner;
+        let mut system: Vec<&str> = request
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .filter_map(|m| m.content.as_deref())
+            .collect();
+        let format_instruction = match &request.response_format {
+            Some(ResponseFormat::JsonObject) => {
+                Some("Respond with one JSON object and nothing else.".to_owned())
+            }
+            Some(ResponseFormat::JsonSchema { schema, .. }) => Some(format!(
+                "Respond with one JSON object that fits this JSON Schema, and nothing else:\n{schema}"
+            )),
+            _ => None,
+        };
+        if let Some(instruction) = &format_instruction {
+            system.push(instruction);
+        }
+        let mut body = Map::new();
+        body.insert("model".into(), json!(c.id));
+        body.insert("max_tokens".into(), json!(c.max_tokens));
+        if !system.is_empty() {
+            body.insert("system".into(), json!(system.join("\n\n")));
+        }
+        body.insert(
+            "messages".into(),
+            Value::Array(wire_messages(&request.messages)),
+        );
+        if stream {
+            body.insert("stream".into(), Value::Bool(true));
+        }
+        if let Some(t) = c.temperature {
+            body.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = c.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
+        if let Some(k) = c.top_k {
+            body.insert("top_k".into(), json!(k));
+        }
+        if !c.stop.is_empty() {
+            body.insert("stop_sequences".into(), json!(c.stop));
+        }
+        if !request.tools.is_empty() {
+            let tools = request
+                .tools
+                .iter()
+                .map(|tool| {
+                    json!({
+                        "name": tool.name,
+                        "description": tool.description,
+                        "input_schema": tool.parameters,
+                    })
+                })
+                .collect();
+            body.insert("tools".into(), Value::Array(tools));
+        }
+        if let Some(choice) = &request.tool_choice {
+            let choice = match choice {
+                ToolChoice::Auto => json!({"type": "auto"}),
+                ToolChoice::None => json!({"type": "none"}),
+                ToolChoice::Required => json!({"type": "any"}),
+                ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
+            };
+            body.insert("tool_choice".into(), choice);
+        }
+        Value::Object(body)
+    }
+
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
+        let c = &*self.inner;
+        let client = match &c.client {
+            Some(client) => client,
+            None => http::shared_client()?,
+        };
+        let url = format!("{}/v1/messages", c.base_url.trim_end_matches('/'));
+        http::send_with_retry(c.retry, || {
+            let mut builder = client
+                .post(&url)
+                .header("anthropic-version", API_VERSION)
+                .json(body);
+            if let Some(key) = &c.api_key {
+                let mut value = reqwest::header::HeaderValue::from_str(key)
+                    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+                value.set_sensitive(true);
+                builder = builder.header("x-api-key", value);
+            }
+            if let Some(timeout) = c.timeout {
+                builder = builder.timeout(timeout);
+            }
+            builder
+        })
+        .await
+    }
+}
+
+/// Messages in the Messages API's shape: system messages left out (they go in `system`),
+/// tool calls as `tool_use` blocks, tool results as `tool_result` blocks of a user turn
+/// (consecutive results share one turn).
+fn wire_messages(messages: &[Message]) -> Vec<Value> {
+    let mut wire: Vec<Value> = Vec::new();
+    for message in messages {
+        match message.role {
+            Role::System => {}
+            Role::User => wire.push(json!({
+                "role": "user",
+                "content": message.content.clone().unwrap_or_default(),
+            })),
+            Role::Assistant => {
+                let mut blocks = Vec::new();
+                if let Some(text) = message.content.as_ref().filter(|t| !t.is_empty()) {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+                for call in &message.tool_calls {
+                    let input = call.parse_arguments().unwrap_or_else(|_| json!({}));
+                    blocks.push(json!({
+                        "type": "tool_use", "id": call.id, "name": call.name, "input": input,
+                    }));
+                }
+                wire.push(json!({"role": "assistant", "content": blocks}));
+            }
+            Role::Tool => {
+                let block = json!({
+                    "type": "tool_result",
+                    "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
+                    "content": message.content.clone().unwrap_or_default(),
+                });
+                let previous_is_results = wire.last().is_some_and(|last| {
+                    last["role"] == "user"
+                        && last["content"]
+                            .as_array()
+                            .and_then(|blocks| blocks.first())
+                            .is_some_and(|first| first["type"] == "tool_result")
+                });
+                match wire
+                    .last_mut()
+                    .and_then(|last| last["content"].as_array_mut())
+                {
+                    Some(blocks) if previous_is_results => blocks.push(block),
+                    _ => wire.push(json!({"role": "user", "content": [block]})),
+                }
+            }
+        }
+    }
+    wire
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    content: Vec<WireBlock>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: WireUsage,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock {
+    Text {
+        #[serde(default)]
+        text: String,
+    },
+    ToolUse {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+/// One event of a streamed answer.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireEvent {
+    MessageStart {
+        message: WireStartMessage,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: WireBlock,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: WireDelta,
+    },
+    MessageDelta {
+        #[serde(default)]
+        delta: WireMessageDelta,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    },
+    MessageStop,
+    Error {
+        #[serde(default)]
+        error: Value,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct WireStartMessage {
+    #[serde(default)]
+    usage: WireUsage,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireDelta {
+    TextDelta {
+        #[serde(default)]
+        text: String,
+    },
+    InputJsonDelta {
+        #[serde(default)]
+        partial_json: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default)]
+struct WireMessageDelta {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+fn finish_reason(reason: Option<&str>, has_calls: bool) -> Result<FinishReason, ModelError> {
+    match reason {
+        Some("refusal") => Ok(FinishReason::ContentFilter),
+        Some("pause_turn") => Ok(FinishReason::Stop),
+        Some(reason) => FinishReason::parse(reason)
+            .ok_or_else(|| ModelError::UnknownFinishReason(reason.to_owned())),
+        None if has_calls => Ok(FinishReason::ToolCalls),
+        None => Ok(FinishReason::Stop),
+    }
+}
+
+fn millis(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1_000.0
+}
+
+fn usage_metrics(usage: WireUsage, mut metrics: Metrics) -> Metrics {
+    metrics.input_tokens = usage.input_tokens;
+    metrics.output_tokens = usage.output_tokens;
+    metrics.total_tokens = usage.input_tokens + usage.output_tokens;
+    metrics
+}
+
+#[async_trait]
+impl Model for Claude {
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    fn provider(&self) -> &str {
+        "anthropic"
+    }
+
+    async fn response(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        let started = Instant::now();
+        let response = self.send(&self.request_body(request, false)).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| ModelError::StreamInterrupted {
+                what: "response body".into(),
+                source: Some(Box::new(error.without_url())),
+            })?;
+        let wire: WireResponse = serde_json::from_slice(&bytes)
+            .map_err(|error| ModelError::malformed("messages response", Some(Box::new(error))))?;
+        let mut text = String::new();
+        let mut calls = Vec::new();
+        for block in wire.content {
+            match block {
+                WireBlock::Text { text: piece } => text.push_str(&piece),
+                WireBlock::ToolUse { id, name, input } => {
+                    calls.push(ToolCall::new(id, name, input.to_string()));
+                }
+                WireBlock::Other => {}
+            }
+        }
+        let finish_reason = finish_reason(wire.stop_reason.as_deref(), !calls.is_empty())?;
+        let metrics = usage_metrics(
+            wire.usage,
+            Metrics {
+                duration_ms: millis(started),
+                ..Metrics::default()
+            },
+        );
+        Ok(ModelResponse {
+            message: Message::assistant_tool_calls((!text.is_empty()).then_some(text), calls),
+            finish_reason,
+            metrics,
+            model: wire.model,
+            extra: Map::new(),
+        })
+    }
+
+    fn stream<'a>(&'a self, request: &'a ModelRequest) -> ModelStream<'a> {
+        Box::pin(async_stream::stream! {
+            let started = Instant::now();
+            let response = match self.send(&self.request_body(request, true)).await {
+                Ok(response) => response,
+                Err(error) => {
+                    yield Err(error);
+                    return;
+                }
+            };
+            let mut events = response
+                .bytes_stream()
+                .map(|chunk| chunk.map_err(reqwest::Error::without_url))
+                .eventsource();
+            let mut text = String::new();
+            // Tool calls by content-block index.
+            let mut calls: Vec<(usize, ToolCall)> = Vec::new();
+            let mut usage = WireUsage::default();
+            let mut model = None;
+            let mut stop_reason: Option<String> = None;
+            let mut stopped = false;
+            let mut first_token: Option<f64> = None;
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(error) => {
+                        yield Err(ModelError::StreamInterrupted {
+                            what: "transport error mid-stream".into(),
+                            source: Some(Box::new(error)),
+                        });
+                        return;
+                    }
+                };
+                if event.data.trim().is_empty() {
+                    continue;
+                }
+                let parsed: WireEvent = match serde_json::from_str(&event.data) {
+                    Ok(parsed) => parsed,
+                    Err(error) => {
+                        yield Err(ModelError::malformed("stream event", Some(Box::new(error))));
+                        return;
+                    }
+                };
+                match parsed {
+                    WireEvent::MessageStart { message } => {
+                        usage.input_tokens = message.usage.input_tokens;
+                        model = message.model;
+                    }
+                    WireEvent::ContentBlockStart { index, content_block } => {
+                        if let WireBlock::ToolUse { id, name, .. } = content_block {
+                            first_token.get_or_insert_with(|| millis(started));
+                            calls.push((index, ToolCall::new(id, name, "")));
+                        }
+                    }
+                    WireEvent::ContentBlockDelta { index, delta } => match delta {
+                        WireDelta::TextDelta { text: piece } if !piece.is_empty() => {
+                            first_token.get_or_insert_with(|| millis(started));
+                            text.push_str(&piece);
+                            yield Ok(ModelStreamEvent::Content(piece));
+                        }
+                        WireDelta::InputJsonDelta { partial_json } => {
+                            if let Some((_, call)) = calls.iter_mut().find(|(i, _)| *i == index) {
+                                call.arguments.push_str(&partial_json);
+                            }
+                        }
+                        _ => {}
+                    },
+                    WireEvent::MessageDelta { delta, usage: delta_usage } => {
+                        if delta.stop_reason.is_some() {
+                            stop_reason = delta.stop_reason;
+                        }
+                        if let Some(delta_usage) = delta_usage {
+                            usage.output_tokens = delta_usage.output_tokens;
+                        }
+                    }
+                    WireEvent::MessageStop => {
+                        stopped = true;
+                        break;
+                    }
+                    WireEvent::Error { error } => {
+                        let message = provider_message(&json!({"error": error}).to_string())
+                            .unwrap_or_else(|| error.to_string());
+                        yield Err(ModelError::Status { status: 200, message, retry_after: None });
+                        return;
+                    }
+                    WireEvent::Other => {}
+                }
+            }
+            if !stopped {
+                yield Err(ModelError::StreamInterrupted {
+                    what: "connection closed before message_stop".into(),
+                    source: None,
+                });
+                return;
+            }
+            let calls: Vec<ToolCall> = calls.into_iter().map(|(_, call)| call).collect();
+            for call in &calls {
+                if let Err(error) = call.parse_arguments() {
+                    yield Err(error);
+                    return;
+                }
+            }
+            let finish = match finish_reason(stop_reason.as_deref(), !calls.is_empty()) {
+                Ok(finish) => finish,
+                Err(error) => {
+                    yield Err(error);
+                    return;
+                }
+            };
+            let metrics = usage_metrics(usage, Metrics {
+                time_to_first_token_ms: first_token,
+                duration_ms: millis(started),
+                ..Metrics::default()
+            });
+            yield Ok(ModelStreamEvent::Done(Box::new(ModelResponse {
+                message: Message::assistant_tool_calls((!text.is_empty()).then_some(text), calls),
+                finish_reason: finish,
+                metrics,
+                model,
+                extra: Map::new(),
+            })));
+        })
+    }
+}
