@@ -504,9 +504,12 @@ mod spans {
     use tracing::span::{Attributes, Id};
     use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
-    /// (span name, fields) of every span created.
+    /// A span's name and its fields.
+    pub type SpanRecord = (String, Vec<(String, String)>);
+
+    /// Every span created.
     #[derive(Clone, Default)]
-    pub struct Recorder(pub Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+    pub struct Recorder(pub Arc<Mutex<Vec<SpanRecord>>>);
 
     struct Fields(Vec<(String, String)>);
 
