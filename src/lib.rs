@@ -71,17 +71,17 @@ pub use futures::{Stream, StreamExt};
 
 /// The items most workflows use: `use buddy::prelude::*;`.
 pub mod prelude {
-    pub use futures::{Stream, StreamExt};
     #[cfg(feature = "postgres")]
     pub use crate::PostgresStorage;
     #[cfg(feature = "sqlite")]
     pub use crate::SqliteStorage;
+    pub use crate::{Agent, Model, OpenAIChat, Team, TeamMode, tool};
     pub use crate::{
         Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse, RunWorkflow,
         Workflow, workflow,
     };
-    pub use crate::{Agent, Model, OpenAIChat, Team, TeamMode, tool};
     pub use buddy_core::session::SessionQuery;
+    pub use futures::{Stream, StreamExt};
 }
 
 #[doc(hidden)]
