@@ -254,10 +254,16 @@ fn run_workflow_impl(workflow: &WorkflowImpl) -> TokenStream {
         }
     });
     let names: Vec<_> = workflow.args.iter().map(|arg| &arg.ident).collect();
+    // Spanned on `run`'s return type, so that a body returning the wrong thing is reported
+    // there rather than on the `#[workflow]` line.
+    let returns = match &workflow.run.sig.output {
+        syn::ReturnType::Type(_, ty) => syn::spanned::Spanned::span(ty),
+        syn::ReturnType::Default => workflow.run.sig.ident.span(),
+    };
     let (streaming, call) = match workflow.kind {
         ReturnKind::Response => (
             quote!(false),
-            quote! {
+            quote::quote_spanned! {returns=>
                 #private::Body::Response(#private::IntoRunResult::into_run_result(
                     self.#body(#(input.#names),*).await,
                 ))
@@ -265,7 +271,7 @@ fn run_workflow_impl(workflow: &WorkflowImpl) -> TokenStream {
         ),
         ReturnKind::Stream => (
             quote!(true),
-            quote! {
+            quote::quote_spanned! {returns=>
                 #private::Body::Stream(#private::box_stream(self.#body(#(input.#names),*).await))
             },
         ),
