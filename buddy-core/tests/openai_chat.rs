@@ -107,6 +107,23 @@ async fn sends_exact_request_body_and_headers() {
 }
 
 #[tokio::test]
+async fn extra_headers_and_max_completion_tokens() {
+    let server = TestServer::start().await;
+    server.push(Canned::json(openai::text_completion("ok")));
+    let model = model(&server)
+        .header("OpenAI-Organization", "org-1")
+        .max_completion_tokens(99);
+    model
+        .response(&ModelRequest::new(vec![Message::user("x")]))
+        .await
+        .unwrap();
+    let sent = &server.requests()[0];
+    assert_eq!(sent.header("openai-organization"), Some("org-1"));
+    assert_eq!(sent.body["max_completion_tokens"], 99);
+    assert!(sent.body.get("max_tokens").is_none());
+}
+
+#[tokio::test]
 async fn no_authorization_header_without_key() {
     let server = TestServer::start().await;
     server.push(Canned::json(openai::text_completion("ok")));

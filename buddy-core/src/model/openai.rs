@@ -56,6 +56,8 @@ struct Config {
     api_key: Option<String>,
     temperature: Option<f32>,
     max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    headers: Vec<(String, String)>,
     top_p: Option<f32>,
     stop: Vec<String>,
     seed: Option<i64>,
@@ -104,6 +106,8 @@ impl OpenAIChat {
                 api_key,
                 temperature: None,
                 max_tokens: None,
+                max_completion_tokens: None,
+                headers: Vec::new(),
                 top_p: None,
                 stop: Vec::new(),
                 seed: None,
@@ -150,6 +154,20 @@ impl OpenAIChat {
     /// The most tokens to generate per call.
     pub fn max_tokens(mut self, max_tokens: u32) -> Self {
         self.config().max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// The most tokens to generate per call, as `max_completion_tokens` (OpenAI's reasoning
+    /// models refuse `max_tokens`).
+    pub fn max_completion_tokens(mut self, max_tokens: u32) -> Self {
+        self.config().max_completion_tokens = Some(max_tokens);
+        self
+    }
+
+    /// Adds an HTTP header to every request (gateways, organisation ids, ...). Its value is
+    /// marked sensitive, so it never appears in debug output.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config().headers.push((name.into(), value.into()));
         self
     }
 
@@ -243,6 +261,10 @@ impl OpenAIChat {
         };
         put("temperature", c.temperature.map(|v| json!(v)));
         put("max_tokens", c.max_tokens.map(|v| json!(v)));
+        put(
+            "max_completion_tokens",
+            c.max_completion_tokens.map(|v| json!(v)),
+        );
         put("top_p", c.top_p.map(|v| json!(v)));
         put("seed", c.seed.map(|v| json!(v)));
         put("frequency_penalty", c.frequency_penalty.map(|v| json!(v)));
@@ -308,6 +330,12 @@ impl OpenAIChat {
             let mut builder = client.post(&url).json(body);
             if let Some(key) = &c.api_key {
                 builder = builder.bearer_auth(key);
+            }
+            for (name, value) in &c.headers {
+                if let Ok(mut value) = reqwest::header::HeaderValue::from_str(value) {
+                    value.set_sensitive(true);
+                    builder = builder.header(name.as_str(), value);
+                }
             }
             if let Some(timeout) = c.timeout {
                 builder = builder.timeout(timeout);
