@@ -69,7 +69,6 @@ pub mod __private {
     }
 
     // `#[tool]` support.
-    pub use ::async_trait::async_trait;
     pub use ::std::sync::OnceLock;
 
     pub use crate::tool::Tool;

@@ -617,7 +617,8 @@ impl Model for OpenAIChat {
                         if let Some(id) = call.id.filter(|id| !id.is_empty()) {
                             slot.id = id;
                         }
-                        if let Some(name) = call.function.name {
+                        // Servers send the name once; some repeat it in every delta.
+                        if let Some(name) = call.function.name.filter(|n| *n != slot.name) {
                             slot.name.push_str(&name);
                         }
                         if let Some(arguments) = call.function.arguments {

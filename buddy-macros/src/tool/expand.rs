@@ -58,7 +58,6 @@ pub(crate) fn expand(tool: &ToolFn) -> TokenStream {
         }
 
         #[automatically_derived]
-        #[#p::async_trait]
         impl #p::Tool for #struct_ident {
             fn name(&self) -> &#p::str {
                 #name
@@ -73,13 +72,22 @@ pub(crate) fn expand(tool: &ToolFn) -> TokenStream {
                 #p::Clone::clone(SCHEMA.get_or_init(#p::tool_schema::<#args_ident>))
             }
 
-            async fn call(
-                &self,
+            // Written out rather than through `#[async_trait]`, whose expansion names `Box`
+            // unqualified (a user's own `Box` would break it).
+            fn call<'life0, 'async_trait>(
+                &'life0 self,
                 arguments: #p::serde_json::Value,
-            ) -> #p::Result<#p::serde_json::Value, #p::Error> {
-                let #args_ident { #(#idents),* } = #p::tool_arguments::<#args_ident>(#name, arguments)?;
-                let output = #fn_ident(#(#idents),*) #await_;
-                #output
+            ) -> #p::BoxFuture<'async_trait, #p::Result<#p::serde_json::Value, #p::Error>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                #p::Box::pin(async move {
+                    let #args_ident { #(#idents),* } =
+                        #p::tool_arguments::<#args_ident>(#name, arguments)?;
+                    let output = #fn_ident(#(#idents),*) #await_;
+                    #output
+                })
             }
         }
     }
