@@ -564,3 +564,19 @@ async fn runs_model_calls_and_tool_calls_are_spans_with_ids() {
         assert_eq!(get("session_id").as_deref(), Some("span-session"), "{name}");
     }
 }
+
+#[tokio::test]
+async fn history_without_storage_is_kept_in_process() {
+    let model = ScriptedModel::new().text("Hi Bo.").text("Bo.");
+    let agent = Agent::new(model.clone())
+        .session_id("local")
+        .add_history_to_messages(true);
+    agent.run("I am Bo.").await.unwrap();
+    agent.clone().run("Who am I?").await.unwrap();
+    let second: Vec<String> = model.requests()[1]
+        .messages
+        .iter()
+        .map(|m| m.content.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(second, vec!["I am Bo.", "Hi Bo.", "Who am I?"]);
+}

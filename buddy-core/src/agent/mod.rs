@@ -69,6 +69,8 @@ pub(crate) struct AgentConfig {
     pub(crate) add_history_to_messages: bool,
     pub(crate) num_history_runs: usize,
     pub(crate) storage: Option<Arc<dyn Storage>>,
+    /// Runs kept in process when history is on and there is no storage.
+    pub(crate) memory: OnceLock<Arc<dyn Storage>>,
     pub(crate) session_state: Option<Map<String, Value>>,
     pub(crate) response_format: Option<ResponseFormat>,
     pub(crate) tool_choice: Option<ToolChoice>,
@@ -118,6 +120,7 @@ impl Agent {
                 add_history_to_messages: false,
                 num_history_runs: 3,
                 storage: None,
+                memory: OnceLock::new(),
                 session_state: None,
                 response_format: None,
                 tool_choice: None,
@@ -174,7 +177,9 @@ impl Agent {
         self.tool(tools)
     }
 
-    /// Sends the messages of the agent's earlier runs in its session (read from storage).
+    /// Sends the messages of the agent's earlier runs in its session: read from its
+    /// [`storage`](Agent::storage), or, without storage, from runs kept in process (shared
+    /// by the agent's clones).
     pub fn add_history_to_messages(mut self, add: bool) -> Self {
         self.config_mut().add_history_to_messages = add;
         self

@@ -1,6 +1,7 @@
 //! One agent run: the model/tool loop, events, history and persistence.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{FutureExt, Stream, StreamExt};
@@ -17,7 +18,7 @@ use crate::run::{
     Metrics, RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus, ToolExecution,
 };
 use crate::session::{SessionKind, SessionWrite, StatePatch};
-use crate::storage::ReadOptions;
+use crate::storage::{MemoryStorage, ReadOptions, Storage};
 use crate::tool::result_text;
 
 /// The ids every event and record of one run carries.
@@ -255,12 +256,27 @@ impl Agent {
         }
     }
 
+    /// Where runs are written and history is read: the agent's storage, or, when it has none
+    /// but reads history, an in-process store shared by its clones (the Python reference's
+    /// agent memory).
+    fn effective_storage(&self) -> Option<&Arc<dyn Storage>> {
+        let config = &*self.config;
+        match &config.storage {
+            Some(storage) => Some(storage),
+            None if config.add_history_to_messages => Some(
+                config
+                    .memory
+                    .get_or_init(|| Arc::new(MemoryStorage::new()) as Arc<dyn Storage>),
+            ),
+            None => None,
+        }
+    }
+
     /// Messages of earlier runs of the session, oldest first, without system messages.
     async fn history(&self, session_id: &str) -> crate::Result<Vec<Message>> {
         let config = &*self.config;
-        let Some(storage) = config
-            .storage
-            .as_ref()
+        let Some(storage) = self
+            .effective_storage()
             .filter(|_| config.add_history_to_messages)
         else {
             return Ok(Vec::new());
@@ -356,7 +372,7 @@ impl Agent {
     /// Writes a run to the agent's session, when the agent has storage.
     async fn persist(&self, record: RunRecord) -> crate::Result<RunResponse> {
         let config = &*self.config;
-        let Some(storage) = &config.storage else {
+        let Some(storage) = self.effective_storage() else {
             return Ok(record.response);
         };
         let mut component_data = Map::new();
@@ -395,7 +411,7 @@ impl Agent {
     /// Records a failed run (best effort) and returns its error.
     async fn fail(&self, error: Error, ids: &RunIds, input: Value, response: RunResponse) -> Error {
         tracing::warn!(run_id = %ids.run_id, session_id = %ids.session_id, error = %error, "agent run failed");
-        if self.config.storage.is_some() {
+        if self.effective_storage().is_some() {
             let record = RunRecord {
                 run_id: ids.run_id.clone(),
                 session_id: ids.session_id.clone(),
