@@ -340,10 +340,10 @@ impl Member for Team {
         if self.session_id.as_deref() != Some(context.session_id) {
             self.session_id = Some(Arc::from(context.session_id));
         }
-        if let Some(user) = context.user_id {
-            if self.user_id.as_deref() != Some(user) {
-                self.user_id = Some(Arc::from(user));
-            }
+        if let Some(user) = context.user_id
+            && self.user_id.as_deref() != Some(user)
+        {
+            self.user_id = Some(Arc::from(user));
         }
     }
 }

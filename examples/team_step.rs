@@ -1,0 +1,110 @@
+//! A team in one step, plain agents in another.
+//!
+//! ```bash
+//! cargo run --example team_step -- "the history of the transistor"
+//! ```
+//!
+//! Step 1 lets a model decide who does what: a coordinating team whose leader delegates to a
+//! researcher and a fact-checker. Step 2 is fixed in code: an editor agent turns the team's
+//! notes into the final text. The workflow streams both steps, naming the member behind
+//! each event, and keeps the team's and the workflow's sessions in SQLite.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use buddy::RunEventKind;
+use buddy::prelude::*;
+use serde_json::json;
+
+/// Research with a team, then edit with one agent.
+#[workflow(description = "A team researches; an editor writes.")]
+struct Briefing {
+    research_team: Team,
+    editor: Agent,
+}
+
+#[workflow]
+impl Briefing {
+    async fn run(&mut self, topic: String) -> impl Stream<Item = Result<RunEvent>> {
+        buddy::try_stream! {
+            // Step 1: the team (the leader decides whom to ask).
+            yield RunEvent::custom("step", json!({"step": 1, "who": "research team"}));
+            let mut team = Box::pin(self.research_team.run_stream(format!("Collect notes about {topic}.")));
+            let mut notes = String::new();
+            while let Some(event) = team.next().await {
+                let event = event?;
+                match &event.kind {
+                    RunEventKind::RunCompleted { response } if event.member.is_none() => {
+                        notes = response.text().into_owned();
+                    }
+                    RunEventKind::ToolCallStarted { tool } => {
+                        yield RunEvent::custom("delegation", json!({"to": tool.arguments.get("member_id")}));
+                    }
+                    _ => {}
+                }
+            }
+            self.state_mut().insert("last_notes".into(), json!(notes));
+
+            // Step 2: a plain agent, called by code.
+            yield RunEvent::custom("step", json!({"step": 2, "who": "editor"}));
+            let mut draft = Box::pin(self.editor.run_stream(format!(
+                "Write a short briefing about {topic} from these notes:\n{notes}"
+            )));
+            while let Some(event) = draft.next().await {
+                let event = event?;
+                if event.content_delta().is_some() {
+                    yield event;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let topic = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let topic = if topic.is_empty() {
+        "the history of the transistor".to_owned()
+    } else {
+        topic
+    };
+    let server = common::server();
+    let storage = common::storage("briefing_sessions").await?;
+    let team = Team::new(server.model("gpt-4o"), TeamMode::Coordinate)
+        .name("research team")
+        .instructions("Ask the researcher for facts, then the fact-checker to check them.")
+        .member(
+            Agent::new(server.model("gpt-4o-mini"))
+                .name("researcher")
+                .description("Finds facts."),
+        )
+        .member(
+            Agent::new(server.model("gpt-4o-mini"))
+                .name("fact-checker")
+                .description("Checks facts."),
+        )
+        .max_turns(4)
+        .storage(common::storage("briefing_team_sessions").await?);
+    let mut workflow = Briefing::builder()
+        .research_team(team)
+        .editor(Agent::new(server.model("gpt-4o-mini")).name("editor"))
+        .storage(storage)
+        .build()?;
+
+    let mut events = workflow.run(topic);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => match &event.kind {
+                RunEventKind::Custom { name, data } => eprintln!("[{name}] {data}"),
+                RunEventKind::RunContent { content } => print!("{content}"),
+                RunEventKind::RunCompleted { .. } => println!(),
+                _ => {}
+            },
+            Err(error) => {
+                eprintln!("\nthe run failed: {error}");
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
