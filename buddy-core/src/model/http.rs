@@ -96,13 +96,7 @@ pub(crate) fn transport_error(error: reqwest::Error) -> ModelError {
 
 pub(crate) async fn status_error(response: reqwest::Response) -> ModelError {
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-        .map(|seconds| Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64())));
+    let retry_after = retry_after(response.headers());
     let body = response.text().await.unwrap_or_default();
     let message = provider_message(&body).unwrap_or_else(|| {
         let trimmed = body.trim();
@@ -119,6 +113,35 @@ pub(crate) async fn status_error(response: reqwest::Response) -> ModelError {
     }
 }
 
+/// How long the provider asks to wait: `retry-after-ms` (OpenAI), else `Retry-After` in
+/// seconds or as an HTTP date; capped at [`MAX_RETRY_AFTER`].
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    let seconds = |text: &str| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+    };
+    let wait = if let Some(ms) = header("retry-after-ms").and_then(seconds) {
+        Duration::from_secs_f64((ms / 1_000.0).min(MAX_RETRY_AFTER.as_secs_f64()))
+    } else {
+        let value = header("retry-after")?;
+        match seconds(value) {
+            Some(s) => Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())),
+            None => httpdate::parse_http_date(value)
+                .ok()?
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 /// `error.message` (or a string `error`) of an OpenAI-style error body.
 pub(crate) fn provider_message(body: &str) -> Option<String> {
     let value: Value = serde_json::from_str(body).ok()?;
@@ -127,5 +150,77 @@ pub(crate) fn provider_message(body: &str) -> Option<String> {
         Value::String(message) => Some(message.clone()),
         Value::Object(map) => map.get("message")?.as_str().map(str::to_owned),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    use super::{MAX_RETRY_AFTER, backoff, retry_after};
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                map.insert(*name, value);
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(retry_after(&headers(&[])), None);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "2".into())])),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "0.5".into())])),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            retry_after(&headers(&[
+                ("retry-after-ms", "250".into()),
+                ("retry-after", "9".into())
+            ])),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "86400".into())])),
+            Some(MAX_RETRY_AFTER)
+        );
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        let wait = retry_after(&headers(&[("retry-after", date)])).unwrap_or_default();
+        assert!(
+            wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(30));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", past)])),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "soon".into())])),
+            None
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let initial = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 0..4u32 {
+            let full = (initial * 2u32.pow(attempt)).min(max);
+            for _ in 0..20 {
+                let wait = backoff(initial, max, attempt);
+                assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
+            }
+        }
+        assert!(backoff(initial, max, 30) <= max);
     }
 }
