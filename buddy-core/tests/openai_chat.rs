@@ -562,3 +562,59 @@ async fn clones_share_settings_and_client() {
     assert_eq!(model.id(), "gpt-test");
     assert_eq!(model.provider(), "openai");
 }
+
+#[tokio::test]
+async fn agent_streams_a_tool_loop_over_http() {
+    use buddy_core::RunEventKind;
+    use buddy_core::agent::Agent;
+    use buddy_core::tool::FunctionTool;
+
+    let server = TestServer::start().await;
+    server.push(Canned::sse(vec![
+        openai::tool_call_chunk(0, Some("call_w"), Some("get_weather"), "{\"city\":"),
+        openai::tool_call_chunk(0, None, None, " \"Paris\"}"),
+        openai::finish_chunk("tool_calls"),
+        openai::usage_chunk(40, 8),
+    ]));
+    server.push(Canned::sse(openai::text_chunks(&["Sunny", " in Paris."])));
+    let weather = FunctionTool::new(
+        "get_weather",
+        "Weather of a city.",
+        json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        |args| async move {
+            Ok(json!(format!(
+                "sunny in {}",
+                args["city"].as_str().unwrap_or("?")
+            )))
+        },
+    );
+    let agent = Agent::new(model(&server)).tool(weather);
+    let events: Vec<_> = agent.run_stream("Weather in Paris?").collect().await;
+    let events: Vec<_> = events.into_iter().map(Result::unwrap).collect();
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "run_started",
+            "tool_call_started",
+            "tool_call_completed",
+            "run_content",
+            "run_content",
+            "run_completed"
+        ]
+    );
+    let RunEventKind::RunCompleted { response } = &events[5].kind else {
+        panic!("no response");
+    };
+    assert_eq!(response.text(), "Sunny in Paris.");
+    assert_eq!(response.tools[0].result.as_deref(), Some("sunny in Paris"));
+    let metrics = response.metrics.unwrap();
+    assert_eq!(metrics.input_tokens, 50);
+    assert_eq!(metrics.output_tokens, 10);
+    let second = &server.requests()[1].body;
+    assert_eq!(second["stream"], true);
+    assert_eq!(
+        second["messages"][2],
+        json!({"role": "tool", "content": "sunny in Paris", "tool_call_id": "call_w"})
+    );
+}
