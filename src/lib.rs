@@ -30,7 +30,9 @@ pub use buddy_core::{agent, team, tool};
 /// descriptions) the tool's JSON Schema. The function stays as written; next to it,
 /// `#[tool]` generates a unit struct named after it in `PascalCase` that implements
 /// [`tool::Tool`]. It works on `async fn` and plain `fn`; a function returning a `Result`
-/// reports its error to the model as the tool's result.
+/// reports its error to the model as the tool's result. The calls of one model turn run
+/// concurrently on the async runtime, so a plain `fn` that blocks for long should move its
+/// work to `tokio::task::spawn_blocking` (or be an `async fn`).
 ///
 /// Options: `#[tool(name = "...")]` (the name the model sees; default the function's
 /// name), `#[tool(description = "...")]` (instead of the doc comment),
