@@ -62,9 +62,9 @@ impl BlogPost {
                 }
             };
             yield RunEvent::custom("writing", json!({"topic": topic}));
-            let mut draft = Box::pin(self.writer.run_stream(format!(
+            let mut draft = self.writer.run_stream(format!(
                 "Write a short blog post about {topic}, based on these notes:\n{research}"
-            )));
+            ));
             let mut post = String::new();
             while let Some(event) = draft.next().await {
                 let event = event?;

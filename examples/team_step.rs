@@ -29,7 +29,7 @@ impl Briefing {
         buddy::try_stream! {
             // Step 1: the team (the leader decides whom to ask).
             yield RunEvent::custom("step", json!({"step": 1, "who": "research team"}));
-            let mut team = Box::pin(self.research_team.run_stream(format!("Collect notes about {topic}.")));
+            let mut team = self.research_team.run_stream(format!("Collect notes about {topic}."));
             let mut notes = String::new();
             while let Some(event) = team.next().await {
                 let event = event?;
@@ -47,9 +47,9 @@ impl Briefing {
 
             // Step 2: a plain agent, called by code.
             yield RunEvent::custom("step", json!({"step": 2, "who": "editor"}));
-            let mut draft = Box::pin(self.editor.run_stream(format!(
+            let mut draft = self.editor.run_stream(format!(
                 "Write a short briefing about {topic} from these notes:\n{notes}"
-            )));
+            ));
             while let Some(event) = draft.next().await {
                 let event = event?;
                 if event.content_delta().is_some() {

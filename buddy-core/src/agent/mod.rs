@@ -6,7 +6,6 @@ mod run;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -293,8 +292,8 @@ impl Agent {
     pub fn run_stream(
         &self,
         input: impl Into<Message>,
-    ) -> impl Stream<Item = crate::Result<RunEvent>> + Send + 'static {
-        self.clone().execute_stream(input.into(), None, true)
+    ) -> futures::stream::BoxStream<'static, crate::Result<RunEvent>> {
+        Box::pin(self.clone().execute_stream(input.into(), None, true))
     }
 
     /// Runs the agent asking for structured output that fits `T` (a strict JSON Schema),

@@ -11,7 +11,6 @@ mod run;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use futures::Stream;
 use serde::de::DeserializeOwned;
 
 use crate::agent::Agent;
@@ -125,6 +124,7 @@ impl Member for TeamMember {
 /// println!("{}", response.text());
 /// # Ok(())
 /// # }
+/// # let _ = example;
 /// ```
 #[derive(Clone)]
 pub struct Team {
@@ -319,7 +319,7 @@ impl Team {
     pub fn run_stream(
         &self,
         input: impl Into<Message>,
-    ) -> impl Stream<Item = crate::Result<RunEvent>> + Send + 'static {
+    ) -> futures::stream::BoxStream<'static, crate::Result<RunEvent>> {
         self.clone()
             .execute_stream(input.into(), self.config.response_format.clone(), 0)
     }

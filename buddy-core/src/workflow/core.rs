@@ -65,7 +65,7 @@ impl WorkflowSettings {
 }
 
 /// The runtime state `#[workflow]` adds to a workflow struct: settings, session, state,
-/// memory and storage. User code reaches it through the [`Workflow`] trait.
+/// memory and storage. User code reaches it through the [`Workflow`](super::Workflow) trait.
 #[derive(Clone)]
 pub struct WorkflowCore<S: WorkflowState> {
     name: String,

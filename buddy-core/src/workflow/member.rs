@@ -30,6 +30,10 @@ pub struct MemberContext<'a> {
 ///         self.session = Some(context.session_id.to_owned());
 ///     }
 /// }
+///
+/// let mut counter = Counter::default();
+/// counter.attach(&MemberContext { session_id: "s1", user_id: None, workflow_id: None, debug_mode: false });
+/// assert_eq!(counter.session.as_deref(), Some("s1"));
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a workflow member",
