@@ -572,7 +572,7 @@ async fn session_operations() {
     );
     assert_eq!(
         ids(alice.recent_sessions(1).await.unwrap()),
-        [second.clone()]
+        std::slice::from_ref(&second)
     );
     assert_eq!(
         alice

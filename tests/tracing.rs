@@ -23,8 +23,11 @@ impl Traced {
     }
 }
 
+/// A recorded span: its name and its fields.
+type SpanRecord = (String, HashMap<String, String>);
+
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, HashMap<String, String>)>>>);
+struct Spans(Arc<Mutex<Vec<SpanRecord>>>);
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 
