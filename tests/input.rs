@@ -73,7 +73,7 @@ fn parameters_describe_run() {
             },
         ]
     );
-    assert!(!Report::STREAMING);
+    const { assert!(!Report::STREAMING) };
     assert!(NoArgs::PARAMETERS.is_empty());
 }
 
