@@ -265,6 +265,9 @@ impl<S: WorkflowState> WorkflowCore<S> {
     }
 
     /// Receives a parent workflow's session and user (this workflow is a member of another).
+    ///
+    /// The nested workflow then runs in the parent's session id: give it its own storage
+    /// table, or its session row and the parent's are one and the same (their states merge).
     pub fn attach(&mut self, context: &MemberContext<'_>) {
         if self.session_id.as_deref() != Some(context.session_id) {
             self.switch_session(context.session_id.to_owned());
