@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench workflows -- --workload a|b|c|d|e|all
 //!     [--base-url URL] [--model scripted|http] [--runs N] [--latency-ms MS]
-//!     [--concurrency C] [--repeats R]
+//!     [--concurrency C] [--repeats R] [--storage sqlite|memory]
 //! ```
 //!
 //! - A: a two-agent `#[workflow]` on SQLite, fresh session per run: runs per second and the
@@ -78,11 +78,12 @@ struct Args {
     latency_ms: u64,
     concurrency: Option<usize>,
     repeats: Option<usize>,
+    memory_storage: bool,
 }
 
 const USAGE: &str = "usage: cargo bench --bench workflows -- --workload a|b|c|d|e|all \
 [--base-url URL] [--model scripted|http] [--runs N] [--latency-ms MS] [--concurrency C] \
-[--repeats R]";
+[--repeats R] [--storage sqlite|memory]";
 
 fn parse_args() -> BenchResult<Args> {
     let mut args = Args {
@@ -93,6 +94,7 @@ fn parse_args() -> BenchResult<Args> {
         latency_ms: 50,
         concurrency: None,
         repeats: None,
+        memory_storage: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -129,6 +131,13 @@ fn parse_args() -> BenchResult<Args> {
                 args.concurrency = Some(number("--concurrency", value("--concurrency")?)?.max(1))
             }
             "--repeats" => args.repeats = Some(number("--repeats", value("--repeats")?)?.max(1)),
+            "--storage" => {
+                args.memory_storage = match value("--storage")?.as_str() {
+                    "sqlite" => false,
+                    "memory" => true,
+                    other => return Err(format!("unknown storage `{other}`; {USAGE}")),
+                }
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
@@ -241,7 +250,10 @@ impl Model for Probe {
     fn provider(&self) -> &str {
         self.inner.provider()
     }
-    async fn response(&self, request: &ModelRequest) -> std::result::Result<ModelResponse, ModelError> {
+    async fn response(
+        &self,
+        request: &ModelRequest,
+    ) -> std::result::Result<ModelResponse, ModelError> {
         if self.capture.load(Ordering::Relaxed) {
             self.captured
                 .lock()
@@ -331,12 +343,19 @@ async fn sqlite(dir: &Path, file: &str, table: &str) -> BenchResult<SqliteStorag
         .map_err(|e| format!("open SQLite: {}", describe(&e)))
 }
 
-fn article(backend: &Backend, storage: &SqliteStorage) -> BenchResult<ArticleBench> {
-    ArticleBench::builder()
+/// The workflow on `storage`, or on `MemoryStorage` with `--storage memory` (to split the
+/// framework's own cost from SQLite's).
+fn article(backend: &Backend, storage: &SqliteStorage, args: &Args) -> BenchResult<ArticleBench> {
+    let builder = ArticleBench::builder()
         .name("article_bench")
         .researcher(Agent::new(backend.model()).name("researcher"))
-        .writer(Agent::new(backend.model()).name("writer"))
-        .storage(storage.clone())
+        .writer(Agent::new(backend.model()).name("writer"));
+    let builder = if args.memory_storage {
+        builder.storage(MemoryStorage::new())
+    } else {
+        builder.storage(storage.clone())
+    };
+    builder
         .build()
         .map_err(|e| format!("build workflow: {}", describe(&e)))
 }
@@ -362,7 +381,7 @@ async fn workload_a(args: &Args) -> BenchResult<Value> {
     let backend = Backend::new(args, ModelKind::Http, None).await;
     let dir = tempdir()?;
     let storage = sqlite(dir.path(), "a.db", "workflows").await?;
-    let mut workflow = article(&backend, &storage)?;
+    let mut workflow = article(&backend, &storage, args)?;
     let runs = args.runs.unwrap_or(3_000);
     let batch = 100.min(runs);
     let batches = runs.div_ceil(batch);
@@ -384,13 +403,19 @@ async fn workload_a(args: &Args) -> BenchResult<Value> {
             .map_err(|_| "poisoned capture")?,
     );
     if captured.len() != 2 {
-        return Err(format!("expected 2 model calls per run, saw {}", captured.len()));
+        return Err(format!(
+            "expected 2 model calls per run, saw {}",
+            captured.len()
+        ));
     }
 
     // The same two calls, raw.
     let raw = match &backend.chat {
         Some(chat) => {
-            let bodies: Vec<Value> = captured.iter().map(|r| chat.request_body(r, false)).collect();
+            let bodies: Vec<Value> = captured
+                .iter()
+                .map(|r| chat.request_body(r, false))
+                .collect();
             let url = format!(
                 "{}/chat/completions",
                 backend.base_url.as_deref().unwrap_or_default()
@@ -424,28 +449,50 @@ async fn workload_a(args: &Args) -> BenchResult<Value> {
     }
 
     let (mut run_us, mut raw_us, mut model_us) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut allocs, mut alloc_bytes, mut raw_alloc_bytes) = (Vec::new(), Vec::new(), Vec::new());
     let mut total = Duration::ZERO;
     let mut done = 0;
     for b in 0..batches {
         let n = batch.min(runs - done);
         backend.probe.take_nanos();
+        let region = Region::new(GLOBAL);
         let started = Instant::now();
         for i in 0..n {
             workflow.use_session(format!("a-{b}-{i}"));
             run_once(&mut workflow, "quantum computing").await?;
         }
         let elapsed = started.elapsed();
+        let change = region.change();
+        allocs.push(change.allocations as f64 / n as f64);
+        alloc_bytes.push(change.bytes_allocated as f64 / n as f64);
         total += elapsed;
         done += n;
         run_us.push(micros(elapsed) / n as f64);
         model_us.push(backend.probe.take_nanos() as f64 / 1e3 / n as f64);
         if raw.is_some() {
+            let region = Region::new(GLOBAL);
             let started = Instant::now();
             for _ in 0..n {
                 raw_pair().await?;
             }
             raw_us.push(micros(started.elapsed()) / n as f64);
+            raw_alloc_bytes.push(region.change().bytes_allocated as f64 / n as f64);
         }
+    }
+    // The floor SQLite through sqlx sets: one `SELECT 1` round trip on the same pool (a run
+    // makes three round trips: read the session; BEGIN IMMEDIATE + select; upsert + insert +
+    // COMMIT).
+    let mut select1_us = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        for _ in 0..100 {
+            let one: i64 = sqlx::query_scalar("SELECT 1")
+                .fetch_one(storage.pool())
+                .await
+                .map_err(|e| format!("SELECT 1: {e}"))?;
+            black_box(one);
+        }
+        select1_us.push(micros(started.elapsed()) / 100.0);
     }
     let run = median(&run_us);
     let raw_median = if raw.is_some() { median(&raw_us) } else { 0.0 };
@@ -461,6 +508,11 @@ async fn workload_a(args: &Args) -> BenchResult<Value> {
         "framework_overhead_us_median": round(run - raw_median, 2),
         "time_inside_model_us_median": round(median(&model_us), 2),
         "run_minus_model_us_median": round(run - median(&model_us), 2),
+        "sqlite_select_1_round_trip_us_median": round(median(&select1_us), 2),
+        "allocations_per_run_median": round(median(&allocs), 1),
+        "bytes_allocated_per_run_median": round(median(&alloc_bytes), 0),
+        "raw_two_http_calls_bytes_allocated_median": round(median(&raw_alloc_bytes), 0),
+        "storage": if args.memory_storage { "memory" } else { "sqlite (WAL, synchronous=NORMAL)" },
         "target_overhead_us": 150,
     }))
 }
@@ -479,7 +531,8 @@ async fn db_bytes(storage: &SqliteStorage, runs_table: &str) -> BenchResult<(i64
     .fetch_one(pool)
     .await
     .map_err(err)?;
-    let (record_bytes, count): (i64, i64) = (row.try_get(0).map_err(err)?, row.try_get(1).map_err(err)?);
+    let (record_bytes, count): (i64, i64) =
+        (row.try_get(0).map_err(err)?, row.try_get(1).map_err(err)?);
     let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
         .fetch_one(pool)
         .await
@@ -492,10 +545,15 @@ async fn db_bytes(storage: &SqliteStorage, runs_table: &str) -> BenchResult<(i64
 }
 
 async fn workload_b(args: &Args) -> BenchResult<Value> {
+    // bytes are measured in SQLite: always SQLite here
+    let args = &Args {
+        memory_storage: false,
+        ..args.clone()
+    };
     let backend = Backend::new(args, ModelKind::Scripted, None).await;
     let dir = tempdir()?;
     let storage = sqlite(dir.path(), "b.db", "workflows").await?;
-    let mut workflow = article(&backend, &storage)?;
+    let mut workflow = article(&backend, &storage, args)?;
     let runs = args.runs.unwrap_or(10_000);
 
     for i in 0..50 {
@@ -528,10 +586,11 @@ async fn workload_b(args: &Args) -> BenchResult<Value> {
     let first10 = median(&per_run[..10.min(runs)]);
     let last_lo = runs.saturating_sub(99).max(1);
     let last = median(&per_run[last_lo - 1..]);
-    let (records, count, file) = file_at
-        .last()
-        .map(|(_, v)| *v)
-        .unwrap_or((base_records, base_count, base_file));
+    let (records, count, file) =
+        file_at
+            .last()
+            .map(|(_, v)| *v)
+            .unwrap_or((base_records, base_count, base_file));
     let growth: Vec<Value> = file_at
         .windows(2)
         .map(|w| {
@@ -560,6 +619,7 @@ async fn workload_b(args: &Args) -> BenchResult<Value> {
         "file_bytes_per_run_overall": round((file - base_file) as f64 / runs as f64, 1),
         "growth_between_checkpoints": growth,
         "journal_mode": "wal",
+        "sqlite_pool_connections": storage.pool().size(),
         "rss_growth_kb": match (rss_before, rss_after) {
             (Some(a), Some(b)) => json!(b as i64 - a as i64),
             _ => Value::Null,
@@ -577,7 +637,7 @@ async fn workload_c_one(args: &Args, concurrency: usize) -> BenchResult<Value> {
     let backend = Backend::new(args, ModelKind::Http, Some(latency)).await;
     let dir = tempdir()?;
     let storage = sqlite(dir.path(), "c.db", "workflows").await?;
-    let mut template = article(&backend, &storage)?;
+    let mut template = article(&backend, &storage, args)?;
     template.use_session("warm");
     run_once(&mut template, "quantum computing").await?;
     let hwm_before = proc_status_kb("VmHWM:");
@@ -615,7 +675,9 @@ async fn workload_c_one(args: &Args, concurrency: usize) -> BenchResult<Value> {
     let change = region.change();
     let hwm_after = proc_status_kb("VmHWM:");
     if let Some(error) = first_error {
-        return Err(format!("{failed} of {concurrency} runs failed; first: {error}"));
+        return Err(format!(
+            "{failed} of {concurrency} runs failed; first: {error}"
+        ));
     }
     latencies.sort_by(f64::total_cmp);
     let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
@@ -669,7 +731,15 @@ async fn workload_c(args: &Args) -> BenchResult<Value> {
         let mut command = std::process::Command::new(&exe);
         command
             .args(["--workload", "c", "--concurrency", &c.to_string()])
-            .args(["--base-url", &base_url, "--latency-ms", &args.latency_ms.to_string()]);
+            .args([
+                "--base-url",
+                &base_url,
+                "--latency-ms",
+                &args.latency_ms.to_string(),
+            ]);
+        if args.memory_storage {
+            command.args(["--storage", "memory"]);
+        }
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
             .map_err(|e| format!("child for C={c}: {e}"))?
@@ -691,6 +761,7 @@ async fn workload_c(args: &Args) -> BenchResult<Value> {
         "workload": "c",
         "what": "C concurrent two-agent workflow runs on distinct sessions, SQLite WAL, server latency per call; one child process per C",
         "latency_ms": args.latency_ms,
+        "storage": if args.memory_storage { "memory" } else { "sqlite (WAL, synchronous=NORMAL)" },
         "server": if server.is_some() { "loopback TestServer in the parent process" } else { "external" },
         "results": results,
         "targets": {"c100_wall_ms": 150, "c10000_wall_ms": 2000, "c10000_peak_rss_mb": 500},
@@ -717,8 +788,12 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
             .name("chatter")
             .add_history_to_messages(true)
             .num_history_runs(TURNS)
-            .storage(storage.clone())
             .session_id(format!("conversation-{rep}"));
+        let agent = if args.memory_storage {
+            agent.storage(MemoryStorage::new())
+        } else {
+            agent.storage(storage.clone())
+        };
         backend.probe.take_nanos();
         let capture_last = rep == 0;
         let started = Instant::now();
@@ -777,6 +852,7 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
         "what": "25-turn conversation, agent with add_history_to_messages(true), num_history_runs(25), SQLite WAL agent storage, fresh database per conversation",
         "model": backend.label(),
         "conversations": repeats,
+        "storage": if args.memory_storage { "memory" } else { "sqlite (WAL, synchronous=NORMAL)" },
         "history_asserted": true,
         "messages_in_25th_request": last_request_messages,
         "total_ms_median": round(median(&totals) / 1e3, 3),
@@ -804,7 +880,9 @@ fn construction(n: usize, rounds: usize, build: impl Fn() -> Agent) -> Value {
         let change = region.change();
         black_box(&agents);
         ns.push(elapsed.as_nanos() as f64 / n as f64);
-        bytes.push((change.bytes_allocated as f64 + change.bytes_reallocated.max(0) as f64) / n as f64);
+        bytes.push(
+            (change.bytes_allocated as f64 + change.bytes_reallocated.max(0) as f64) / n as f64,
+        );
         allocs.push((change.allocations + change.reallocations) as f64 / n as f64);
     }
     json!({
