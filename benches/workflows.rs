@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench workflows -- --workload a|b|c|d|e|all
 //!     [--base-url URL] [--model scripted|http] [--runs N] [--latency-ms MS]
-//!     [--concurrency C] [--repeats R] [--storage sqlite|memory]
+//!     [--concurrency C] [--repeats R] [--storage sqlite|memory] [--sqlite-connections N]
 //! ```
 //!
 //! - A: a two-agent `#[workflow]` on SQLite, fresh session per run: runs per second and the
@@ -83,7 +83,7 @@ struct Args {
 
 const USAGE: &str = "usage: cargo bench --bench workflows -- --workload a|b|c|d|e|all \
 [--base-url URL] [--model scripted|http] [--runs N] [--latency-ms MS] [--concurrency C] \
-[--repeats R] [--storage sqlite|memory]";
+[--repeats R] [--storage sqlite|memory] [--sqlite-connections N]";
 
 fn parse_args() -> BenchResult<Args> {
     let mut args = Args {
@@ -137,6 +137,12 @@ fn parse_args() -> BenchResult<Args> {
                     "memory" => true,
                     other => return Err(format!("unknown storage `{other}`; {USAGE}")),
                 }
+            }
+            "--sqlite-connections" => {
+                let n = number("--sqlite-connections", value("--sqlite-connections")?)?;
+                let n =
+                    u32::try_from(n.max(1)).map_err(|_| "`--sqlite-connections` is too large")?;
+                let _ = SQLITE_CONNECTIONS.set(n);
             }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
@@ -336,10 +342,35 @@ impl Backend {
     }
 }
 
+/// `--sqlite-connections N`: a pool of N connections with the settings `SqliteStorage::open`
+/// uses (WAL, synchronous=NORMAL, busy timeout, foreign keys), instead of `open`'s 8.
+static SQLITE_CONNECTIONS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 async fn sqlite(dir: &Path, file: &str, table: &str) -> BenchResult<SqliteStorage> {
-    SqliteStorage::open(dir.join(file))
-        .await
-        .and_then(|s| s.table(table))
+    let storage = match SQLITE_CONNECTIONS.get() {
+        None => SqliteStorage::open(dir.join(file))
+            .await
+            .map_err(|e| format!("open SQLite: {}", describe(&e)))?,
+        Some(&n) => {
+            use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+            let options = SqliteConnectOptions::new()
+                .filename(dir.join(file))
+                .create_if_missing(true)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(n)
+                .test_before_acquire(false)
+                .connect_with(options)
+                .await
+                .map_err(|e| format!("open SQLite: {e}"))?;
+            SqliteStorage::from_pool(pool)
+        }
+    };
+    storage
+        .table(table)
         .map_err(|e| format!("open SQLite: {}", describe(&e)))
 }
 
@@ -739,6 +770,9 @@ async fn workload_c(args: &Args) -> BenchResult<Value> {
             ]);
         if args.memory_storage {
             command.args(["--storage", "memory"]);
+        }
+        if let Some(n) = SQLITE_CONNECTIONS.get() {
+            command.args(["--sqlite-connections", &n.to_string()]);
         }
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
