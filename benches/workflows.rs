@@ -197,7 +197,14 @@ fn proc_status_kb(field: &str) -> Option<u64> {
         .ok()
 }
 
+/// Read once at start: out of descriptors, `/proc/self/limits` cannot be opened.
+static OPEN_FILES_LIMIT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 fn open_files_limit() -> Option<String> {
+    OPEN_FILES_LIMIT.get_or_init(read_open_files_limit).clone()
+}
+
+fn read_open_files_limit() -> Option<String> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     let parts: Vec<&str> = line.split_whitespace().collect();
@@ -730,7 +737,9 @@ async fn workload_c_one(args: &Args, concurrency: usize) -> BenchResult<Value> {
 
 async fn workload_c(args: &Args) -> BenchResult<Value> {
     if let Some(c) = args.concurrency {
-        let mut report = workload_c_one(args, c).await?;
+        let mut report = workload_c_one(args, c)
+            .await
+            .map_err(|e| format!("C={c}: {e}"))?;
         report["workload"] = json!("c");
         return Ok(report);
     }
@@ -997,6 +1006,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let _ = open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
