@@ -696,3 +696,27 @@ async fn memory_sees_runs_written_by_another_instance() {
         "the other writer's key is visible"
     );
 }
+
+#[tokio::test]
+async fn stream_dropped_right_after_run_started_is_recorded_cancelled() {
+    let storage = MemoryStorage::new();
+    let mut workflow = Slow::builder()
+        .storage(storage.clone())
+        .session_id("early-drop")
+        .build()
+        .unwrap();
+    {
+        let mut stream = workflow.run();
+        let started = stream.next().await.unwrap().unwrap();
+        assert_eq!(started.name(), "run_started");
+    }
+    let recorded = eventually(|| {
+        let storage = storage.clone();
+        async move { !storage.runs("early-drop", None).await.unwrap().is_empty() }
+    })
+    .await;
+    assert!(recorded, "the cancelled run was not recorded");
+    let runs = storage.runs("early-drop", None).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Cancelled);
+    assert_eq!(runs[0].response.text(), "");
+}

@@ -304,8 +304,10 @@ pub fn run_to_stream<W: RunWorkflow>(workflow: &mut W, input: W::Input) -> RunSt
                 return;
             }
         };
-        yield Ok(run.event(RunEventKind::RunStarted));
+        // Armed before the first yield: a caller that drops the stream right after
+        // `run_started` still leaves a `cancelled` record.
         Cancellation::arm(&guard, workflow.__buddy_core(), &run);
+        yield Ok(run.event(RunEventKind::RunStarted));
 
         let mut content = String::new();
         let outcome = match AssertUnwindSafe(workflow.__buddy_call(input)).catch_unwind().await {
