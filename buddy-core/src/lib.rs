@@ -1,5 +1,6 @@
 //! The runtime of buddy: workflows, runs and events, sessions, the storage trait and its
-//! in-memory implementation.
+//! in-memory implementation, models (`OpenAIChat`, `Claude`), agents, teams and tools, and
+//! (feature `testing`) a scripted model and a loopback OpenAI-compatible server for tests.
 //!
 //! Most users depend on the `buddy` crate, which re-exports this one together with the
 //! `#[workflow]` macro and the SQL storage backends.
@@ -61,11 +62,6 @@ pub mod __private {
         S: ::futures::Stream<Item = crate::Result<RunEvent>> + Send + 'a,
     {
         ::std::boxed::Box::pin(stream)
-    }
-
-    /// Converts a builder's JSON-ish argument into a `serde_json::Value`.
-    pub fn to_json<T: ::serde::Serialize>(value: T) -> crate::Result<::serde_json::Value> {
-        ::serde_json::to_value(value).map_err(|error| crate::Error::Config(error.to_string()))
     }
 
     // `#[tool]` support.
