@@ -217,3 +217,62 @@ async fn runs_and_streams_are_send_and_can_be_spawned() {
         .unwrap();
     assert_eq!(response.text(), "plain x");
 }
+
+#[tokio::test]
+async fn owned_streams_are_static_and_spawnable() {
+    let storage = MemoryStorage::new();
+    let workflow = Streaming::builder()
+        .storage(storage.clone())
+        .session_id("owned")
+        .build()
+        .unwrap();
+    let stream = workflow.into_run_stream(StreamingInput {
+        topic: "owned".into(),
+    });
+    let events = tokio::spawn(stream.collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(
+        events.last().unwrap().as_ref().unwrap().name(),
+        "run_completed"
+    );
+
+    let boxed: Box<dyn buddy::DynWorkflow> = Box::new(Plain::builder().build().unwrap());
+    let stream = boxed.into_json_stream(json!({"topic": "dyn"}));
+    let events = tokio::spawn(stream.collect::<Vec<_>>()).await.unwrap();
+    let buddy::RunEventKind::RunCompleted { response } =
+        &events.last().unwrap().as_ref().unwrap().kind
+    else {
+        panic!("no run_completed");
+    };
+    assert_eq!(response.text(), "plain dyn");
+    assert_eq!(storage.runs("owned", None).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn dropping_an_owned_stream_records_the_run_cancelled() {
+    let storage = MemoryStorage::new();
+    let (_release, gate) = oneshot::channel::<()>();
+    let workflow = Streaming::builder()
+        .storage(storage.clone())
+        .session_id("owned-drop")
+        .gate(Arc::new(Mutex::new(Some(gate))))
+        .build()
+        .unwrap();
+    let mut stream = workflow.into_run_stream(StreamingInput { topic: "t".into() });
+    assert_eq!(stream.next().await.unwrap().unwrap().name(), "run_started");
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().content_delta(),
+        Some("t:")
+    );
+    drop(stream);
+    let mut runs = Vec::new();
+    for _ in 0..200 {
+        runs = storage.runs("owned-drop", None).await.unwrap();
+        if !runs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(runs.len(), 1, "the dropped run was not recorded");
+    assert_eq!(runs[0].status, RunStatus::Cancelled);
+    assert_eq!(runs[0].response.text(), "t:");
+}

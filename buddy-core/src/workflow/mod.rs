@@ -20,7 +20,9 @@ pub use self::core::{DEFAULT_HISTORY_RUNS, WorkflowCore, WorkflowSettings};
 pub use member::{Member, MemberContext};
 pub use memory::WorkflowMemory;
 pub use params::Parameter;
-pub use run::{Body, IntoRunResult, RunStream, run_to_response, run_to_stream};
+pub use run::{
+    Body, IntoRunResult, RunStream, run_to_response, run_to_stream, run_to_stream_owned,
+};
 pub use state::{JsonState, Typed, WorkflowState};
 
 use crate::error::{Error, Result};
@@ -222,6 +224,12 @@ pub trait RunWorkflow: Workflow + Sized {
             Err(error) => RunStream::failed(error),
         }
     }
+
+    /// Runs with the typed input, the stream owning the workflow (`'static`: it can be
+    /// spawned or returned from an HTTP handler).
+    fn into_run_stream(self, input: Self::Input) -> RunStream<'static> {
+        run_to_stream_owned(self, input)
+    }
 }
 
 fn decode_input<W: RunWorkflow>(input: Value) -> Result<W::Input> {
@@ -251,6 +259,8 @@ pub trait DynWorkflow: Send {
     fn call_json(&mut self, input: Value) -> BoxFuture<'_, Result<RunResponse>>;
     /// Runs from JSON arguments, streaming events.
     fn call_json_stream(&mut self, input: Value) -> RunStream<'_>;
+    /// Runs from JSON arguments, the stream owning the workflow (`'static`).
+    fn into_json_stream(self: Box<Self>, input: Value) -> RunStream<'static>;
 }
 
 impl<W: RunWorkflow> DynWorkflow for W {
@@ -271,5 +281,11 @@ impl<W: RunWorkflow> DynWorkflow for W {
     }
     fn call_json_stream(&mut self, input: Value) -> RunStream<'_> {
         RunWorkflow::run_json_stream(self, input)
+    }
+    fn into_json_stream(self: Box<Self>, input: Value) -> RunStream<'static> {
+        match decode_input::<W>(input) {
+            Ok(input) => run_to_stream_owned(*self, input),
+            Err(error) => RunStream::failed(error),
+        }
     }
 }

@@ -362,6 +362,24 @@ pub fn run_to_stream<W: RunWorkflow>(workflow: &mut W, input: W::Input) -> RunSt
     }
 }
 
+/// Like [`run_to_stream`], but the stream owns the workflow, so it is `'static`: a server
+/// can spawn it or hand it to an HTTP response. Dropping it early still records the run as
+/// `cancelled`.
+pub fn run_to_stream_owned<W: RunWorkflow>(workflow: W, input: W::Input) -> RunStream<'static> {
+    let inner = async_stream::stream! {
+        let mut workflow = workflow;
+        let mut stream = run_to_stream(&mut workflow, input);
+        while let Some(item) = stream.next().await {
+            yield item;
+        }
+    };
+    RunStream {
+        inner: Box::pin(inner),
+        cancel: Arc::new(Mutex::new(None)),
+        span: tracing::Span::none(),
+    }
+}
+
 /// What is needed to record a streamed run its caller dropped before the end.
 struct Cancellation {
     storage: Option<Arc<dyn Storage>>,
