@@ -720,3 +720,38 @@ async fn stream_dropped_right_after_run_started_is_recorded_cancelled() {
     assert_eq!(runs[0].status, RunStatus::Cancelled);
     assert_eq!(runs[0].response.text(), "");
 }
+
+/// A state type that does not encode to a JSON object.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct NotAnObject(u32);
+
+#[workflow(state = NotAnObject)]
+struct BadState {}
+
+#[workflow]
+impl BadState {
+    async fn run(&mut self) -> RunResponse {
+        self.state_mut().0 += 1;
+        RunResponse::from_text("ran")
+    }
+}
+
+#[tokio::test]
+async fn state_that_does_not_encode_is_a_typed_error_and_the_run_is_kept() {
+    let storage = MemoryStorage::new();
+    let mut workflow = BadState::builder()
+        .storage(storage.clone())
+        .session_id("bad-encode")
+        .build()
+        .unwrap();
+    let error = workflow.run().await.unwrap_err();
+    assert!(matches!(error, Error::StateEncode(_)), "{error:?}");
+    assert!(error.to_string().contains("JSON object"));
+    let runs = storage.runs("bad-encode", None).await.unwrap();
+    assert_eq!(
+        runs.len(),
+        1,
+        "the run is recorded even though its state could not be"
+    );
+    assert_eq!(runs[0].response.text(), "ran");
+}
