@@ -3,6 +3,7 @@
 //! `scripts/local-llm.sh` and sets it); without it, the tests say they are skipped. The
 //! assertions are about shape, never wording.
 
+#![cfg(feature = "sqlite")]
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;

@@ -1,6 +1,7 @@
 //! Workflows on the real SQL backends: concurrency without loss, and a database that goes
 //! away mid-run (issues 2 and 3).
 
+#![cfg(feature = "sqlite")]
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -120,4 +121,45 @@ async fn database_gone_mid_run_still_returns_the_response_with_the_error() {
         workflow.memory().last_run().unwrap().status,
         RunStatus::Completed
     );
+}
+
+#[tokio::test]
+async fn corrupt_stored_session_is_a_typed_error_and_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("corrupt.db"))
+        .await
+        .unwrap()
+        .table("wf")
+        .unwrap();
+    let mut workflow = Writer::builder()
+        .storage(storage.clone())
+        .session_id("broken")
+        .build()
+        .unwrap();
+    workflow.run("first".into()).await.unwrap();
+    sqlx::query("UPDATE wf SET session_state = '{not json' WHERE session_id = 'broken'")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+
+    let mut again = Writer::builder()
+        .storage(storage.clone())
+        .session_id("broken")
+        .build()
+        .unwrap();
+    let error = again.run("second".into()).await.unwrap_err();
+    match &error {
+        Error::Storage(storage_error) => {
+            assert!(storage_error.is_corrupt(), "{storage_error:?}");
+            assert!(error.to_string().contains("broken"), "{error}");
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    let (state,): (String,) =
+        sqlx::query_as("SELECT session_state FROM wf WHERE session_id = 'broken'")
+            .fetch_one(storage.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "{not json", "the corrupt row was left as it was");
+    assert_eq!(storage.runs("broken", None).await.unwrap().len(), 1);
 }
