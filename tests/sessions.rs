@@ -755,3 +755,84 @@ async fn state_that_does_not_encode_is_a_typed_error_and_the_run_is_kept() {
     );
     assert_eq!(runs[0].response.text(), "ran");
 }
+
+/// Storage whose commits take a while.
+#[derive(Debug, Default)]
+struct SlowCommits(MemoryStorage);
+
+#[async_trait::async_trait]
+impl Storage for SlowCommits {
+    async fn read(
+        &self,
+        id: &str,
+        options: &ReadOptions,
+    ) -> buddy::storage::StorageResult<Option<Session>> {
+        self.0.read(id, options).await
+    }
+    async fn commit(&self, write: SessionWrite) -> buddy::storage::StorageResult<Session> {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.0.commit(write).await
+    }
+    async fn upsert(&self, session: &Session) -> buddy::storage::StorageResult<Session> {
+        self.0.upsert(session).await
+    }
+    async fn runs(
+        &self,
+        id: &str,
+        limit: Option<usize>,
+    ) -> buddy::storage::StorageResult<Vec<buddy::RunRecord>> {
+        self.0.runs(id, limit).await
+    }
+    async fn list_sessions(
+        &self,
+        query: &SessionQuery,
+    ) -> buddy::storage::StorageResult<Vec<Session>> {
+        self.0.list_sessions(query).await
+    }
+    async fn delete_session(&self, id: &str) -> buddy::storage::StorageResult<()> {
+        self.0.delete_session(id).await
+    }
+    async fn drop_tables(&self) -> buddy::storage::StorageResult<()> {
+        self.0.drop_tables().await
+    }
+}
+
+#[tokio::test]
+async fn a_run_dropped_while_its_write_is_in_flight_is_still_written() {
+    let inner = MemoryStorage::new();
+    let mut workflow = Slow::builder()
+        .storage(SlowCommits(inner.clone()))
+        .session_id("in-flight")
+        .build()
+        .unwrap();
+    {
+        let mut stream = workflow.run();
+        let mut deltas = 0;
+        while deltas < 5 {
+            if stream
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .content_delta()
+                .is_some()
+            {
+                deltas += 1;
+            }
+        }
+        // The body is done; the final write has started and takes 100 ms.
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(20), stream.next()).await;
+        assert!(pending.is_err(), "the write should still be in flight");
+    } // dropped mid-write
+    let written = eventually(|| {
+        let inner = inner.clone();
+        async move { !inner.runs("in-flight", None).await.unwrap().is_empty() }
+    })
+    .await;
+    assert!(written, "the in-flight write was abandoned");
+    let runs = inner.runs("in-flight", None).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Completed);
+    assert_eq!(runs[0].response.text(), "abcde");
+}
