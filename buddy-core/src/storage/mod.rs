@@ -143,6 +143,25 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
 }
 
+/// Applies `write` as its own task on the current tokio runtime (inline without one), so a
+/// run dropped while its write is in flight (a stream dropped, a timeout) is still written.
+/// A panic inside the backend becomes a database error.
+pub(crate) async fn commit_detached(
+    storage: &Arc<dyn Storage>,
+    write: SessionWrite,
+) -> StorageResult<Session> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let storage = Arc::clone(storage);
+            runtime
+                .spawn(async move { storage.commit(write).await })
+                .await
+                .map_err(|error| StorageError::database("commit", error))?
+        }
+        Err(_) => storage.commit(write).await,
+    }
+}
+
 /// Converts a storage value into the shared handle workflows, agents and teams hold.
 pub trait IntoStorage {
     /// The shared handle.

@@ -550,5 +550,7 @@ async fn persist(
         run: Some(record),
         ..SessionWrite::default()
     };
-    storage.commit(write).await.map(|_| ())
+    crate::storage::commit_detached(storage, write)
+        .await
+        .map(|_| ())
 }

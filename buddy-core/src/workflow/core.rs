@@ -423,15 +423,8 @@ impl<S: WorkflowState> WorkflowCore<S> {
         let Some(storage) = self.storage.clone() else {
             return Ok(());
         };
-        // The write runs as its own task on the current runtime, so a caller that drops the
-        // run (a stream dropped, a timeout) while the write is in flight does not abandon it.
-        let stored = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime
-                .spawn(async move { storage.commit(write).await })
-                .await
-                .map_err(|error| crate::StorageError::database("commit", error))??,
-            Err(_) => storage.commit(write).await?,
-        };
+        // A caller that drops the run while the write is in flight does not abandon it.
+        let stored = crate::storage::commit_detached(&storage, write).await?;
         self.synced_version = match self.synced_version {
             Some(previous) if previous + 1 == stored.version => Some(stored.version),
             _ => None,
