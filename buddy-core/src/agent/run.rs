@@ -399,7 +399,7 @@ impl Agent {
             .as_ref()
             .map(|run| run.response.clone())
             .unwrap_or_default();
-        match crate::storage::commit_detached(&storage, write).await {
+        match crate::storage::commit_detached(storage, write).await {
             Ok(_) => Ok(response),
             Err(source) => Err(Error::Persist {
                 response: Box::new(response),
