@@ -83,13 +83,7 @@ async fn main() -> Result<()> {
                 }
                 _ => {}
             },
-            Err(error) => {
-                eprintln!("\nthe run failed: {error}");
-                if error.model_error().is_some() {
-                    eprintln!("check OPENAI_BASE_URL / OPENAI_API_KEY (see examples/README.md)");
-                }
-                std::process::exit(1);
-            }
+            Err(error) => common::fail(&error),
         }
     }
     Ok(())

@@ -84,7 +84,13 @@ impl BlogPost {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
+    if let Err(error) = run().await {
+        common::fail(&error);
+    }
+}
+
+async fn run() -> Result<()> {
     let topic = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     let topic = if topic.is_empty() {
         "rust ownership".to_owned()

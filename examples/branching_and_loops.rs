@@ -132,7 +132,13 @@ impl Triage {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
+    if let Err(error) = run().await {
+        common::fail(&error);
+    }
+}
+
+async fn run() -> Result<()> {
     let message = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     let message = if message.is_empty() {
         "My order arrived broken and I want a refund.".to_owned()

@@ -61,7 +61,13 @@ impl Briefing {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
+    if let Err(error) = run().await {
+        common::fail(&error);
+    }
+}
+
+async fn run() -> Result<()> {
     let topic = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     let topic = if topic.is_empty() {
         "the history of the transistor".to_owned()
@@ -100,10 +106,7 @@ async fn main() -> Result<()> {
                 RunEventKind::RunCompleted { .. } => println!(),
                 _ => {}
             },
-            Err(error) => {
-                eprintln!("\nthe run failed: {error}");
-                std::process::exit(1);
-            }
+            Err(error) => common::fail(&error),
         }
     }
     Ok(())

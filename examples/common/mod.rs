@@ -107,3 +107,19 @@ fn no_model(reason: &str) -> ! {
 pub async fn storage(table: &str) -> Result<SqliteStorage> {
     Ok(SqliteStorage::open(DATABASE).await?.table(table)?)
 }
+
+/// Prints `error` with its causes, and a hint when the model server is the problem; exits 1.
+pub fn fail(error: &Error) -> ! {
+    eprintln!("\nerror: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    if error.model_error().is_some() {
+        eprintln!(
+            "\nIs the model server reachable? Set OPENAI_BASE_URL (and OPENAI_API_KEY if it needs one); see examples/README.md."
+        );
+    }
+    std::process::exit(1)
+}
