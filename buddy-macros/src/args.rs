@@ -67,7 +67,7 @@ impl<T> Once<T> {
     }
 }
 
-fn unknown(errors: &mut Errors, attr: &str, key: &Ident, expected: &[&str]) {
+pub(crate) fn unknown(errors: &mut Errors, attr: &str, key: &Ident, expected: &[&str]) {
     let list = expected
         .iter()
         .map(|name| format!("`{name}`"))
@@ -79,7 +79,7 @@ fn unknown(errors: &mut Errors, attr: &str, key: &Ident, expected: &[&str]) {
     ));
 }
 
-fn string_value(errors: &mut Errors, arg: &Arg) -> Option<LitStr> {
+pub(crate) fn string_value(errors: &mut Errors, arg: &Arg) -> Option<LitStr> {
     match &arg.value {
         Some(Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Str(text),

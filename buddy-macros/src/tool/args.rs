@@ -1,12 +1,11 @@
 //! The grammar of `#[tool(...)]`: `name = "..."`, `description = "..."`, `crate = path`.
 
-use syn::spanned::Spanned;
 use syn::{Expr, LitStr, Path};
 
-use crate::args::{Arg, Once};
+use crate::args::{Arg, Once, string_value, unknown};
 use crate::errors::Errors;
 
-const EXPECTED: &str = "`name`, `description`, `crate`";
+const EXPECTED: &[&str] = &["name", "description", "crate"];
 
 /// What `#[tool(...)]` said.
 #[derive(Default)]
@@ -25,12 +24,12 @@ impl ToolArgs {
             let span = arg.key.span();
             match arg.key.to_string().as_str() {
                 "name" => {
-                    if let Some(value) = string(errors, &arg) {
+                    if let Some(value) = string_value(errors, &arg) {
                         name.set(errors, "#[tool]", span, value);
                     }
                 }
                 "description" => {
-                    if let Some(value) = string(errors, &arg) {
+                    if let Some(value) = string_value(errors, &arg) {
                         description.set(errors, "#[tool]", span, value);
                     }
                 }
@@ -43,42 +42,13 @@ impl ToolArgs {
                         "`crate` takes a path to the runtime crate: `crate = buddy_core`",
                     )),
                 },
-                _ => errors.push(syn::Error::new(
-                    span,
-                    format!(
-                        "unknown `#[tool]` argument `{}`; expected one of: {EXPECTED}",
-                        arg.key
-                    ),
-                )),
+                _ => unknown(errors, "#[tool]", &arg.key, EXPECTED),
             }
         }
         ToolArgs {
             name: name.get(),
             description: description.get(),
             krate: krate.get(),
-        }
-    }
-}
-
-fn string(errors: &mut Errors, arg: &Arg) -> Option<LitStr> {
-    match &arg.value {
-        Some(Expr::Lit(syn::ExprLit {
-            lit: syn::Lit::Str(text),
-            ..
-        })) => Some(text.clone()),
-        Some(other) => {
-            errors.push(syn::Error::new(
-                other.span(),
-                format!("`{}` takes a string literal", arg.key),
-            ));
-            None
-        }
-        None => {
-            errors.push(syn::Error::new(
-                arg.key.span(),
-                format!("`{}` needs a value: `{} = \"...\"`", arg.key, arg.key),
-            ));
-            None
         }
     }
 }
