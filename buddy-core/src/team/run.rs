@@ -8,7 +8,7 @@ use futures::future::{BoxFuture, join_all};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tracing::Instrument;
 
 use super::prompt::{self, FORWARD_TOOL, TRANSFER_TOOL};
@@ -137,21 +137,15 @@ impl Team {
                     let call = run_member(member.clone(), prompt::member_task(&task, None), depth, sink.clone(), ids.clone());
                     calls.push(call);
                 }
-                let mut all = join_all(calls).boxed();
-                let results = loop {
-                    let next = tokio::select! {
-                        biased;
-                        Some(event) = events.recv(), if streaming => Err(event),
-                        results = &mut all => Ok(results),
-                    };
-                    match next {
-                        Err(event) => yield Ok(event),
-                        Ok(results) => break results,
+                let mut forwarded = forward_events(join_all(calls).boxed(), &mut events);
+                let mut results = Vec::new();
+                while let Some(step) = forwarded.next().await {
+                    match step {
+                        Forwarded::Event(event) => yield Ok(event),
+                        Forwarded::Done(done) => results = done,
                     }
-                };
-                while let Ok(event) = events.try_recv() {
-                    yield Ok(event);
                 }
+                drop(forwarded);
                 let mut answers = Vec::new();
                 for (member, result) in members.iter().zip(results) {
                     match result {
@@ -222,21 +216,15 @@ impl Team {
                         yield Ok(ids.event(RunEventKind::ToolCallStarted { tool: started_tool }));
                         pending.push(delegate(&self, &members, call.clone(), &input, depth, sink.clone(), ids.clone()));
                     }
-                    let mut all = join_all(pending).boxed();
-                    let delegations = loop {
-                        let next = tokio::select! {
-                            biased;
-                            Some(event) = events.recv(), if streaming => Err(event),
-                            results = &mut all => Ok(results),
-                        };
-                        match next {
-                            Err(event) => yield Ok(event),
-                            Ok(results) => break results,
+                    let mut forwarded = forward_events(join_all(pending).boxed(), &mut events);
+                    let mut delegations = Vec::new();
+                    while let Some(step) = forwarded.next().await {
+                        match step {
+                            Forwarded::Event(event) => yield Ok(event),
+                            Forwarded::Done(done) => delegations = done,
                         }
-                    };
-                    while let Ok(event) = events.try_recv() {
-                        yield Ok(event);
                     }
+                    drop(forwarded);
                     let mut routed = None;
                     for delegation in delegations {
                         let text = delegation
@@ -287,6 +275,38 @@ impl Team {
             }
         })
     }
+}
+
+/// What [`forward_events`] yields: a member event, or the awaited work's output (last).
+enum Forwarded<T> {
+    Event(RunEvent),
+    Done(T),
+}
+
+/// Awaits `work` (members running), passing on the events they send as they come, then the
+/// ones still queued, then the output. Without a sender left (not streaming) it just awaits.
+fn forward_events<'a, T: Send + 'a>(
+    work: BoxFuture<'a, T>,
+    events: &'a mut UnboundedReceiver<RunEvent>,
+) -> BoxStream<'a, Forwarded<T>> {
+    Box::pin(async_stream::stream! {
+        let mut work = work;
+        let output = loop {
+            let next = tokio::select! {
+                biased;
+                Some(event) = events.recv() => Err(event),
+                output = &mut work => Ok(output),
+            };
+            match next {
+                Err(event) => yield Forwarded::Event(event),
+                Ok(output) => break output,
+            }
+        };
+        while let Ok(event) = events.try_recv() {
+            yield Forwarded::Event(event);
+        }
+        yield Forwarded::Done(output);
+    })
 }
 
 enum LeaderItem {
