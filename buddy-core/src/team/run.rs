@@ -278,6 +278,7 @@ impl Team {
 }
 
 /// What [`forward_events`] yields: a member event, or the awaited work's output (last).
+#[allow(clippy::large_enum_variant)] // each item is moved out once; boxing events buys nothing
 enum Forwarded<T> {
     Event(RunEvent),
     Done(T),
