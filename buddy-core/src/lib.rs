@@ -9,7 +9,9 @@
 
 pub mod agent;
 pub mod debug;
+mod engine;
 pub mod error;
+pub mod member;
 pub mod model;
 pub mod run;
 pub mod session;
@@ -20,13 +22,13 @@ pub mod testing;
 pub mod tool;
 pub mod workflow;
 
+pub use engine::RunStream;
 pub use error::{BoxError, Error, Result, StorageError};
+pub use member::{Member, MemberContext};
 pub use run::{RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus};
-pub use session::{Session, SessionKind, SessionQuery, StateMerge, WorkflowSession};
+pub use session::{Session, SessionKey, SessionKind, SessionQuery, StateMerge, WorkflowSession};
 pub use storage::{MemoryStorage, Storage};
-pub use workflow::{
-    DynWorkflow, Member, MemberContext, Parameter, RunStream, RunWorkflow, Workflow,
-};
+pub use workflow::{DynWorkflow, Parameter, RunWorkflow, Workflow};
 
 /// Items generated code refers to. Not public API: anything here may change in any release.
 #[doc(hidden)]
@@ -47,14 +49,20 @@ pub mod __private {
     pub use ::std::sync::Arc;
 
     pub use crate::error::Error;
+    pub use crate::member::{Member, MemberContext};
     pub use crate::run::{RunEvent, RunResponse};
     pub use crate::session::StateMerge;
     pub use crate::storage::{IntoStorage, Storage};
     pub use crate::workflow::{
-        Body, IntoRunResult, JsonState, Member, MemberContext, Parameter, RunStream, RunWorkflow,
-        Typed, Workflow, WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState,
-        run_to_response, run_to_stream,
+        Body, IntoRunResult, JsonState, Parameter, RunStream, RunWorkflow, Typed, Workflow,
+        WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState, run_to_response,
+        run_to_stream,
     };
+
+    /// Attaches the member in field `field` with the context one level down.
+    pub fn attach_member<M: Member + ?Sized>(member: &mut M, context: &MemberContext, field: &'static str) {
+        member.attach(&context.member(field));
+    }
 
     /// Boxes a stream returned by a `run` body.
     pub fn box_stream<'a, S>(stream: S) -> BoxStream<'a, crate::Result<RunEvent>>

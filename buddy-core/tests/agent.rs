@@ -12,7 +12,8 @@ use buddy_core::model::{ModelError, ResponseFormat, Role};
 use buddy_core::storage::MemoryStorage;
 use buddy_core::testing::ScriptedModel;
 use buddy_core::tool::{FunctionTool, Tool, Toolkit};
-use buddy_core::workflow::{Member, MemberContext};
+use buddy_core::member::{Member, MemberContext};
+use buddy_core::session::{SessionKey, SessionKind};
 use buddy_core::{Error, RunEventKind, RunStatus, Storage};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -280,7 +281,10 @@ async fn history_comes_from_the_agent_session_in_storage() {
     );
 
     let session = storage
-        .read("s-1", &buddy_core::storage::ReadOptions::with_runs(10))
+        .read(
+            &SessionKey::new("s-1", SessionKind::Agent),
+            &buddy_core::storage::ReadOptions::with_runs(10),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -290,7 +294,7 @@ async fn history_comes_from_the_agent_session_in_storage() {
     assert_eq!(session.component_data["name"], "memo");
     assert_eq!(session.runs.len(), 3);
     assert_eq!(session.runs[0].status, RunStatus::Completed);
-    assert_eq!(session.runs[0].input, json!("I am Ada."));
+    assert_eq!(session.runs[0].input, json!({"message": "I am Ada."}));
 }
 
 #[tokio::test]
@@ -301,7 +305,10 @@ async fn failed_runs_are_recorded_with_status_error() {
         .storage(storage.clone())
         .session_id("s-err");
     agent.run("x").await.unwrap_err();
-    let runs = storage.runs("s-err", None).await.unwrap();
+    let runs = storage
+        .runs(&SessionKey::new("s-err", SessionKind::Agent), None)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Error);
     assert_eq!(runs[0].error.as_deref(), Some("boom"));
@@ -311,22 +318,21 @@ async fn failed_runs_are_recorded_with_status_error() {
 async fn attach_sets_session_and_user_from_the_workflow() {
     let storage = Arc::new(MemoryStorage::new());
     let mut agent = Agent::new(ScriptedModel::new().text("ok")).storage(storage.clone());
-    agent.attach(&MemberContext {
-        session_id: "wf-session",
-        user_id: Some("alice"),
-        workflow_id: Some("wf"),
-        debug_mode: false,
-    });
+    agent.attach(
+        &MemberContext::new("wf-session")
+            .user_id(Some("alice".into()))
+            .workflow_id(Some("wf".into()))
+            .member("helper"),
+    );
     assert_eq!(agent.current_session_id(), "wf-session");
     assert_eq!(agent.current_user_id(), Some("alice"));
     let response = agent.run("x").await.unwrap();
     assert_eq!(response.session_id.as_deref(), Some("wf-session"));
-    let session = storage
-        .read("wf-session", &Default::default())
-        .await
-        .unwrap()
-        .unwrap();
+    // Stored at its member path, so it never takes over the workflow's own session.
+    let key = SessionKey::new("wf-session", SessionKind::Agent).scope("helper");
+    let session = storage.read(&key, &Default::default()).await.unwrap().unwrap();
     assert_eq!(session.user_id.as_deref(), Some("alice"));
+    assert_eq!(session.scope, "helper");
 }
 
 #[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
@@ -488,12 +494,7 @@ fn attach_passes_debug_mode() {
     // Only checked, not run: a debug run installs a global subscriber for the process.
     let mut agent = Agent::new(ScriptedModel::new());
     assert!(format!("{agent:?}").contains("debug_mode: false"));
-    agent.attach(&MemberContext {
-        session_id: "s",
-        user_id: None,
-        workflow_id: None,
-        debug_mode: true,
-    });
+    agent.attach(&MemberContext::new("s").debug_mode(true));
     assert!(format!("{agent:?}").contains("debug_mode: true"));
 }
 

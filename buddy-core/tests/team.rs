@@ -10,7 +10,8 @@ use buddy_core::session::SessionKind;
 use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
 use buddy_core::team::{Team, TeamMode};
 use buddy_core::testing::ScriptedModel;
-use buddy_core::workflow::{Member, MemberContext};
+use buddy_core::member::{Member, MemberContext};
+use buddy_core::session::SessionKey;
 use buddy_core::{Error, RunStatus};
 use futures::StreamExt;
 use serde_json::json;
@@ -141,7 +142,7 @@ async fn member_failure_and_unknown_member_are_results_the_leader_can_react_to()
         .filter(|m| m.role == Role::Tool)
         .map(|m| m.content.clone().unwrap())
         .collect();
-    assert!(tool_messages.iter().all(|text| text.starts_with("error: ")));
+    assert!(tool_messages.iter().all(|text| text.starts_with("Error: ")));
 }
 
 #[tokio::test]
@@ -295,8 +296,7 @@ async fn streaming_orders_member_events_inside_the_delegation_and_tags_them() {
             format!(
                 "{}{}",
                 event
-                    .member
-                    .as_deref()
+                    .member()
                     .map(|m| format!("{m}:"))
                     .unwrap_or_default(),
                 event.name()
@@ -324,13 +324,13 @@ async fn streaming_orders_member_events_inside_the_delegation_and_tags_them() {
     assert_eq!(trace.last().unwrap(), "run_completed");
     let deltas: String = events
         .iter()
-        .filter(|event| event.member.is_some())
+        .filter(|event| event.member().is_some())
         .filter_map(|event| event.content_delta())
         .collect();
     assert_eq!(deltas, "draft");
     let team_text: String = events
         .iter()
-        .filter(|event| event.member.is_none())
+        .filter(|event| event.member().is_none())
         .filter_map(|event| event.content_delta())
         .collect();
     assert_eq!(team_text, "The answer");
@@ -368,12 +368,12 @@ async fn team_sessions_are_stored_and_members_share_the_workflow_session() {
         .name("desk")
         .storage(storage.clone())
         .member(agent("writer", &writer));
-    team.attach(&MemberContext {
-        session_id: "wf-session",
-        user_id: Some("user-9"),
-        workflow_id: Some("wf"),
-        debug_mode: false,
-    });
+    team.attach(
+        &MemberContext::new("wf-session")
+            .user_id(Some("user-9".into()))
+            .workflow_id(Some("wf".into()))
+            .member("desk"),
+    );
     let response = team.run("q").await.unwrap();
     assert_eq!(response.session_id.as_deref(), Some("wf-session"));
     assert_eq!(
@@ -381,7 +381,10 @@ async fn team_sessions_are_stored_and_members_share_the_workflow_session() {
         Some("wf-session")
     );
     let session = storage
-        .read("wf-session", &ReadOptions::with_runs(5))
+        .read(
+            &SessionKey::new("wf-session", SessionKind::Team).scope("desk"),
+            &ReadOptions::with_runs(5),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -408,7 +411,10 @@ async fn leader_failure_is_an_error_and_is_recorded() {
         .session_id("s");
     let error = team.run("q").await.unwrap_err();
     assert!(matches!(error, Error::Model(_)), "{error:?}");
-    let runs = storage.runs("s", None).await.unwrap();
+    let runs = storage
+        .runs(&SessionKey::new("s", SessionKind::Team), None)
+        .await
+        .unwrap();
     assert_eq!(runs[0].status, RunStatus::Error);
     let _ = RunEventKind::RunStarted;
 }

@@ -9,11 +9,13 @@ use std::sync::{Arc, OnceLock};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::engine::{EventSink, RunStream};
+use crate::member::{Member, MemberContext};
 use crate::model::{IntoModel, Message, Model, ResponseFormat, ToolChoice};
-use crate::run::{RunEvent, RunResponse};
+use crate::run::RunResponse;
+use crate::session::StateMerge;
 use crate::storage::{IntoStorage, Storage};
 use crate::tool::{IntoTools, Tool};
-use crate::workflow::{Member, MemberContext};
 
 /// The default bound on model calls in one run (see [`Agent::max_turns`]).
 pub const DEFAULT_MAX_TURNS: usize = 10;
@@ -53,6 +55,8 @@ pub struct Agent {
     session_id: Option<Arc<str>>,
     user_id: Option<Arc<str>>,
     debug_mode: bool,
+    /// Where the agent sits below the run that attached it (its session scope).
+    path: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -71,6 +75,7 @@ pub(crate) struct AgentConfig {
     /// Runs kept in process when history is on and there is no storage.
     pub(crate) memory: OnceLock<Arc<dyn Storage>>,
     pub(crate) session_state: Option<Map<String, Value>>,
+    pub(crate) state_merge: StateMerge,
     pub(crate) response_format: Option<ResponseFormat>,
     pub(crate) tool_choice: Option<ToolChoice>,
     pub(crate) max_turns: usize,
@@ -97,6 +102,7 @@ impl fmt::Debug for Agent {
             .field("storage", &c.storage)
             .field("max_turns", &c.max_turns)
             .field("debug_mode", &self.debug_mode)
+            .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +127,7 @@ impl Agent {
                 storage: None,
                 memory: OnceLock::new(),
                 session_state: None,
+                state_merge: StateMerge::default(),
                 response_format: None,
                 tool_choice: None,
                 max_turns: DEFAULT_MAX_TURNS,
@@ -128,6 +135,7 @@ impl Agent {
             session_id: None,
             user_id: None,
             debug_mode: false,
+            path: Vec::new(),
         }
     }
 
@@ -208,9 +216,18 @@ impl Agent {
         self
     }
 
-    /// Session state written to the agent's session on every run (a JSON object).
+    /// The initial state of the agent's session (a JSON object): written to a new session;
+    /// for a stored session, keys it lacks are added and stored values win (see
+    /// [`state_merge`](Agent::state_merge)), the rule workflows follow.
     pub fn session_state(mut self, state: Map<String, Value>) -> Self {
         self.config_mut().session_state = Some(state);
+        self
+    }
+
+    /// How the configured state meets a stored session's state (default: stored values
+    /// win; [`StateMerge::CodeWins`] writes the configured values on every run).
+    pub fn state_merge(mut self, merge: StateMerge) -> Self {
+        self.config_mut().state_merge = merge;
         self
     }
 
@@ -283,17 +300,18 @@ impl Agent {
     /// Runs the agent on `input` (a string, or a [`Message`]) and returns its answer, the
     /// run's messages, tool calls and metrics.
     pub async fn run(&self, input: impl Into<Message>) -> crate::Result<RunResponse> {
-        self.execute(input.into(), None).await
+        self.execute(input.into(), None, &EventSink::disabled())
+            .await
     }
 
     /// Runs the agent on `input`, streaming events: `run_started`, `run_content` deltas,
     /// `tool_call_started` / `tool_call_completed`, then `run_completed` with the full
     /// response. An error ends the stream with `Err`. Every event carries the agent's id.
-    pub fn run_stream(
-        &self,
-        input: impl Into<Message>,
-    ) -> futures::stream::BoxStream<'static, crate::Result<RunEvent>> {
-        Box::pin(self.clone().execute_stream(input.into(), None, true))
+    /// Dropping the stream before the end records the run `cancelled`.
+    pub fn run_stream(&self, input: impl Into<Message>) -> RunStream<'static> {
+        let agent = self.clone();
+        let input = input.into();
+        RunStream::start(move |sink| async move { agent.execute(input, None, &sink).await })
     }
 
     /// Runs the agent asking for structured output that fits `T` (a strict JSON Schema),
@@ -306,7 +324,9 @@ impl Agent {
         T: DeserializeOwned + schemars::JsonSchema,
     {
         let format = ResponseFormat::json_schema_for::<T>();
-        let response = self.execute(input.into(), Some(format)).await?;
+        let response = self
+            .execute(input.into(), Some(format), &EventSink::disabled())
+            .await?;
         decode::<T>(&response)
     }
 
@@ -319,7 +339,9 @@ impl Agent {
         T: DeserializeOwned + schemars::JsonSchema,
     {
         let format = ResponseFormat::json_schema_for::<T>();
-        let response = self.execute(input.into(), Some(format)).await?;
+        let response = self
+            .execute(input.into(), Some(format), &EventSink::disabled())
+            .await?;
         let value = decode::<T>(&response)?;
         Ok((value, response))
     }
@@ -350,17 +372,18 @@ fn strip_fences(text: &str) -> &str {
 }
 
 impl Member for Agent {
-    fn attach(&mut self, context: &MemberContext<'_>) {
+    /// Runs in the parent's session, for its user, in debug mode when it is, and stores its
+    /// session at its member path.
+    fn attach(&mut self, context: &MemberContext) {
         self.debug_mode |= context.debug_mode;
-        if self.session_id.as_deref() != Some(context.session_id) {
-            self.session_id = Some(Arc::from(context.session_id));
+        if self.session_id.as_deref() != Some(context.session_id.as_str()) {
+            self.session_id = Some(Arc::from(context.session_id.as_str()));
         }
-        match context.user_id {
-            Some(user) if self.user_id.as_deref() != Some(user) => {
-                self.user_id = Some(Arc::from(user));
-            }
-            Some(_) => {}
-            None => self.user_id = None,
+        if self.user_id.as_deref() != context.user_id.as_deref() {
+            self.user_id = context.user_id.as_deref().map(Arc::from);
+        }
+        if self.path != context.path {
+            self.path.clone_from(&context.path);
         }
     }
 }

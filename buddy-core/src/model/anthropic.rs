@@ -589,8 +589,8 @@ impl Model for Claude {
             }
             let calls: Vec<ToolCall> = calls.into_iter().map(|(_, call)| call).collect();
             for call in &calls {
-                if let Err(error) = call.parse_arguments() {
-                    yield Err(error);
+                if let Err(source) = call.parse_arguments() {
+                    yield Err(ModelError::invalid_tool_arguments(call, source));
                     return;
                 }
             }

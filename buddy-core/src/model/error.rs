@@ -72,6 +72,16 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// The error for a tool call whose arguments are not valid JSON.
+    pub fn invalid_tool_arguments(call: &crate::run::ToolCall, source: serde_json::Error) -> Self {
+        ModelError::InvalidToolArguments {
+            tool: call.name.clone(),
+            call_id: call.id.clone(),
+            arguments: call.arguments.clone(),
+            source,
+        }
+    }
+
     /// An error carrying only a message (for custom models and tests).
     pub fn msg(message: impl std::fmt::Display) -> Self {
         ModelError::Other(message.to_string().into())

@@ -8,9 +8,9 @@
 //! `Arc<dyn Model>`, so one model value is shared by every clone of an agent.
 
 mod anthropic;
+pub(crate) mod call;
 mod error;
 mod http;
-mod message;
 mod openai;
 mod request;
 
@@ -22,7 +22,7 @@ use futures::stream::BoxStream;
 
 pub use anthropic::Claude;
 pub use error::ModelError;
-pub use message::{Message, Role, ToolCall};
+pub use crate::run::{Message, Role, ToolCall};
 pub use openai::OpenAIChat;
 pub use request::{
     FinishReason, ModelRequest, ModelResponse, ModelStreamEvent, ResponseFormat, ToolChoice,

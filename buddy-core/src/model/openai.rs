@@ -457,7 +457,8 @@ fn finish(
         None => FinishReason::Stop,
     };
     for call in &tool_calls {
-        call.parse_arguments()?;
+        call.parse_arguments()
+            .map_err(|source| ModelError::invalid_tool_arguments(call, source))?;
     }
     let mut metrics = metrics;
     if let Some(usage) = usage {

@@ -5,10 +5,21 @@ use super::{RunResponse, ToolExecution};
 
 /// One event of a streamed run.
 ///
-/// Every event carries the ids of the run that emitted it; a workflow stamps its own
-/// `run_id`, `session_id` and `workflow_id` on every event it passes on, and keeps
-/// `agent_id`, `team_id` and `member` so the origin stays visible. On the wire the kind is
-/// the `event` key, flattened next to the ids:
+/// An event says which run the caller started and which run produced it:
+///
+/// - `run_id`, `session_id` and `workflow_id` are those of the *top-level* run, the one
+///   whose stream the caller reads: a team stamps its own on the events of its members, a
+///   workflow on every event its body passes on;
+/// - `source_run_id` is the run that produced the event (the top-level run itself, or a
+///   member's own run: the id of that run's stored [`RunRecord`](super::RunRecord)), and
+///   `member_path` where that run sits below the top-level one (the field names of a
+///   workflow and the member ids of a team, outermost first; empty for the top-level run's
+///   own events and for runs that were not attached as members);
+/// - `agent_id` / `team_id` name the agent or team that produced it (a member agent's event
+///   keeps its agent id and gets its team's id).
+///
+/// [`is_top_level`](RunEvent::is_top_level) tells the caller's own `run_completed` from a
+/// member's. On the wire the kind is the `event` key, flattened next to the ids:
 ///
 /// ```
 /// use buddy_core::run::RunEvent;
@@ -23,24 +34,27 @@ pub struct RunEvent {
     /// What happened.
     #[serde(flatten)]
     pub kind: RunEventKind,
-    /// The run that emitted the event.
+    /// The top-level run: the one whose stream carries the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
-    /// The session of that run.
+    /// The session of the top-level run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-    /// The workflow, when a workflow passed the event on.
+    /// The top-level workflow, when a workflow passed the event on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<String>,
+    /// The run that produced the event (`run_id` itself, or a member's run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_run_id: Option<String>,
+    /// Where the producing run sits below the top-level run, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_path: Vec<String>,
     /// The agent that emitted the event, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
     /// The team that emitted the event, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_id: Option<String>,
-    /// The name of the team member that emitted the event, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member: Option<String>,
     /// Unix milliseconds when the event was created.
     #[serde(default)]
     pub created_at: i64,
@@ -73,13 +87,11 @@ pub enum RunEventKind {
         /// The full response.
         response: Box<RunResponse>,
     },
-    /// A run failed.
+    /// A member's run failed (the top-level run's failure ends its stream with the error).
     RunError {
-        /// What went wrong.
+        /// What went wrong, with its causes.
         message: String,
     },
-    /// A run was cancelled.
-    RunCancelled,
     /// An event defined by user code.
     Custom {
         /// The user's name for the event.
@@ -103,7 +115,8 @@ impl RunEvent {
             workflow_id: None,
             agent_id: None,
             team_id: None,
-            member: None,
+            source_run_id: None,
+            member_path: Vec::new(),
             created_at: super::now_millis(),
         }
     }
@@ -138,6 +151,24 @@ impl RunEvent {
         }
     }
 
+    /// Whether the top-level run produced the event itself (not one of its members).
+    pub fn is_top_level(&self) -> bool {
+        self.source_run_id.is_none() || self.source_run_id == self.run_id
+    }
+
+    /// The innermost member that produced the event, if a member did.
+    pub fn member(&self) -> Option<&str> {
+        self.member_path.last().map(String::as_str)
+    }
+
+    /// The response, for `run_completed` events.
+    pub fn response(&self) -> Option<&RunResponse> {
+        match &self.kind {
+            RunEventKind::RunCompleted { response } => Some(response),
+            _ => None,
+        }
+    }
+
     /// The event kind as it appears on the wire (`run_content`, ...).
     pub fn name(&self) -> &'static str {
         match &self.kind {
@@ -147,7 +178,6 @@ impl RunEvent {
             RunEventKind::ToolCallCompleted { .. } => "tool_call_completed",
             RunEventKind::RunCompleted { .. } => "run_completed",
             RunEventKind::RunError { .. } => "run_error",
-            RunEventKind::RunCancelled => "run_cancelled",
             RunEventKind::Custom { .. } => "custom",
             RunEventKind::Unknown => "unknown",
         }

@@ -2,10 +2,12 @@
 //! [`RunRecord`] kept in a session's history.
 
 mod event;
+mod message;
 mod record;
 mod response;
 
 pub use event::{RunEvent, RunEventKind};
+pub use message::{Message, Role, ToolCall};
 pub use record::{RunRecord, RunStatus};
 pub use response::{Metrics, RunResponse, ToolExecution};
 

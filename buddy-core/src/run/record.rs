@@ -7,14 +7,12 @@ use super::RunResponse;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
-    /// Still running (never stored by the workflow wrapper).
-    Running,
     /// The body returned a response.
     #[default]
     Completed,
-    /// The body returned an error or panicked.
+    /// The run returned an error or panicked.
     Error,
-    /// A streamed run was dropped by its caller before the end.
+    /// The run was dropped by its caller before the end (a stream dropped, a timeout).
     Cancelled,
     /// A status written by a newer version of buddy.
     #[serde(other)]
@@ -25,7 +23,6 @@ impl RunStatus {
     /// The status as stored (`completed`, `error`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
-            RunStatus::Running => "running",
             RunStatus::Completed => "completed",
             RunStatus::Error => "error",
             RunStatus::Cancelled => "cancelled",
@@ -35,6 +32,17 @@ impl RunStatus {
 }
 
 /// One run in a session's history: its input, its response and how it ended.
+///
+/// Workflows, agents and teams record runs the same way:
+///
+/// - `input` is a JSON object: a workflow's run arguments by name (`{"topic": "..."}`), an
+///   agent's or a team's message as `{"message": "..."}`;
+/// - `created_at` is when the run started, `ended_at` when it ended, `duration_ms` the time
+///   in between;
+/// - a run that failed (an error, a panic, an error in its stream) has status `error` and
+///   `error` holds the message with its causes (`message: cause: cause`); a run dropped by
+///   its caller has status `cancelled`; in both cases `response.content` holds the text
+///   produced so far and the run's state changes are not applied.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunRecord {
@@ -44,7 +52,7 @@ pub struct RunRecord {
     pub session_id: String,
     /// How the run ended.
     pub status: RunStatus,
-    /// The run's input (the workflow's arguments as a JSON object, or an agent's message).
+    /// The run's input: a JSON object (see above).
     pub input: Value,
     /// What the run produced (so far, for runs that did not complete).
     pub response: RunResponse,
@@ -53,4 +61,10 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Unix milliseconds when the run started.
     pub created_at: i64,
+    /// Unix milliseconds when the run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+    /// How long the run took, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
 }

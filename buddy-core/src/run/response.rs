@@ -3,7 +3,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::model::Message;
+use super::Message;
 
 /// The result of a run of a workflow, an agent or a team.
 ///
@@ -153,9 +153,10 @@ pub struct Metrics {
 
 impl std::ops::AddAssign for Metrics {
     fn add_assign(&mut self, other: Metrics) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.total_tokens += other.total_tokens;
+        // Saturating: the counts come from model servers, which may send anything.
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
         self.time_to_first_token_ms = self.time_to_first_token_ms.or(other.time_to_first_token_ms);
         self.duration_ms += other.duration_ms;
     }

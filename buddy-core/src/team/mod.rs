@@ -13,11 +13,15 @@ use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 
+use serde_json::{Map, Value};
+
 use crate::agent::Agent;
+use crate::engine::{EventSink, RunStream};
+use crate::member::{Member, MemberContext};
 use crate::model::{IntoModel, Message, Model, ResponseFormat};
-use crate::run::{RunEvent, RunResponse};
+use crate::run::RunResponse;
+use crate::session::StateMerge;
 use crate::storage::{IntoStorage, Storage};
-use crate::workflow::{Member, MemberContext};
 
 /// The default bound on leader model calls in one team run.
 pub const DEFAULT_TEAM_MAX_TURNS: usize = 8;
@@ -94,7 +98,7 @@ impl TeamMember {
 }
 
 impl Member for TeamMember {
-    fn attach(&mut self, context: &MemberContext<'_>) {
+    fn attach(&mut self, context: &MemberContext) {
         match self {
             TeamMember::Agent(agent) => agent.attach(context),
             TeamMember::Team(team) => team.attach(context),
@@ -131,6 +135,9 @@ pub struct Team {
     config: Arc<TeamConfig>,
     session_id: Option<Arc<str>>,
     user_id: Option<Arc<str>>,
+    debug_mode: bool,
+    /// Where the team sits below the run that attached it (its session scope).
+    path: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -145,6 +152,8 @@ struct TeamConfig {
     instructions: Vec<String>,
     expected_output: Option<String>,
     storage: Option<Arc<dyn Storage>>,
+    session_state: Option<Map<String, Value>>,
+    state_merge: StateMerge,
     response_format: Option<ResponseFormat>,
     max_turns: usize,
     max_depth: usize,
@@ -162,6 +171,8 @@ impl fmt::Debug for Team {
             .field("session_id", &self.session_id)
             .field("user_id", &self.user_id)
             .field("storage", &c.storage)
+            .field("debug_mode", &self.debug_mode)
+            .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
@@ -181,12 +192,16 @@ impl Team {
                 instructions: Vec::new(),
                 expected_output: None,
                 storage: None,
+                session_state: None,
+                state_merge: StateMerge::default(),
                 response_format: None,
                 max_turns: DEFAULT_TEAM_MAX_TURNS,
                 max_depth: DEFAULT_MAX_DEPTH,
             }),
             session_id: None,
             user_id: None,
+            debug_mode: false,
+            path: Vec::new(),
         }
     }
 
@@ -245,6 +260,27 @@ impl Team {
     /// The user the team runs for.
     pub fn user_id(mut self, user_id: impl Into<String>) -> Self {
         self.user_id = Some(Arc::from(user_id.into()));
+        self
+    }
+
+    /// The initial state of the team's session (a JSON object): written to a new session;
+    /// for a stored session, keys it lacks are added and stored values win (see
+    /// [`state_merge`](Team::state_merge)), the rule workflows follow.
+    pub fn session_state(mut self, state: Map<String, Value>) -> Self {
+        self.config_mut().session_state = Some(state);
+        self
+    }
+
+    /// How the configured state meets a stored session's state (default: stored values win).
+    pub fn state_merge(mut self, merge: StateMerge) -> Self {
+        self.config_mut().state_merge = merge;
+        self
+    }
+
+    /// Logs the run at `debug` level (see [`Agent::debug_mode`]); members run in debug mode
+    /// too.
+    pub fn debug_mode(mut self, debug: bool) -> Self {
+        self.debug_mode = debug;
         self
     }
 
@@ -308,20 +344,21 @@ impl Team {
     /// Runs the team on `input` and returns its answer; `member_responses` holds every
     /// member's response, in the order they finished.
     pub async fn run(&self, input: impl Into<Message>) -> crate::Result<RunResponse> {
-        self.clone()
-            .execute(input.into(), self.config.response_format.clone(), 0)
+        let format = self.config.response_format.clone();
+        self.execute(input.into(), format, 0, &EventSink::disabled())
             .await
     }
 
-    /// Runs the team on `input`, streaming the team's events and its members' events (each
-    /// member event names its member in [`RunEvent::member`]); the last event is
-    /// `run_completed` with the team's response.
-    pub fn run_stream(
-        &self,
-        input: impl Into<Message>,
-    ) -> futures::stream::BoxStream<'static, crate::Result<RunEvent>> {
-        self.clone()
-            .execute_stream(input.into(), self.config.response_format.clone(), 0)
+    /// Runs the team on `input`, streaming the team's events and its members' events (a
+    /// member's event carries the member's path in
+    /// [`RunEvent::member_path`](crate::run::RunEvent::member_path) and its own run id in
+    /// `source_run_id`); the last event is the team's `run_completed`. Dropping the stream
+    /// before the end records the run `cancelled`.
+    pub fn run_stream(&self, input: impl Into<Message>) -> RunStream<'static> {
+        let team = self.clone();
+        let input = input.into();
+        let format = self.config.response_format.clone();
+        RunStream::start(move |sink| async move { team.execute(input, format, 0, &sink).await })
     }
 
     /// Runs the team asking for a final answer that fits `T`, and decodes it.
@@ -330,20 +367,26 @@ impl Team {
         T: DeserializeOwned + schemars::JsonSchema,
     {
         let format = ResponseFormat::json_schema_for::<T>();
-        let response = self.clone().execute(input.into(), Some(format), 0).await?;
+        let response = self
+            .execute(input.into(), Some(format), 0, &EventSink::disabled())
+            .await?;
         crate::agent::decode_output::<T>(&response)
     }
 }
 
 impl Member for Team {
-    fn attach(&mut self, context: &MemberContext<'_>) {
-        if self.session_id.as_deref() != Some(context.session_id) {
-            self.session_id = Some(Arc::from(context.session_id));
+    /// Runs in the parent's session, for its user, in debug mode when it is, and stores its
+    /// session at its member path; its members get the same, one level down.
+    fn attach(&mut self, context: &MemberContext) {
+        self.debug_mode |= context.debug_mode;
+        if self.session_id.as_deref() != Some(context.session_id.as_str()) {
+            self.session_id = Some(Arc::from(context.session_id.as_str()));
         }
-        if let Some(user) = context.user_id
-            && self.user_id.as_deref() != Some(user)
-        {
-            self.user_id = Some(Arc::from(user));
+        if self.user_id.as_deref() != context.user_id.as_deref() {
+            self.user_id = context.user_id.as_deref().map(Arc::from);
+        }
+        if self.path != context.path {
+            self.path.clone_from(&context.path);
         }
     }
 }

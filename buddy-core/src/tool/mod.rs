@@ -7,6 +7,7 @@
 
 mod function;
 mod toolkit;
+pub(crate) mod turn;
 
 use std::fmt;
 use std::sync::Arc;

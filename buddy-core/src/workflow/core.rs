@@ -3,12 +3,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::member::MemberContext;
 use super::memory::WorkflowMemory;
 use super::state::WorkflowState;
 use crate::error::{Error, Result};
-use crate::run::RunResponse;
-use crate::session::{Session, SessionKind, SessionQuery, SessionWrite, StateMerge, StatePatch};
+use crate::member::MemberContext;
+use crate::run::{RunRecord, RunResponse};
+use crate::session::{
+    Session, SessionKey, SessionKind, SessionQuery, SessionWrite, StateMerge, StatePatch,
+};
 use crate::storage::{IntoStorage, ReadOptions, Storage};
 
 /// The number of recent runs a workflow reads from storage into its memory by default.
@@ -89,6 +91,8 @@ pub struct WorkflowCore<S: WorkflowState> {
     /// The stored version of the session that `memory` and `stored_state` reflect; when the
     /// stored version is still this one at the next run, the runs are not read again.
     synced_version: Option<i64>,
+    /// Where the workflow sits below a parent workflow (its session scope; empty at the top).
+    path: Vec<String>,
 }
 
 impl<S: WorkflowState> fmt::Debug for WorkflowCore<S> {
@@ -135,6 +139,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
             history_runs: DEFAULT_HISTORY_RUNS,
             last_response: None,
             synced_version: None,
+            path: Vec::new(),
         }
     }
 
@@ -254,27 +259,39 @@ impl<S: WorkflowState> WorkflowCore<S> {
         self.extra_data = extra_data;
     }
 
-    /// The context handed to members before a run.
-    pub fn member_context(&self) -> MemberContext<'_> {
-        MemberContext {
-            session_id: self.session_id.as_deref().unwrap_or_default(),
-            user_id: self.user_id.as_deref(),
-            workflow_id: self.workflow_id.as_deref(),
-            debug_mode: self.debug_mode(),
-        }
+    /// Where the workflow sits below a parent workflow (empty at the top).
+    pub fn path(&self) -> &[String] {
+        &self.path
     }
 
-    /// Receives a parent workflow's session and user (this workflow is a member of another).
+    /// The key of the current session in storage.
+    fn key(&self) -> SessionKey {
+        SessionKey::new(self.session_id.clone().unwrap_or_default(), SessionKind::Workflow)
+            .scope(self.path.join("/"))
+    }
+
+    /// The context handed to members before a run (each gets it one level down, at its
+    /// field's name).
+    pub fn member_context(&self) -> MemberContext {
+        MemberContext::new(self.session_id.clone().unwrap_or_default())
+            .user_id(self.user_id.clone())
+            .workflow_id(self.workflow_id.clone())
+            .debug_mode(self.debug_mode())
+            .path(self.path.clone())
+    }
+
+    /// Receives a parent workflow's session, user, debug mode and this workflow's path (this
+    /// workflow is a member of another).
     ///
-    /// The nested workflow then runs in the parent's session id: give it its own storage
-    /// table, or its session row and the parent's are one and the same (their states merge).
-    pub fn attach(&mut self, context: &MemberContext<'_>) {
-        if self.session_id.as_deref() != Some(context.session_id) {
-            self.switch_session(context.session_id.to_owned());
+    /// The nested workflow then runs in the parent's session id, its session stored at its
+    /// member path (the parent's field name), so the two never overwrite each other even in
+    /// one storage table.
+    pub fn attach(&mut self, context: &MemberContext) {
+        if self.session_id.as_deref() != Some(context.session_id.as_str()) || self.path != context.path {
+            self.path.clone_from(&context.path);
+            self.switch_session(context.session_id.clone());
         }
-        if let Some(user) = context.user_id {
-            self.user_id = Some(user.to_owned());
-        }
+        self.user_id.clone_from(&context.user_id);
         self.debug_mode |= context.debug_mode;
     }
 
@@ -331,9 +348,8 @@ impl<S: WorkflowState> WorkflowCore<S> {
         };
         // The session row first; its runs only when someone else wrote since this instance
         // last did, so a run of a busy single-writer session reads one row.
-        match storage
-            .read(&session_id, &ReadOptions::with_runs(0))
-            .await?
+        let key = self.key();
+        match storage.read(&key, &ReadOptions::with_runs(0)).await?
         {
             Some(session) => {
                 let in_sync = self.synced_version == Some(session.version)
@@ -341,7 +357,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
                 let runs = if in_sync {
                     None
                 } else {
-                    Some(storage.runs(&session_id, Some(self.history_runs)).await?)
+                    Some(storage.runs(&key, Some(self.history_runs)).await?)
                 };
                 self.synced_version = Some(session.version);
                 self.load(session, runs)?;
@@ -358,7 +374,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
     }
 
     /// Merges a stored session into this instance; `runs` replace the memory when given.
-    fn load(&mut self, session: Session, runs: Option<Vec<crate::run::RunRecord>>) -> Result<()> {
+    fn load(&mut self, session: Session, runs: Option<Vec<RunRecord>>) -> Result<()> {
         if self.workflow_id.is_none() {
             self.workflow_id = session.component_id.clone();
         }
@@ -387,26 +403,47 @@ impl<S: WorkflowState> WorkflowCore<S> {
     }
 
     /// The write that persists this instance's session (and `run`, if any).
-    pub(crate) fn session_write(&self, run: Option<crate::run::RunRecord>) -> Result<SessionWrite> {
-        let state = self.state.to_map()?;
+    pub(crate) fn session_write(&self, run: Option<RunRecord>) -> Result<SessionWrite> {
         let mut write = self.session_write_without_state(run);
-        write.state_patch = StatePatch::diff(&self.stored_state, &state);
+        write.state_patch = self.state_patch()?;
         Ok(write)
     }
 
+    /// The changes this instance made to the state since it was read.
+    pub(crate) fn state_patch(&self) -> Result<StatePatch> {
+        Ok(StatePatch::diff(&self.stored_state, &self.state.to_map()?))
+    }
+
+    /// A copy of the state, to go back to if a run fails.
+    pub(crate) fn state_snapshot(&self) -> S {
+        self.state.clone()
+    }
+
+    /// Goes back to a state taken with [`state_snapshot`](Self::state_snapshot).
+    pub(crate) fn restore_state(&mut self, state: S) {
+        self.state = state;
+    }
+
+    /// Keeps a finished run in memory and adopts the session as stored by its commit.
+    pub(crate) fn finish_run(&mut self, record: RunRecord, stored: Option<Session>) {
+        self.record(record);
+        if let Some(stored) = stored {
+            self.adopt(stored);
+        }
+    }
+
     /// The write of identity, metadata and `run`, leaving the stored state alone.
-    pub(crate) fn session_write_without_state(
-        &self,
-        run: Option<crate::run::RunRecord>,
-    ) -> SessionWrite {
+    pub(crate) fn session_write_without_state(&self, run: Option<RunRecord>) -> SessionWrite {
         let mut component_data = Map::new();
         component_data.insert("name".into(), Value::String(self.name.clone()));
         if let Some(description) = &self.description {
             component_data.insert("description".into(), Value::String(description.clone()));
         }
+        let key = self.key();
         SessionWrite {
-            session_id: self.session_id.clone().unwrap_or_default(),
-            kind: SessionKind::Workflow,
+            session_id: key.session_id,
+            kind: key.kind,
+            scope: key.scope,
             component_id: self.workflow_id.clone(),
             user_id: self.user_id.clone(),
             session_name: self.session_name.clone(),
@@ -425,6 +462,13 @@ impl<S: WorkflowState> WorkflowCore<S> {
         };
         // A caller that drops the run while the write is in flight does not abandon it.
         let stored = crate::storage::commit_detached(&storage, write).await?;
+        self.adopt(stored);
+        Ok(())
+    }
+
+    /// Adopts the session as stored after this instance's write: the merged state (which
+    /// includes keys written concurrently by other runs) becomes this instance's state.
+    fn adopt(&mut self, stored: Session) {
         self.synced_version = match self.synced_version {
             Some(previous) if previous + 1 == stored.version => Some(stored.version),
             _ => None,
@@ -436,10 +480,9 @@ impl<S: WorkflowState> WorkflowCore<S> {
             }
         }
         self.stored_state = stored.session_state;
-        Ok(())
     }
 
-    pub(crate) fn record(&mut self, run: crate::run::RunRecord) {
+    fn record(&mut self, run: RunRecord) {
         self.last_response = Some(run.response.clone());
         self.memory.add_run(run);
     }
@@ -470,6 +513,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
     /// from storage then).
     pub fn use_session(&mut self, session_id: impl Into<String>) {
         self.switch_session(session_id.into());
+        self.last_response = None;
     }
 
     /// Renames the workflow and saves the session.
@@ -497,7 +541,8 @@ impl<S: WorkflowState> WorkflowCore<S> {
     /// session also starts this instance afresh on its next run.
     pub async fn delete_session(&mut self, session_id: &str) -> Result<()> {
         if let Some(storage) = &self.storage {
-            storage.delete_session(session_id).await?;
+            let key = SessionKey::new(session_id, SessionKind::Workflow).scope(self.path.join("/"));
+            storage.delete_session(&key).await?;
         }
         if self.session_id.as_deref() == Some(session_id) {
             self.synced_version = None;
@@ -511,7 +556,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
     pub async fn list_sessions(&self, query: SessionQuery) -> Result<Vec<Session>> {
         match &self.storage {
             Some(storage) => Ok(storage
-                .list_sessions(&query.kind(SessionKind::Workflow))
+                .list_sessions(&query.kind(SessionKind::Workflow).scope(self.path.join("/")))
                 .await?),
             None => Ok(Vec::new()),
         }

@@ -2,7 +2,6 @@
 //! [`RunWorkflow`] trait it implements for the `impl` block, and the run wrapper.
 
 mod core;
-mod member;
 mod memory;
 mod params;
 mod run;
@@ -17,15 +16,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 pub use self::core::{DEFAULT_HISTORY_RUNS, WorkflowCore, WorkflowSettings};
-pub use member::{Member, MemberContext};
 pub use memory::WorkflowMemory;
 pub use params::Parameter;
-pub use run::{
-    Body, IntoRunResult, RunStream, run_to_response, run_to_stream, run_to_stream_owned,
-};
+pub use crate::engine::RunStream;
+pub use run::{Body, IntoRunResult, run_to_response, run_to_stream, run_to_stream_owned};
 pub use state::{JsonState, Typed, WorkflowState};
 
 use crate::error::{Error, Result};
+use crate::member::MemberContext;
 use crate::run::RunResponse;
 use crate::session::{Session, SessionQuery};
 use crate::storage::Storage;
@@ -53,7 +51,7 @@ pub trait Workflow: Send + 'static {
     #[doc(hidden)]
     fn __buddy_core_mut(&mut self) -> &mut WorkflowCore<Self::State>;
     #[doc(hidden)]
-    fn __buddy_attach_members(&mut self, context: &MemberContext<'_>);
+    fn __buddy_attach_members(&mut self, context: &MemberContext);
 
     /// The display name (the type name unless set).
     fn name(&self) -> &str {

@@ -95,9 +95,10 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
         .filter(|field| field.member)
         .map(|field| {
             let field_ident = &field.ident;
+            let name = field_ident.to_string();
             let span = syn::spanned::Spanned::span(&field.ty);
             quote::quote_spanned! {span=>
-                #private::Member::attach(&mut self.#field_ident, context);
+                #private::attach_member(&mut self.#field_ident, context, #name);
             }
         })
         .collect();
@@ -117,7 +118,7 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
                 &mut self.__buddy
             }
 
-            fn __buddy_attach_members(&mut self, context: &#private::MemberContext<'_>) {
+            fn __buddy_attach_members(&mut self, context: &#private::MemberContext) {
                 #unused_context
                 #(#members)*
             }
@@ -125,7 +126,7 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
 
         #[automatically_derived]
         impl #private::Member for #ident {
-            fn attach(&mut self, context: &#private::MemberContext<'_>) {
+            fn attach(&mut self, context: &#private::MemberContext) {
                 self.__buddy.attach(context);
             }
         }

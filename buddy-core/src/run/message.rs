@@ -136,17 +136,10 @@ impl ToolCall {
     }
 
     /// The arguments parsed as JSON; empty arguments count as `{}`.
-    pub fn parse_arguments(&self) -> Result<serde_json::Value, super::ModelError> {
+    pub fn parse_arguments(&self) -> serde_json::Result<serde_json::Value> {
         if self.arguments.trim().is_empty() {
             return Ok(serde_json::Value::Object(serde_json::Map::new()));
         }
-        serde_json::from_str(&self.arguments).map_err(|source| {
-            super::ModelError::InvalidToolArguments {
-                tool: self.name.clone(),
-                call_id: self.id.clone(),
-                arguments: self.arguments.clone(),
-                source,
-            }
-        })
+        serde_json::from_str(&self.arguments)
     }
 }

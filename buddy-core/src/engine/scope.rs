@@ -1,0 +1,442 @@
+//! [`RunScope`]: one run of a workflow, an agent or a team, from its ids to its record.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use super::sink::EventSink;
+use crate::error::{Error, Result};
+use crate::run::{RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus, now_millis};
+use crate::session::{Session, SessionKey, SessionKind, SessionWrite, StateMerge, StatePatch};
+use crate::storage::{ReadOptions, Storage};
+
+/// What an orchestrator says about a run before it starts.
+pub(crate) struct RunSpec {
+    /// Which kind of component runs.
+    pub kind: SessionKind,
+    /// The component's id (workflow, agent or team id).
+    pub component_id: String,
+    /// The component's name, for spans and messages.
+    pub name: Option<String>,
+    /// The session the run belongs to.
+    pub session_id: String,
+    /// The user the run is for.
+    pub user_id: Option<String>,
+    /// Where the component sits below the top-level run (its session scope).
+    pub path: Vec<String>,
+    /// Where the session is stored, if anywhere.
+    pub storage: Option<Arc<dyn Storage>>,
+    /// The recorded input (a JSON object).
+    pub input: Value,
+    /// Whether debug output is on.
+    pub debug: bool,
+}
+
+/// One run in progress: its ids, its span, where its events go, and what is needed to
+/// record it.
+///
+/// Every run of a workflow, an agent or a team goes through a scope: [`RunScope::start`]
+/// makes the ids and emits `run_started`, [`RunScope::finish`] records the run and commits
+/// the session write (state changes only when the run succeeded) and emits `run_completed`.
+/// A scope dropped before `finish` (the caller dropped the run's stream or future) records
+/// the run as `cancelled` with the text streamed so far, in a background task.
+pub(crate) struct RunScope {
+    kind: SessionKind,
+    run_id: String,
+    component_id: String,
+    session_id: String,
+    user_id: Option<String>,
+    path: Vec<String>,
+    storage: Option<Arc<dyn Storage>>,
+    input: Value,
+    started_at: i64,
+    started: Instant,
+    sink: EventSink,
+    /// Whether this run is the top-level run of its stream (not a member sending into its
+    /// parent's stream).
+    top_level: bool,
+    span: tracing::Span,
+    /// Text this run produced so far (its own deltas and those its body passed on).
+    content: String,
+    /// Identity and metadata of the session write, set by the orchestrator; used by
+    /// `finish` and by a cancellation.
+    template: Option<SessionWrite>,
+    /// Whether a drop still has to record the run.
+    armed: bool,
+}
+
+/// What a finished run leaves: the caller's result and, when it was committed, the session
+/// as stored afterwards.
+pub(crate) struct Finished {
+    pub result: Result<RunResponse>,
+    pub record: RunRecord,
+    pub stored: Option<Session>,
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl RunScope {
+    /// Starts a run: a fresh run id, the span, `run_started` on `sink`.
+    pub(crate) fn start(spec: RunSpec, sink: &EventSink) -> RunScope {
+        let run_id = new_id();
+        if spec.debug {
+            crate::debug::enable();
+        }
+        let workflow_id = (spec.kind == SessionKind::Workflow).then_some(spec.component_id.as_str());
+        let (sink, top_level) = sink.for_run(&run_id, &spec.session_id, workflow_id);
+        let span = run_span(&spec, &run_id);
+        let scope = RunScope {
+            kind: spec.kind,
+            run_id,
+            component_id: spec.component_id,
+            session_id: spec.session_id,
+            user_id: spec.user_id,
+            path: spec.path,
+            storage: spec.storage,
+            input: spec.input,
+            started_at: now_millis(),
+            started: Instant::now(),
+            sink,
+            top_level,
+            span,
+            content: String::new(),
+            template: None,
+            armed: true,
+        };
+        scope.span.in_scope(|| tracing::debug!(kind = scope.kind.as_str(), "run started"));
+        scope.emit(RunEventKind::RunStarted);
+        scope
+    }
+
+    /// The run's id.
+    pub(crate) fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The run's session id.
+    pub(crate) fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The run's span; the orchestrator instruments its work with it.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The sink, for members that run inside this run (their events join this stream).
+    pub(crate) fn sink(&self) -> &EventSink {
+        &self.sink
+    }
+
+    /// Whether the run's events are read by anyone.
+    pub(crate) fn streaming(&self) -> bool {
+        self.sink.is_enabled()
+    }
+
+    /// The key of this run's session.
+    pub(crate) fn key(&self) -> SessionKey {
+        SessionKey {
+            session_id: self.session_id.clone(),
+            kind: self.kind,
+            scope: self.path.join("/"),
+        }
+    }
+
+    /// Sets the identity and metadata the run's session write carries (component data,
+    /// session name, extra data); the state patch and the run are filled in by `finish`.
+    pub(crate) fn set_write(&mut self, mut template: SessionWrite) {
+        let key = self.key();
+        template.session_id = key.session_id;
+        template.kind = key.kind;
+        template.scope = key.scope;
+        template.run = None;
+        if template.user_id.is_none() {
+            template.user_id.clone_from(&self.user_id);
+        }
+        self.template = Some(template);
+    }
+
+    /// The session write of this run: the template, or the bare key and user.
+    fn write(&mut self) -> SessionWrite {
+        self.template.take().unwrap_or_else(|| SessionWrite {
+            user_id: self.user_id.clone(),
+            ..SessionWrite::new(self.key())
+        })
+    }
+
+    /// An event of this run, with its origin.
+    pub(crate) fn event(&self, kind: RunEventKind) -> RunEvent {
+        let mut event = RunEvent::new(kind);
+        event.source_run_id = Some(self.run_id.clone());
+        event.member_path = self.path.clone();
+        let id = Some(self.component_id.clone());
+        match self.kind {
+            SessionKind::Workflow => event.workflow_id = id,
+            SessionKind::Agent => event.agent_id = id,
+            SessionKind::Team => event.team_id = id,
+        }
+        event
+    }
+
+    /// Emits an event of this run.
+    pub(crate) fn emit(&self, kind: RunEventKind) {
+        if self.sink.is_enabled() {
+            self.sink.send(self.event(kind));
+        }
+    }
+
+    /// Emits a text delta of this run and keeps the text.
+    pub(crate) fn emit_content(&mut self, text: String) {
+        self.content.push_str(&text);
+        if self.sink.is_enabled() {
+            self.sink
+                .send(self.event(RunEventKind::RunContent { content: text }));
+        }
+    }
+
+    /// Passes on an event a workflow body yielded: it keeps its origin (an event without one
+    /// becomes this run's own) and gets this run's stamp; text deltas are kept as the run's
+    /// text.
+    pub(crate) fn forward(&mut self, mut event: RunEvent) {
+        if let Some(delta) = event.content_delta() {
+            self.content.push_str(delta);
+        }
+        if event.source_run_id.is_none() {
+            event.source_run_id = Some(self.run_id.clone());
+            event.member_path = self.path.clone();
+            if self.kind == SessionKind::Workflow && event.workflow_id.is_none() {
+                event.workflow_id = Some(self.component_id.clone());
+            }
+        }
+        self.sink.send(event);
+    }
+
+    /// The text produced so far.
+    pub(crate) fn content(&self) -> &str {
+        &self.content
+    }
+
+    /// Reads this run's stored session with its `recent_runs` most recent runs.
+    pub(crate) async fn read_session(&self, recent_runs: usize) -> Result<Option<Session>> {
+        let Some(storage) = &self.storage else {
+            return Ok(None);
+        };
+        Ok(storage
+            .read(&self.key(), &ReadOptions::with_runs(recent_runs))
+            .await?)
+    }
+
+    /// Records the run and commits its session write; emits `run_completed` when all went
+    /// well. `state_patch` is applied only when `outcome` is a success.
+    pub(crate) async fn finish(
+        mut self,
+        outcome: Result<RunResponse>,
+        state_patch: StatePatch,
+    ) -> Finished {
+        self.armed = false;
+        let (mut response, error) = match outcome {
+            Ok(response) => (response, None),
+            Err(error) => {
+                let mut response = RunResponse::new();
+                if !self.content.is_empty() {
+                    response.content = Some(Value::String(std::mem::take(&mut self.content)));
+                }
+                (response, Some(error))
+            }
+        };
+        self.stamp(&mut response);
+        let status = if error.is_some() {
+            RunStatus::Error
+        } else {
+            RunStatus::Completed
+        };
+        let record = self.record(status, response.clone(), error.as_ref().map(|error| error_chain(error)));
+        let mut write = self.write();
+        if error.is_none() {
+            write.state_patch = state_patch;
+        }
+        write.run = Some(record.clone());
+        let committed = match &self.storage {
+            None => Ok(None),
+            Some(storage) => crate::storage::commit_detached(storage, write)
+                .await
+                .map(Some),
+        };
+        let _entered = self.span.enter();
+        match (error, committed) {
+            (None, Ok(stored)) => {
+                tracing::debug!("run completed");
+                self.emit(RunEventKind::RunCompleted {
+                    response: Box::new(response.clone()),
+                });
+                Finished {
+                    result: Ok(response),
+                    record,
+                    stored,
+                }
+            }
+            (None, Err(source)) => {
+                tracing::error!(error = %source, "run finished but could not be persisted");
+                Finished {
+                    result: Err(Error::Persist {
+                        response: Box::new(response),
+                        source,
+                    }),
+                    record,
+                    stored: None,
+                }
+            }
+            (Some(error), committed) => {
+                if let Err(storage) = &committed {
+                    tracing::error!(error = %storage, "failed run could not be persisted");
+                }
+                tracing::debug!(error = %error_chain(&error), "run failed");
+                if !self.top_level {
+                    self.emit(RunEventKind::RunError {
+                        message: error_chain(&error),
+                    });
+                }
+                Finished {
+                    result: Err(error),
+                    record,
+                    stored: committed.ok().flatten(),
+                }
+            }
+        }
+    }
+
+    fn stamp(&self, response: &mut RunResponse) {
+        response.run_id = Some(self.run_id.clone());
+        response.session_id = Some(self.session_id.clone());
+        let id = Some(self.component_id.clone());
+        match self.kind {
+            SessionKind::Workflow => response.workflow_id = id,
+            SessionKind::Agent => response.agent_id = id,
+            SessionKind::Team => response.team_id = id,
+        }
+    }
+
+    fn record(&self, status: RunStatus, response: RunResponse, error: Option<String>) -> RunRecord {
+        let ended_at = now_millis();
+        RunRecord {
+            run_id: self.run_id.clone(),
+            session_id: self.session_id.clone(),
+            status,
+            input: self.input.clone(),
+            response,
+            error,
+            created_at: self.started_at,
+            ended_at: Some(ended_at.max(self.started_at)),
+            duration_ms: Some(self.started.elapsed().as_secs_f64() * 1_000.0),
+        }
+    }
+}
+
+impl Drop for RunScope {
+    /// A run dropped before `finish`: recorded `cancelled` with the text so far, in a
+    /// spawned task so that the drop never blocks.
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Some(storage) = self.storage.clone() else {
+            return;
+        };
+        let mut response = RunResponse::new();
+        if !self.content.is_empty() {
+            response.content = Some(Value::String(std::mem::take(&mut self.content)));
+        }
+        self.stamp(&mut response);
+        let record = self.record(RunStatus::Cancelled, response, None);
+        let mut write = self.write();
+        write.state_patch = StatePatch::default();
+        write.run = Some(record);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(parent: &self.span, "run dropped outside a tokio runtime; its cancellation is not recorded");
+            return;
+        };
+        let span = self.span.clone();
+        runtime.spawn(async move {
+            if let Err(error) = storage.commit(write).await {
+                tracing::error!(parent: &span, %error, "cancelled run could not be persisted");
+            }
+        });
+    }
+}
+
+/// The span of one run: `workflow_run`, `agent_run` or `team_run`.
+fn run_span(spec: &RunSpec, run_id: &str) -> tracing::Span {
+    let name = spec.name.as_deref().unwrap_or("");
+    let id = spec.component_id.as_str();
+    let session_id = spec.session_id.as_str();
+    let member = spec.path.join("/");
+    match spec.kind {
+        SessionKind::Workflow => tracing::info_span!(
+            "workflow_run",
+            workflow = name,
+            workflow_id = %id,
+            run_id = %run_id,
+            session_id = %session_id,
+            member = %member
+        ),
+        SessionKind::Agent => tracing::info_span!(
+            "agent_run",
+            agent = name,
+            agent_id = %id,
+            run_id = %run_id,
+            session_id = %session_id,
+            member = %member
+        ),
+        SessionKind::Team => tracing::info_span!(
+            "team_run",
+            team = name,
+            team_id = %id,
+            run_id = %run_id,
+            session_id = %session_id,
+            member = %member
+        ),
+    }
+}
+
+/// An error's message followed by its causes: `message: cause: cause`, the one wording of
+/// a failed run's record.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Merges the state given in code into a stored state by `merge`'s rule and returns the
+/// merged state with the patch that writes it: what agents and teams do on every run with
+/// their configured `session_state` (a workflow does the same through its core).
+pub(crate) fn merge_code_state(
+    stored: &Map<String, Value>,
+    code: Option<&Map<String, Value>>,
+    merge: StateMerge,
+) -> (Map<String, Value>, StatePatch) {
+    let mut merged = stored.clone();
+    if let Some(code) = code {
+        merge.combine(&mut merged, code);
+    }
+    let patch = StatePatch::diff(stored, &merged);
+    (merged, patch)
+}

@@ -1,0 +1,143 @@
+//! The member protocol: what a run hands the components it orchestrates (agents, teams,
+//! nested workflows) before they run.
+//!
+//! It lives here, below the three orchestrators, because all of them use it: a workflow
+//! attaches its fields, a team attaches its members.
+
+use std::sync::Arc;
+
+/// What a run hands a member before the member runs: the session, the user, debug mode, and
+/// where the member sits (its member path).
+///
+/// The path names the member from the top-level run down: the field names of a workflow,
+/// the member ids of a team (`["writers", "critic"]`). It is the member's scope in stored
+/// sessions ([`SessionKey::scope`](crate::session::SessionKey)) and it is stamped on every
+/// event the member emits ([`RunEvent::member_path`](crate::run::RunEvent::member_path)).
+///
+/// ```
+/// use buddy_core::member::{Member, MemberContext};
+///
+/// #[derive(Default)]
+/// struct Counter { session: Option<String>, scope: String }
+///
+/// impl Member for Counter {
+///     fn attach(&mut self, context: &MemberContext) {
+///         self.session = Some(context.session_id.clone());
+///         self.scope = context.scope();
+///     }
+/// }
+///
+/// let workflow = MemberContext::new("s1");
+/// let mut counter = Counter::default();
+/// counter.attach(&workflow.member("counter"));
+/// assert_eq!(counter.session.as_deref(), Some("s1"));
+/// assert_eq!(counter.scope, "counter");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberContext {
+    /// The session the member runs in (its parent's).
+    pub session_id: String,
+    /// The user the parent runs for; a member without one adopts it, and loses one it had
+    /// when the parent has none.
+    pub user_id: Option<String>,
+    /// The id of the workflow the member belongs to, if any.
+    pub workflow_id: Option<String>,
+    /// Whether the parent runs in debug mode (it reaches members at every depth).
+    pub debug_mode: bool,
+    /// The member path of the component receiving this context (empty for a top-level
+    /// component).
+    pub path: Vec<String>,
+}
+
+impl MemberContext {
+    /// The context of a top-level component running in `session_id`.
+    pub fn new(session_id: impl Into<String>) -> Self {
+        MemberContext {
+            session_id: session_id.into(),
+            ..MemberContext::default()
+        }
+    }
+
+    /// The same context for user `user_id`.
+    pub fn user_id(mut self, user_id: Option<String>) -> Self {
+        self.user_id = user_id;
+        self
+    }
+
+    /// The same context inside workflow `workflow_id`.
+    pub fn workflow_id(mut self, workflow_id: Option<String>) -> Self {
+        self.workflow_id = workflow_id;
+        self
+    }
+
+    /// The same context with debug mode on or off.
+    pub fn debug_mode(mut self, debug_mode: bool) -> Self {
+        self.debug_mode = debug_mode;
+        self
+    }
+
+    /// The same context at member path `path`.
+    pub fn path(mut self, path: Vec<String>) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// The context for this component's member `name` (one level down).
+    pub fn member(&self, name: &str) -> MemberContext {
+        let mut child = self.clone();
+        child.path.push(name.to_owned());
+        child
+    }
+
+    /// The member path joined with `/` (`""` at the top): the member's session scope.
+    pub fn scope(&self) -> String {
+        self.path.join("/")
+    }
+}
+
+/// A component a run orchestrates: an agent, a team or a nested workflow.
+///
+/// `#[workflow]` registers every field marked `#[member]` (and every field whose type is
+/// named `Agent` or `Team`) and calls [`attach`](Member::attach) on each before every run,
+/// with the context of that field ([`MemberContext::member`] with the field's name), so
+/// members share the workflow's session and user. A team does the same for its members.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a workflow member",
+    label = "registered as a member here",
+    note = "members are agents, teams and workflows; implement `buddy::Member` for `{Self}`, or remove `#[member]`"
+)]
+pub trait Member: Send {
+    /// Receives the parent's session, user, debug mode and this member's path before a run.
+    fn attach(&mut self, context: &MemberContext);
+}
+
+impl<T: Member> Member for Option<T> {
+    fn attach(&mut self, context: &MemberContext) {
+        if let Some(member) = self {
+            member.attach(context);
+        }
+    }
+}
+
+impl<T: Member> Member for Vec<T> {
+    /// Attaches every element, at the path of the field followed by its index.
+    fn attach(&mut self, context: &MemberContext) {
+        for (index, member) in self.iter_mut().enumerate() {
+            member.attach(&context.member(&index.to_string()));
+        }
+    }
+}
+
+impl<T: Member + ?Sized> Member for Box<T> {
+    fn attach(&mut self, context: &MemberContext) {
+        (**self).attach(context);
+    }
+}
+
+impl<T: Member + Clone + Sync> Member for Arc<T> {
+    /// Attaches to the shared member, cloning it first if other handles exist.
+    fn attach(&mut self, context: &MemberContext) {
+        Arc::make_mut(self).attach(context);
+    }
+}
