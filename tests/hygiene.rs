@@ -40,7 +40,7 @@ pub mod shadowed {
     }
 
     impl buddy::Member for Helper {
-        fn attach(&mut self, _context: &buddy::MemberContext<'_>) {
+        fn attach(&mut self, _context: &buddy::MemberContext) {
             self.attached += 1;
         }
     }

@@ -82,7 +82,6 @@ fn every_event_kind_round_trips_with_ids_on_the_wire() {
         RunEventKind::RunError {
             message: "bad".into(),
         },
-        RunEventKind::RunCancelled,
         RunEventKind::Custom {
             name: "progress".into(),
             data: json!({"step": 2}),
@@ -93,14 +92,64 @@ fn every_event_kind_round_trips_with_ids_on_the_wire() {
         event.run_id = Some("run-1".into());
         event.session_id = Some("session-1".into());
         event.workflow_id = Some("workflow-1".into());
-        event.member = Some("writer".into());
+        // Produced by an agent inside a team inside the workflow: the top-level ids, and
+        // where the event came from (the member path and the agent run's own id).
+        event.agent_id = Some("agent-1".into());
+        event.team_id = Some("team-1".into());
+        event.source_run_id = Some("agent-run-7".into());
+        event.member_path = vec!["writers".into(), "critic".into()];
         let wire = serde_json::to_value(&event).unwrap();
         assert_eq!(wire["event"], event.name());
         assert_eq!(wire["run_id"], "run-1");
         assert_eq!(wire["session_id"], "session-1");
         assert_eq!(wire["workflow_id"], "workflow-1");
+        assert_eq!(wire["agent_id"], "agent-1");
+        assert_eq!(wire["team_id"], "team-1");
+        assert_eq!(wire["source_run_id"], "agent-run-7");
+        assert_eq!(wire["member_path"], json!(["writers", "critic"]));
+        assert_eq!(event.member(), Some("critic"));
+        assert!(!event.is_top_level());
         assert_eq!(round_trip(&event), event);
     }
+}
+
+#[test]
+fn a_top_level_event_has_no_member_path_on_the_wire() {
+    let mut event = RunEvent::new(RunEventKind::RunStarted);
+    event.run_id = Some("run-1".into());
+    event.source_run_id = Some("run-1".into());
+    let wire = serde_json::to_value(&event).unwrap();
+    assert!(wire.get("member_path").is_none(), "{wire}");
+    assert!(event.is_top_level());
+    assert_eq!(round_trip(&event), event);
+    // Events written before origins existed read as top-level.
+    let old: RunEvent =
+        serde_json::from_value(json!({"event": "run_started", "run_id": "r"})).unwrap();
+    assert!(old.is_top_level());
+    assert!(old.member_path.is_empty());
+}
+
+#[test]
+fn run_records_carry_start_end_and_duration() {
+    let record = RunRecord {
+        run_id: "r".into(),
+        session_id: "s".into(),
+        status: RunStatus::Error,
+        input: json!({"message": "hi"}),
+        response: RunResponse::from_text("partial"),
+        error: Some("model request failed: timed out".into()),
+        created_at: 1_700_000_000_000,
+        ended_at: Some(1_700_000_000_250),
+        duration_ms: Some(250.5),
+    };
+    let wire = serde_json::to_value(&record).unwrap();
+    assert_eq!(wire["created_at"], 1_700_000_000_000_i64);
+    assert_eq!(wire["ended_at"], 1_700_000_000_250_i64);
+    assert_eq!(wire["duration_ms"], 250.5);
+    assert_eq!(round_trip(&record), record);
+    // Records stored before the end time existed still read.
+    let old: RunRecord = serde_json::from_value(json!({"run_id": "r", "created_at": 5})).unwrap();
+    assert_eq!(old.ended_at, None);
 }
 
 #[test]
@@ -142,6 +191,8 @@ fn workflow_session_round_trips_and_accepts_legacy_names() {
         response: full_response(),
         error: None,
         created_at: 1,
+        ended_at: Some(2),
+        duration_ms: Some(1.0),
     }];
     assert_eq!(round_trip(&session), session);
 

@@ -60,7 +60,11 @@ pub mod __private {
     };
 
     /// Attaches the member in field `field` with the context one level down.
-    pub fn attach_member<M: Member + ?Sized>(member: &mut M, context: &MemberContext, field: &'static str) {
+    pub fn attach_member<M: Member + ?Sized>(
+        member: &mut M,
+        context: &MemberContext,
+        field: &'static str,
+    ) {
         member.attach(&context.member(field));
     }
 

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use buddy_core::agent::Agent;
+use buddy_core::member::{Member, MemberContext};
 use buddy_core::model::{ModelError, ResponseFormat, Role};
+use buddy_core::session::{SessionKey, SessionKind};
 use buddy_core::storage::MemoryStorage;
 use buddy_core::testing::ScriptedModel;
 use buddy_core::tool::{FunctionTool, Tool, Toolkit};
-use buddy_core::member::{Member, MemberContext};
-use buddy_core::session::{SessionKey, SessionKind};
 use buddy_core::{Error, RunEventKind, RunStatus, Storage};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -330,7 +330,11 @@ async fn attach_sets_session_and_user_from_the_workflow() {
     assert_eq!(response.session_id.as_deref(), Some("wf-session"));
     // Stored at its member path, so it never takes over the workflow's own session.
     let key = SessionKey::new("wf-session", SessionKind::Agent).scope("helper");
-    let session = storage.read(&key, &Default::default()).await.unwrap().unwrap();
+    let session = storage
+        .read(&key, &Default::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(session.user_id.as_deref(), Some("alice"));
     assert_eq!(session.scope, "helper");
 }

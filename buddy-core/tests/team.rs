@@ -4,14 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 use buddy_core::agent::Agent;
+use buddy_core::member::{Member, MemberContext};
 use buddy_core::model::{ModelError, Role};
 use buddy_core::run::{RunEvent, RunEventKind};
+use buddy_core::session::SessionKey;
 use buddy_core::session::SessionKind;
 use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
 use buddy_core::team::{Team, TeamMode};
 use buddy_core::testing::ScriptedModel;
-use buddy_core::member::{Member, MemberContext};
-use buddy_core::session::SessionKey;
 use buddy_core::{Error, RunStatus};
 use futures::StreamExt;
 use serde_json::json;
@@ -295,10 +295,7 @@ async fn streaming_orders_member_events_inside_the_delegation_and_tags_them() {
         .map(|event| {
             format!(
                 "{}{}",
-                event
-                    .member()
-                    .map(|m| format!("{m}:"))
-                    .unwrap_or_default(),
+                event.member().map(|m| format!("{m}:")).unwrap_or_default(),
                 event.name()
             )
         })

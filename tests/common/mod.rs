@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use buddy::prelude::*;
 use buddy::run::RunRecord;
-use buddy::session::{Session, SessionQuery, SessionWrite};
+use buddy::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy::storage::{ReadOptions, StorageResult};
 use buddy::{Storage, StorageError, storage::MemoryStorage};
 
@@ -17,13 +17,17 @@ use buddy::{Storage, StorageError, storage::MemoryStorage};
 pub struct Recorder {
     pub session_id: Option<String>,
     pub user_id: Option<String>,
+    pub debug_mode: bool,
+    pub path: Vec<String>,
     pub attached: usize,
 }
 
 impl Member for Recorder {
-    fn attach(&mut self, context: &MemberContext<'_>) {
-        self.session_id = Some(context.session_id.to_owned());
-        self.user_id = context.user_id.map(str::to_owned);
+    fn attach(&mut self, context: &MemberContext) {
+        self.session_id = Some(context.session_id.clone());
+        self.user_id.clone_from(&context.user_id);
+        self.debug_mode = context.debug_mode;
+        self.path.clone_from(&context.path);
         self.attached += 1;
     }
 }
@@ -35,8 +39,8 @@ pub struct Agent {
 }
 
 impl Member for Agent {
-    fn attach(&mut self, context: &MemberContext<'_>) {
-        self.session_id = Some(context.session_id.to_owned());
+    fn attach(&mut self, context: &MemberContext) {
+        self.session_id = Some(context.session_id.clone());
     }
 }
 
@@ -56,7 +60,7 @@ impl FlakyStorage {
 
 #[async_trait]
 impl Storage for FlakyStorage {
-    async fn read(&self, id: &str, options: &ReadOptions) -> StorageResult<Option<Session>> {
+    async fn read(&self, id: &SessionKey, options: &ReadOptions) -> StorageResult<Option<Session>> {
         self.inner.read(id, options).await
     }
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
@@ -68,16 +72,13 @@ impl Storage for FlakyStorage {
         }
         self.inner.commit(write).await
     }
-    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
-        self.inner.upsert(session).await
-    }
-    async fn runs(&self, id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+    async fn runs(&self, id: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
         self.inner.runs(id, limit).await
     }
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
         self.inner.list_sessions(query).await
     }
-    async fn delete_session(&self, id: &str) -> StorageResult<()> {
+    async fn delete_session(&self, id: &SessionKey) -> StorageResult<()> {
         self.inner.delete_session(id).await
     }
     async fn drop_tables(&self) -> StorageResult<()> {

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::{Agent, prompt};
 use crate::engine::{
-    EventSink, RunScope, RunSpec, catch_panic, error_chain, message_input, panic_message,
+    EventSink, Failed, RunScope, RunSpec, catch_panic, error_chain, message_input, panic_message,
 };
 use crate::error::{Error, Result};
 use crate::model::call::call_model;
@@ -52,7 +52,13 @@ impl Agent {
             .await;
         let (outcome, patch) = match outcome {
             Ok(patch) => (Ok(response), patch),
-            Err(error) => (Err(error), StatePatch::default()),
+            Err(error) => (
+                Err(Failed {
+                    error,
+                    response: Some(response),
+                }),
+                StatePatch::default(),
+            ),
         };
         scope.finish(outcome, patch).instrument(span).await.result
     }
@@ -221,11 +227,9 @@ impl Agent {
 
     async fn tool_result(&self, call: &ToolCall) -> Result<String, String> {
         let tools = &self.config.tools;
-        let arguments = call
-            .parse_arguments()
-            .map_err(|error| {
-                format!("invalid JSON arguments ({error}); send the arguments as a JSON object")
-            })?;
+        let arguments = call.parse_arguments().map_err(|error| {
+            format!("invalid JSON arguments ({error}); send the arguments as a JSON object")
+        })?;
         let tool = tools
             .iter()
             .find(|tool| tool.name() == call.name)

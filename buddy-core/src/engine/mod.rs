@@ -17,7 +17,7 @@ mod scope;
 mod sink;
 mod stream;
 
-pub(crate) use scope::{RunScope, RunSpec, error_chain, merge_code_state, panic_message};
+pub(crate) use scope::{Failed, RunScope, RunSpec, error_chain, merge_code_state, panic_message};
 pub(crate) use sink::EventSink;
 pub use stream::RunStream;
 

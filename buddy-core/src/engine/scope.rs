@@ -66,6 +66,21 @@ pub(crate) struct RunScope {
     armed: bool,
 }
 
+/// A failed run: its error, and what it had produced when it failed (kept in its record).
+pub(crate) struct Failed {
+    pub error: Error,
+    pub response: Option<RunResponse>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed {
+            error,
+            response: None,
+        }
+    }
+}
+
 /// What a finished run leaves: the caller's result and, when it was committed, the session
 /// as stored afterwards.
 pub(crate) struct Finished {
@@ -85,7 +100,8 @@ impl RunScope {
         if spec.debug {
             crate::debug::enable();
         }
-        let workflow_id = (spec.kind == SessionKind::Workflow).then_some(spec.component_id.as_str());
+        let workflow_id =
+            (spec.kind == SessionKind::Workflow).then_some(spec.component_id.as_str());
         let (sink, top_level) = sink.for_run(&run_id, &spec.session_id, workflow_id);
         let span = run_span(&spec, &run_id);
         let scope = RunScope {
@@ -106,7 +122,9 @@ impl RunScope {
             template: None,
             armed: true,
         };
-        scope.span.in_scope(|| tracing::debug!(kind = scope.kind.as_str(), "run started"));
+        scope
+            .span
+            .in_scope(|| tracing::debug!("{} run started", scope.kind.as_str()));
         scope.emit(RunEventKind::RunStarted);
         scope
     }
@@ -230,21 +248,22 @@ impl RunScope {
     }
 
     /// Records the run and commits its session write; emits `run_completed` when all went
-    /// well. `state_patch` is applied only when `outcome` is a success.
+    /// well. `state_patch` is applied only when `outcome` is a success; a failure keeps the
+    /// response it carries (or the text streamed so far) in the record.
     pub(crate) async fn finish(
         mut self,
-        outcome: Result<RunResponse>,
+        outcome: Result<RunResponse, Failed>,
         state_patch: StatePatch,
     ) -> Finished {
         self.armed = false;
         let (mut response, error) = match outcome {
             Ok(response) => (response, None),
-            Err(error) => {
-                let mut response = RunResponse::new();
-                if !self.content.is_empty() {
+            Err(failed) => {
+                let mut response = failed.response.unwrap_or_else(RunResponse::new);
+                if response.content.is_none() && !self.content.is_empty() {
                     response.content = Some(Value::String(std::mem::take(&mut self.content)));
                 }
-                (response, Some(error))
+                (response, Some(failed.error))
             }
         };
         self.stamp(&mut response);
@@ -253,7 +272,11 @@ impl RunScope {
         } else {
             RunStatus::Completed
         };
-        let record = self.record(status, response.clone(), error.as_ref().map(|error| error_chain(error)));
+        let record = self.record(
+            status,
+            response.clone(),
+            error.as_ref().map(|error| error_chain(error)),
+        );
         let mut write = self.write();
         if error.is_none() {
             write.state_patch = state_patch;
@@ -268,7 +291,7 @@ impl RunScope {
         let _entered = self.span.enter();
         match (error, committed) {
             (None, Ok(stored)) => {
-                tracing::debug!("run completed");
+                tracing::debug!("{} run completed", self.kind.as_str());
                 self.emit(RunEventKind::RunCompleted {
                     response: Box::new(response.clone()),
                 });
@@ -293,7 +316,7 @@ impl RunScope {
                 if let Err(storage) = &committed {
                     tracing::error!(error = %storage, "failed run could not be persisted");
                 }
-                tracing::debug!(error = %error_chain(&error), "run failed");
+                tracing::debug!(error = %error_chain(&error), "{} run failed", self.kind.as_str());
                 if !self.top_level {
                     self.emit(RunEventKind::RunError {
                         message: error_chain(&error),

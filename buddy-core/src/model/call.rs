@@ -37,7 +37,9 @@ pub(crate) async fn call_model(
         });
     }
     let result = if scope.streaming() {
-        streamed(model, request, scope).instrument(span.clone()).await
+        streamed(model, request, scope)
+            .instrument(span.clone())
+            .await
     } else {
         model.response(request).instrument(span.clone()).await
     };

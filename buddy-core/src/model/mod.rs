@@ -20,9 +20,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+pub use crate::run::{Message, Role, ToolCall};
 pub use anthropic::Claude;
 pub use error::ModelError;
-pub use crate::run::{Message, Role, ToolCall};
 pub use openai::OpenAIChat;
 pub use request::{
     FinishReason, ModelRequest, ModelResponse, ModelStreamEvent, ResponseFormat, ToolChoice,

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::prompt::{self, FORWARD_TOOL, TRANSFER_TOOL};
 use super::{Team, TeamMember, TeamMode};
 use crate::engine::{
-    EventSink, RunScope, RunSpec, catch_panic, error_chain, merge_code_state, message_input,
+    EventSink, Failed, RunScope, RunSpec, catch_panic, error_chain, merge_code_state, message_input,
 };
 use crate::error::{Error, Result};
 use crate::member::{Member, MemberContext};
@@ -66,7 +66,13 @@ impl Team {
                 .await;
             let (outcome, patch) = match outcome {
                 Ok(patch) => (Ok(response), patch),
-                Err(error) => (Err(error), StatePatch::default()),
+                Err(error) => (
+                    Err(Failed {
+                        error,
+                        response: Some(response),
+                    }),
+                    StatePatch::default(),
+                ),
             };
             scope.finish(outcome, patch).instrument(span).await.result
         })
@@ -166,13 +172,18 @@ impl Turns<'_> {
     }
 
     /// Every member gets the task at once; the leader writes the answer from theirs.
-    async fn collaborate(&mut self, scope: &mut RunScope, response: &mut RunResponse) -> Result<()> {
+    async fn collaborate(
+        &mut self,
+        scope: &mut RunScope,
+        response: &mut RunResponse,
+    ) -> Result<()> {
         let task = self.input.content.clone().unwrap_or_default();
         let sink = scope.sink().within_team(self.team.id());
-        let results = join_all(self.members.iter().map(|member| {
-            run_member(member, prompt::member_task(&task, None), self.depth, &sink)
-        }))
-        .await;
+        let results =
+            join_all(self.members.iter().map(|member| {
+                run_member(member, prompt::member_task(&task, None), self.depth, &sink)
+            }))
+            .await;
         let mut answers = Vec::new();
         for (member, result) in self.members.iter().zip(results) {
             match result {

@@ -266,8 +266,11 @@ impl<S: WorkflowState> WorkflowCore<S> {
 
     /// The key of the current session in storage.
     fn key(&self) -> SessionKey {
-        SessionKey::new(self.session_id.clone().unwrap_or_default(), SessionKind::Workflow)
-            .scope(self.path.join("/"))
+        SessionKey::new(
+            self.session_id.clone().unwrap_or_default(),
+            SessionKind::Workflow,
+        )
+        .scope(self.path.join("/"))
     }
 
     /// The context handed to members before a run (each gets it one level down, at its
@@ -287,7 +290,9 @@ impl<S: WorkflowState> WorkflowCore<S> {
     /// member path (the parent's field name), so the two never overwrite each other even in
     /// one storage table.
     pub fn attach(&mut self, context: &MemberContext) {
-        if self.session_id.as_deref() != Some(context.session_id.as_str()) || self.path != context.path {
+        if self.session_id.as_deref() != Some(context.session_id.as_str())
+            || self.path != context.path
+        {
             self.path.clone_from(&context.path);
             self.switch_session(context.session_id.clone());
         }
@@ -349,8 +354,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
         // The session row first; its runs only when someone else wrote since this instance
         // last did, so a run of a busy single-writer session reads one row.
         let key = self.key();
-        match storage.read(&key, &ReadOptions::with_runs(0)).await?
-        {
+        match storage.read(&key, &ReadOptions::with_runs(0)).await? {
             Some(session) => {
                 let in_sync = self.synced_version == Some(session.version)
                     && self.memory.session_id() == Some(session_id.as_str());

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::RunWorkflow;
-use crate::engine::{EventSink, RunScope, RunSpec, RunStream, catch_panic};
+use crate::engine::{EventSink, Failed, RunScope, RunSpec, RunStream, catch_panic};
 use crate::error::{Error, Result};
 use crate::run::{RunEvent, RunResponse};
 use crate::session::{SessionKind, StatePatch};
@@ -114,11 +114,19 @@ async fn run_workflow<W: RunWorkflow>(
     let core = workflow.__buddy_core_mut();
     // A run is all or nothing for state: a failed run's changes are not written, and the
     // instance goes back to the state it had.
-    let (outcome, patch) = match outcome.and_then(|response| Ok((response, core.state_patch()?))) {
-        Ok((response, patch)) => (Ok(response), patch),
+    let (outcome, patch) = match outcome {
+        Ok(response) => match core.state_patch() {
+            Ok(patch) => (Ok(response), patch),
+            // The state does not encode: the run is kept (with its response), its state is not.
+            Err(error) => {
+                core.restore_state(before);
+                let response = Some(response);
+                (Err(Failed { error, response }), StatePatch::default())
+            }
+        },
         Err(error) => {
             core.restore_state(before);
-            (Err(error), StatePatch::default())
+            (Err(Failed::from(error)), StatePatch::default())
         }
     };
     let finished = scope.finish(outcome, patch).instrument(span).await;
