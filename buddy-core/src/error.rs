@@ -14,8 +14,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The workflow body panicked; the run was recorded with status `error`.
-    #[error("workflow run panicked: {message}")]
+    /// A run panicked (a workflow body, a model, a team's leader); the run was recorded with
+    /// status `error`.
+    #[error("run panicked: {message}")]
     Panicked {
         /// The panic payload, when it was a string.
         message: String,

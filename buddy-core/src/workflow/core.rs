@@ -428,11 +428,16 @@ impl<S: WorkflowState> WorkflowCore<S> {
         self.state = state;
     }
 
-    /// Keeps a finished run in memory and adopts the session as stored by its commit.
+    /// Keeps a finished run in memory and adopts the session as stored by its commit: its
+    /// state after a success; after a failure only its version (the instance keeps the state
+    /// it had before the run, initial keys included, which the next run writes).
     pub(crate) fn finish_run(&mut self, record: RunRecord, stored: Option<Session>) {
+        let succeeded = record.status == crate::run::RunStatus::Completed;
         self.record(record);
-        if let Some(stored) = stored {
-            self.adopt(stored);
+        match stored {
+            Some(stored) if succeeded => self.adopt(stored),
+            Some(stored) => self.adopt_version(stored.version),
+            None => {}
         }
     }
 
@@ -473,10 +478,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
     /// Adopts the session as stored after this instance's write: the merged state (which
     /// includes keys written concurrently by other runs) becomes this instance's state.
     fn adopt(&mut self, stored: Session) {
-        self.synced_version = match self.synced_version {
-            Some(previous) if previous + 1 == stored.version => Some(stored.version),
-            _ => None,
-        };
+        self.adopt_version(stored.version);
         match S::from_map(stored.session_state.clone(), &stored.session_id) {
             Ok(state) => self.state = state,
             Err(error) => {
@@ -484,6 +486,14 @@ impl<S: WorkflowState> WorkflowCore<S> {
             }
         }
         self.stored_state = stored.session_state;
+    }
+
+    /// Follows the stored version: still in sync if it moved by this instance's write only.
+    fn adopt_version(&mut self, version: i64) {
+        self.synced_version = match self.synced_version {
+            Some(previous) if previous + 1 == version => Some(version),
+            _ => None,
+        };
     }
 
     fn record(&mut self, run: RunRecord) {
