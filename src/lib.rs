@@ -20,9 +20,10 @@ pub use buddy_core::{
 pub use buddy_macros::workflow;
 
 pub use buddy_core::agent::Agent;
+pub use buddy_core::component::{Component, RunRequest, WorkflowComponent};
 pub use buddy_core::model::{Model, OpenAIChat};
 pub use buddy_core::team::{Team, TeamMember, TeamMode};
-pub use buddy_core::{agent, team, tool};
+pub use buddy_core::{agent, component, team, tool};
 /// Turns a function into a tool an agent can call.
 ///
 /// The function's doc comment becomes the tool's description, its parameters (owned,

@@ -49,14 +49,20 @@ pub enum Error {
     /// The session state could not be encoded to JSON.
     #[error("session state does not encode to a JSON object")]
     StateEncode(#[source] serde_json::Error),
-    /// Run input given as JSON does not match the workflow's parameters.
-    #[error("invalid run input for workflow `{workflow}`")]
+    /// Run input given as JSON does not match the component's parameters.
+    #[error("invalid run input for `{workflow}`")]
     Input {
-        /// The workflow type that rejected the input.
+        /// The workflow type (or `Agent`, `Team`) that rejected the input.
         workflow: &'static str,
         /// What serde said.
         #[source]
         source: serde_json::Error,
+    },
+    /// A session that was asked for by id does not exist.
+    #[error("session `{session_id}` not found")]
+    SessionNotFound {
+        /// The id asked for.
+        session_id: String,
     },
     /// A builder was finished without a value for a field that has no default.
     #[error(

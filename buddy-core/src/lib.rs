@@ -8,6 +8,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod agent;
+pub mod component;
 pub mod debug;
 mod engine;
 pub mod error;

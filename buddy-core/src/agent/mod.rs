@@ -287,6 +287,11 @@ impl Agent {
         self.user_id.as_deref()
     }
 
+    /// The storage given with [`storage`](Agent::storage), if any.
+    pub fn storage_handle(&self) -> Option<&Arc<dyn Storage>> {
+        self.config.storage.as_ref()
+    }
+
     /// The model.
     pub fn model(&self) -> &Arc<dyn Model> {
         &self.config.model

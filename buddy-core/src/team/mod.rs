@@ -315,6 +315,16 @@ impl Team {
         self.config.name.as_deref()
     }
 
+    /// What the team does, if it says.
+    pub fn team_description(&self) -> Option<&str> {
+        self.config.description.as_deref()
+    }
+
+    /// The storage given with [`storage`](Team::storage), if any.
+    pub fn storage_handle(&self) -> Option<&Arc<dyn Storage>> {
+        self.config.storage.as_ref()
+    }
+
     /// The mode.
     pub fn mode(&self) -> TeamMode {
         self.config.mode

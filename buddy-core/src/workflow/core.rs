@@ -300,6 +300,18 @@ impl<S: WorkflowState> WorkflowCore<S> {
         self.debug_mode |= context.debug_mode;
     }
 
+    /// Makes this copy of a template an independent instance for one request: no session,
+    /// the configured initial state, empty memory; the workflow id is kept.
+    pub(crate) fn reset_for_request(&mut self) {
+        self.session_id = None;
+        self.session_name = None;
+        self.reset_state();
+        self.memory.clear();
+        self.last_response = None;
+        self.synced_version = None;
+        self.path.clear();
+    }
+
     /// Makes sure a session id exists, creating a fresh UUID if needed.
     pub(crate) fn ensure_session_id(&mut self) -> String {
         match &self.session_id {
@@ -309,6 +321,13 @@ impl<S: WorkflowState> WorkflowCore<S> {
                 self.session_id = Some(id.clone());
                 id
             }
+        }
+    }
+
+    /// Takes `id` as the workflow id unless one is set.
+    pub(crate) fn adopt_workflow_id(&mut self, id: &str) {
+        if self.workflow_id.is_none() {
+            self.workflow_id = Some(id.to_owned());
         }
     }
 

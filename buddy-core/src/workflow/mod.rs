@@ -231,14 +231,32 @@ pub trait RunWorkflow: Workflow + Sized {
 }
 
 fn decode_input<W: RunWorkflow>(input: Value) -> Result<W::Input> {
-    let input = match input {
-        Value::Null => Value::Object(Map::new()),
-        other => other,
-    };
-    serde_json::from_value(input).map_err(|source| Error::Input {
-        workflow: W::TYPE_NAME,
+    decode_object(W::TYPE_NAME, input)
+}
+
+/// Decodes run input given as JSON: an object (`null` stands for `{}`); anything else, or
+/// an object that does not fit, is [`Error::Input`] naming `component`.
+pub(crate) fn decode_object<T: DeserializeOwned>(
+    component: &'static str,
+    input: Value,
+) -> Result<T> {
+    let fail = |source| Error::Input {
+        workflow: component,
         source,
-    })
+    };
+    match input {
+        Value::Null => serde_json::from_value(Value::Object(Map::new())).map_err(fail),
+        input @ Value::Object(_) => serde_json::from_value(input).map_err(fail),
+        other => Err(fail(serde::de::Error::custom(format!(
+            "the input must be a JSON object, not {}",
+            match other {
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                _ => "an array",
+            }
+        )))),
+    }
 }
 
 /// A workflow behind a pointer, run from JSON: what a server holds to run workflows of any
