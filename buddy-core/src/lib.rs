@@ -50,76 +50,20 @@ pub mod __private {
     pub use ::std::sync::Arc;
 
     pub use crate::error::Error;
-    pub use crate::member::{Member, MemberContext};
+    pub use crate::member::{Member, MemberContext, attach_member};
     pub use crate::run::{RunEvent, RunResponse};
     pub use crate::session::StateMerge;
     pub use crate::storage::{IntoStorage, Storage};
     pub use crate::workflow::{
         Body, IntoRunResult, JsonState, Parameter, RunStream, RunWorkflow, Typed, Workflow,
-        WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState, run_to_response,
+        WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState, box_stream, run_to_response,
         run_to_stream,
     };
-
-    /// Attaches the member in field `field` with the context one level down.
-    pub fn attach_member<M: Member + ?Sized>(
-        member: &mut M,
-        context: &MemberContext,
-        field: &'static str,
-    ) {
-        member.attach(&context.member(field));
-    }
-
-    /// Boxes a stream returned by a `run` body.
-    pub fn box_stream<'a, S>(stream: S) -> BoxStream<'a, crate::Result<RunEvent>>
-    where
-        S: ::futures::Stream<Item = crate::Result<RunEvent>> + Send + 'a,
-    {
-        ::std::boxed::Box::pin(stream)
-    }
 
     // `#[tool]` support.
     pub use ::std::sync::OnceLock;
 
     pub use crate::tool::Tool;
 
-    /// The JSON Schema of a tool's arguments struct, without `$schema` and `title`.
-    pub fn tool_schema<T: ::schemars::JsonSchema>() -> ::serde_json::Value {
-        let mut schema =
-            ::serde_json::to_value(::schemars::schema_for!(T)).unwrap_or(::serde_json::Value::Null);
-        if let ::serde_json::Value::Object(map) = &mut schema {
-            map.remove("$schema");
-            map.remove("title");
-            // Providers want `properties` even for a tool without arguments.
-            map.entry("properties")
-                .or_insert_with(|| ::serde_json::Value::Object(::serde_json::Map::new()));
-        }
-        schema
-    }
-
-    /// Decodes a tool's arguments; `null` counts as `{}`.
-    pub fn tool_arguments<T: ::serde::de::DeserializeOwned>(
-        tool: &str,
-        arguments: ::serde_json::Value,
-    ) -> crate::Result<T> {
-        let arguments = match arguments {
-            ::serde_json::Value::Null => ::serde_json::Value::Object(::serde_json::Map::new()),
-            other => other,
-        };
-        ::serde_json::from_value(arguments).map_err(|source| crate::Error::ToolArguments {
-            tool: tool.to_owned(),
-            source,
-        })
-    }
-
-    /// Converts a tool function's return value into the tool's result.
-    pub fn tool_output<T: ::serde::Serialize>(value: T) -> crate::Result<::serde_json::Value> {
-        ::serde_json::to_value(value).map_err(|error| {
-            crate::Error::msg(format!("tool result does not encode to JSON: {error}"))
-        })
-    }
-
-    /// Converts a tool function's error into a buddy error.
-    pub fn tool_error<E: Into<crate::BoxError>>(error: E) -> crate::Error {
-        crate::Error::from(error.into())
-    }
+    pub use crate::tool::support::{tool_arguments, tool_error, tool_output, tool_schema};
 }

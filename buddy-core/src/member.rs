@@ -141,3 +141,14 @@ impl<T: Member + Clone + Sync> Member for Arc<T> {
         Arc::make_mut(self).attach(context);
     }
 }
+
+/// Attaches the member in field `field` of a workflow, with the context one level down
+/// (what `#[workflow]` generates for each member field).
+#[doc(hidden)]
+pub fn attach_member<M: Member + ?Sized>(
+    member: &mut M,
+    context: &MemberContext,
+    field: &'static str,
+) {
+    member.attach(&context.member(field));
+}

@@ -6,6 +6,8 @@
 //! JSON Schema of the arguments.
 
 mod function;
+#[doc(hidden)]
+pub mod support;
 mod toolkit;
 pub(crate) mod turn;
 

@@ -241,22 +241,10 @@ impl<S: WorkflowState> WorkflowCore<S> {
     pub fn last_response(&self) -> Option<&RunResponse> {
         self.last_response.as_ref()
     }
-    /// How many recent runs are read into memory.
-    pub fn history_runs(&self) -> usize {
-        self.history_runs
-    }
 
     /// Sets the user id.
     pub fn set_user_id(&mut self, user_id: Option<String>) {
         self.user_id = user_id;
-    }
-    /// Sets the storage.
-    pub fn set_storage(&mut self, storage: Option<Arc<dyn Storage>>) {
-        self.storage = storage;
-    }
-    /// Sets the extra data.
-    pub fn set_extra_data(&mut self, extra_data: Option<Map<String, Value>>) {
-        self.extra_data = extra_data;
     }
 
     /// Where the workflow sits below a parent workflow (empty at the top).

@@ -19,7 +19,9 @@ pub use self::core::{DEFAULT_HISTORY_RUNS, WorkflowCore, WorkflowSettings};
 pub use crate::engine::RunStream;
 pub use memory::WorkflowMemory;
 pub use params::Parameter;
-pub use run::{Body, IntoRunResult, run_to_response, run_to_stream, run_to_stream_owned};
+pub use run::{
+    Body, IntoRunResult, box_stream, run_to_response, run_to_stream, run_to_stream_owned,
+};
 pub use state::{JsonState, Typed, WorkflowState};
 
 use crate::error::{Error, Result};

@@ -45,6 +45,16 @@ impl<E: Into<Error>> IntoRunResult for std::result::Result<RunResponse, E> {
     }
 }
 
+/// Boxes a stream returned by a `run` body (what `#[workflow]` generates for a streaming
+/// body).
+#[doc(hidden)]
+pub fn box_stream<'a, S>(stream: S) -> BoxStream<'a, Result<RunEvent>>
+where
+    S: futures::Stream<Item = Result<RunEvent>> + Send + 'a,
+{
+    Box::pin(stream)
+}
+
 fn encode_input<T: serde::Serialize>(workflow: &'static str, input: &T) -> Result<Value> {
     serde_json::to_value(input).map_err(|source| Error::Input { workflow, source })
 }
