@@ -13,8 +13,8 @@ pub use buddy_core::storage::MemoryStorage;
 pub use buddy_core::{
     BoxError, DynWorkflow, Error, Member, MemberContext, Parameter, Result, RunEvent, RunEventKind,
     RunRecord, RunResponse, RunStatus, RunStream, RunWorkflow, Session, SessionKind, SessionQuery,
-    StateMerge, Storage, StorageError, Workflow, WorkflowSession, debug, error, model, run,
-    session, storage, workflow,
+    StateMerge, Storage, StorageError, Workflow, WorkflowBuilder, WorkflowSession, debug, error,
+    model, run, session, storage, workflow,
 };
 #[doc = include_str!("../docs/workflow.md")]
 pub use buddy_macros::workflow;
@@ -80,7 +80,7 @@ pub mod prelude {
     pub use crate::{Agent, Model, OpenAIChat, Team, TeamMode, tool};
     pub use crate::{
         Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse, RunWorkflow,
-        Workflow, workflow,
+        Workflow, WorkflowBuilder, workflow,
     };
     pub use buddy_core::session::SessionQuery;
     pub use futures::{Stream, StreamExt};

@@ -26,6 +26,7 @@ pub use session::{Session, SessionKind, SessionQuery, StateMerge, WorkflowSessio
 pub use storage::{MemoryStorage, Storage};
 pub use workflow::{
     DynWorkflow, Member, MemberContext, Parameter, RunStream, RunWorkflow, Workflow,
+    WorkflowBuilder,
 };
 
 /// Items generated code refers to. Not public API: anything here may change in any release.
@@ -36,6 +37,7 @@ pub mod __private {
     pub use ::schemars;
     pub use ::serde;
     pub use ::serde_json;
+    pub use ::std::borrow::Cow;
     pub use ::std::boxed::Box;
     pub use ::std::clone::Clone;
     pub use ::std::convert::Into;
@@ -50,11 +52,25 @@ pub mod __private {
     pub use crate::run::{RunEvent, RunResponse};
     pub use crate::session::StateMerge;
     pub use crate::storage::{IntoStorage, Storage};
+    pub use crate::workflow::input::{
+        InputSchema, deserialize_arg, input_schema_id, serialize_arg,
+    };
     pub use crate::workflow::{
         Body, IntoRunResult, JsonState, Member, MemberContext, Parameter, RunStream, RunWorkflow,
-        Typed, Workflow, WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState,
-        run_to_response, run_to_stream,
+        Typed, Workflow, WorkflowBuilder, WorkflowCore, WorkflowMemory, WorkflowSettings,
+        WorkflowState, run_to_response, run_to_stream,
     };
+
+    /// Attaches the member in the field `field` of a workflow to the workflow's context
+    /// (every member field of a `#[workflow]` struct goes through here).
+    pub fn attach_member<M: Member + ?Sized>(
+        member: &mut M,
+        context: &MemberContext<'_>,
+        field: &'static str,
+    ) {
+        let _ = field;
+        member.attach(context);
+    }
 
     /// Boxes a stream returned by a `run` body.
     pub fn box_stream<'a, S>(stream: S) -> BoxStream<'a, crate::Result<RunEvent>>

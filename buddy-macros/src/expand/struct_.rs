@@ -89,15 +89,17 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
     let state = state_type(workflow);
     let type_ident = ident.to_string();
     let description = description(workflow);
+    let context = workflow.runtime.member_context();
     let members: Vec<_> = workflow
         .fields
         .iter()
         .filter(|field| field.member)
         .map(|field| {
             let field_ident = &field.ident;
+            let field_name = syn::ext::IdentExt::unraw(field_ident).to_string();
             let span = syn::spanned::Spanned::span(&field.ty);
             quote::quote_spanned! {span=>
-                #private::Member::attach(&mut self.#field_ident, context);
+                #private::attach_member(&mut self.#field_ident, context, #field_name);
             }
         })
         .collect();
@@ -117,7 +119,7 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
                 &mut self.__buddy
             }
 
-            fn __buddy_attach_members(&mut self, context: &#private::MemberContext<'_>) {
+            fn __buddy_attach_members(&mut self, context: #context) {
                 #unused_context
                 #(#members)*
             }
@@ -125,7 +127,7 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
 
         #[automatically_derived]
         impl #private::Member for #ident {
-            fn attach(&mut self, context: &#private::MemberContext<'_>) {
+            fn attach(&mut self, context: #context) {
                 self.__buddy.attach(context);
             }
         }
@@ -141,6 +143,8 @@ fn default_value(workflow: &WorkflowStruct, field: &Field) -> Option<TokenStream
     }
 }
 
+/// `Type::builder()`, the builder struct with a setter per field, its `build()`, and the
+/// workflow settings' setters through `impl WorkflowBuilder` (declared once in the runtime).
 fn builder(workflow: &WorkflowStruct) -> TokenStream {
     let private = workflow.runtime.private();
     let ident = &workflow.item.ident;
@@ -149,16 +153,13 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
     let name = type_name(workflow);
     let description = description(workflow);
     let builder_doc = format!(
-        " Builder of [`{ident}`]: its fields and the workflow settings. Created by [`{ident}::builder`]."
+        " Builder of [`{ident}`]: its fields, and the workflow settings through [`WorkflowBuilder`]({}). Created by [`{ident}::builder`].",
+        workflow.runtime.doc_link("WorkflowBuilder"),
     );
     let fields = workflow.fields.iter().map(|field| {
         let field_ident = &field.ident;
         let ty = &field.ty;
         quote!(#field_ident: #private::Option<#ty>)
-    });
-    let field_inits = workflow.fields.iter().map(|field| {
-        let field_ident = &field.ident;
-        quote!(#field_ident: #private::None)
     });
     let field_setters = workflow.fields.iter().map(|field| {
         let field_ident = &field.ident;
@@ -192,10 +193,9 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
             }
         }
     });
-    let (state_field, state_init, state_setter, state_apply, core_binding) = match &workflow.state {
+    let (state_field, state_setter, state_apply, core_binding) = match &workflow.state {
         Some(state) => (
             quote!(__buddy_state: #private::Option<#state>,),
-            quote!(__buddy_state: #private::None,),
             quote! {
                 /// Sets the initial session state (typed).
                 pub fn state(mut self, state: #state) -> Self {
@@ -210,23 +210,19 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
             },
             quote!(let mut __buddy),
         ),
-        None => (quote!(), quote!(), quote!(), quote!(), quote!(let __buddy)),
+        None => (quote!(), quote!(), quote!(), quote!(let __buddy)),
     };
-    let settings = settings_setters(workflow);
     quote! {
         impl #ident {
             /// Starts building this workflow: set fields and workflow settings, then `build()`.
             #vis fn builder() -> #builder {
-                #builder {
-                    #(#field_inits,)*
-                    #state_init
-                    __buddy: #private::Default::default(),
-                }
+                #private::Default::default()
             }
         }
 
         #[doc = #builder_doc]
         #[must_use]
+        #[derive(#private::Default)]
         #vis struct #builder {
             #(#fields,)*
             #state_field
@@ -236,7 +232,6 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
         impl #builder {
             #(#field_setters)*
             #state_setter
-            #settings
 
             /// Builds the workflow; fails if a field without default was not set, or if
             /// the session state or extra data is not a JSON object.
@@ -249,81 +244,12 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
                 })
             }
         }
-    }
-}
 
-/// The setters of the generated workflow settings (the same on every builder).
-fn settings_setters(workflow: &WorkflowStruct) -> TokenStream {
-    let private = workflow.runtime.private();
-    let strings = [
-        ("name", " Sets the display name (default: the type name)."),
-        (
-            "workflow_id",
-            " Sets the workflow id (default: a fresh UUID, or the stored one).",
-        ),
-        ("description", " Sets the description."),
-        ("user_id", " Sets the user the sessions belong to."),
-        (
-            "session_id",
-            " Sets the session to run in (default: a fresh UUID).",
-        ),
-        ("session_name", " Sets the session name."),
-    ]
-    .into_iter()
-    .map(|(name, doc)| {
-        let setter = format_ident!("{}", name);
-        quote! {
-            #[doc = #doc]
-            pub fn #setter(mut self, value: impl #private::Into<#private::String>) -> Self {
-                self.__buddy.#setter = #private::Some(#private::Into::into(value));
-                self
+        #[automatically_derived]
+        impl #private::WorkflowBuilder for #builder {
+            fn __buddy_settings(&mut self) -> &mut #private::WorkflowSettings {
+                &mut self.__buddy
             }
-        }
-    });
-    quote! {
-        #(#strings)*
-
-        /// Sets the initial session state (a JSON object): the state of a new session, and
-        /// the keys added to a stored session that lacks them.
-        pub fn session_state(mut self, value: impl #private::Into<#private::serde_json::Value>) -> Self {
-            self.__buddy.session_state = #private::Some(#private::Into::into(value));
-            self
-        }
-
-        /// Sets how the initial state meets a stored session's state (default: stored wins).
-        pub fn state_merge(mut self, value: #private::StateMerge) -> Self {
-            self.__buddy.state_merge = value;
-            self
-        }
-
-        /// Sets the memory the workflow starts with.
-        pub fn memory(mut self, value: #private::WorkflowMemory) -> Self {
-            self.__buddy.memory = #private::Some(value);
-            self
-        }
-
-        /// Sets where sessions are persisted.
-        pub fn storage(mut self, value: impl #private::IntoStorage) -> Self {
-            self.__buddy.set_storage(value);
-            self
-        }
-
-        /// Sets extra data stored with the session (a JSON object).
-        pub fn extra_data(mut self, value: impl #private::Into<#private::serde_json::Value>) -> Self {
-            self.__buddy.extra_data = #private::Some(#private::Into::into(value));
-            self
-        }
-
-        /// Turns debug logging on.
-        pub fn debug_mode(mut self, value: #private::bool) -> Self {
-            self.__buddy.debug_mode = value;
-            self
-        }
-
-        /// Sets how many recent runs are read into memory (default 20).
-        pub fn history_runs(mut self, value: #private::usize) -> Self {
-            self.__buddy.history_runs = #private::Some(value);
-            self
         }
     }
 }
