@@ -14,7 +14,7 @@ pub use buddy_core::{
     BoxError, DynWorkflow, Error, Member, MemberContext, Parameter, Result, RunEvent, RunEventKind,
     RunRecord, RunResponse, RunStatus, RunStream, RunWorkflow, Session, SessionKind, SessionQuery,
     StateMerge, Storage, StorageError, Workflow, WorkflowBuilder, WorkflowSession, debug, error,
-    model, run, session, storage, workflow,
+    model, run, schemars, session, storage, workflow,
 };
 #[doc = include_str!("../docs/workflow.md")]
 pub use buddy_macros::workflow;

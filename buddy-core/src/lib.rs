@@ -20,6 +20,10 @@ pub mod testing;
 pub mod tool;
 pub mod workflow;
 
+/// The `schemars` crate (version 1): every `run` argument implements its `JsonSchema`.
+/// Without a dependency on `schemars`, derive it as
+/// `#[derive(buddy::schemars::JsonSchema)] #[schemars(crate = "buddy::schemars")]`.
+pub use ::schemars;
 pub use error::{BoxError, Error, Result, StorageError};
 pub use run::{RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus};
 pub use session::{Session, SessionKind, SessionQuery, StateMerge, WorkflowSession};
@@ -60,6 +64,16 @@ pub mod __private {
         Typed, Workflow, WorkflowBuilder, WorkflowCore, WorkflowMemory, WorkflowSettings,
         WorkflowState, run_to_response, run_to_stream,
     };
+
+    /// `W` has a `#[workflow]` `run`: the check `#[workflow]` on a struct emits, so that
+    /// forgetting the attribute on the `impl` block is a compile error.
+    pub const fn assert_run_workflow<W: RunWorkflow>() {}
+
+    /// Stands for generated code that cannot be written because the input had an error;
+    /// it is only compiled next to that `compile_error!`, so it never runs.
+    pub fn expansion_failed() -> ! {
+        ::std::unreachable!("code generated next to a `#[workflow]` compile error ran")
+    }
 
     /// Attaches the member in the field `field` of a workflow to the workflow's context
     /// (every member field of a `#[workflow]` struct goes through here).

@@ -131,6 +131,7 @@ impl ::buddy::__private::Default for ArticleWorkflow {
         }
     }
 }
+const _: () = ::buddy::__private::assert_run_workflow::<ArticleWorkflow>();
 impl ArticleWorkflow {
     #[doc(hidden)]
     async fn __buddy_run(&mut self, topic: String) -> Result<RunResponse> {

@@ -31,6 +31,18 @@ pub fn input_schema_id<T: ?Sized>() -> Cow<'static, str> {
     Cow::Borrowed(std::any::type_name::<T>())
 }
 
+/// A `run` argument's type, as the input's JSON Schema needs it: one that implements
+/// `JsonSchema`. Its own trait so that a type without it gets an error that names the fix.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a `run` argument: it does not implement `JsonSchema`",
+    label = "`{Self}` has no JSON Schema",
+    note = "the workflow's input has a JSON Schema, so every `run` argument needs one: add `#[derive(schemars::JsonSchema)]` to `{Self}` (crate `schemars`, version 1; also re-exported as `buddy::schemars`, for which add `#[schemars(crate = \"buddy::schemars\")]`)"
+)]
+pub trait ArgumentSchema: JsonSchema {}
+
+#[diagnostic::do_not_recommend]
+impl<T: JsonSchema + ?Sized> ArgumentSchema for T {}
+
 /// Writes the JSON Schema of a generated input struct, one argument at a time: an object
 /// with a property per argument, no other properties allowed (the input denies unknown
 /// fields), and the arguments without a default listed as required. The schema is the one
@@ -51,12 +63,12 @@ impl<'g> InputSchema<'g> {
     }
 
     /// Adds an argument the input must name.
-    pub fn required<T: JsonSchema>(self, name: &str, description: &str) -> Self {
+    pub fn required<T: ArgumentSchema>(self, name: &str, description: &str) -> Self {
         self.property::<T>(name, description, None)
     }
 
     /// Adds an argument that takes `default` when the input leaves it out.
-    pub fn with_default<T: JsonSchema + Serialize>(
+    pub fn with_default<T: ArgumentSchema + Serialize>(
         self,
         name: &str,
         description: &str,
@@ -68,7 +80,7 @@ impl<'g> InputSchema<'g> {
 
     /// Adds an argument that takes `T::default()` (`None` for an `Option`) when the input
     /// leaves it out.
-    pub fn optional<T: JsonSchema + Serialize + Default>(
+    pub fn optional<T: ArgumentSchema + Serialize + Default>(
         self,
         name: &str,
         description: &str,

@@ -1,5 +1,6 @@
 //! What `#[workflow]` generates for a struct: the hidden runtime field, the `Workflow` and
-//! `Member` impls, the builder and (when every field has a default) `Default`.
+//! `Member` impls, the builder, (when every field has a default) `Default`, and the check
+//! that the struct's `impl` block has `#[workflow]` too.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -12,11 +13,56 @@ pub(crate) fn expand(workflow: &WorkflowStruct) -> TokenStream {
     let workflow_impl = workflow_impl(workflow);
     let builder = builder(workflow);
     let default = default_impl(workflow);
+    let run_check = run_check(workflow);
     quote! {
         #definition
         #workflow_impl
         #builder
         #default
+        #run_check
+    }
+}
+
+/// What a struct whose attributes are wrong (but whose shape is fine) expands to next to the
+/// errors: everything [`expand`] generates, so that code using the workflow adds no second
+/// wave of errors; `Default` even when a field lacks a default (a misspelt
+/// `#[field(default)]` is the likely cause), with a body that never runs.
+pub(crate) fn expand_fallback(workflow: &WorkflowStruct) -> TokenStream {
+    let definition = definition(workflow);
+    let workflow_impl = workflow_impl(workflow);
+    let builder = builder(workflow);
+    let run_check = run_check(workflow);
+    let default = if workflow.all_defaults() {
+        default_impl(workflow)
+    } else {
+        let private = workflow.runtime.private();
+        let ident = &workflow.item.ident;
+        quote! {
+            #[automatically_derived]
+            impl #private::Default for #ident {
+                fn default() -> Self {
+                    #private::expansion_failed()
+                }
+            }
+        }
+    };
+    quote! {
+        #definition
+        #workflow_impl
+        #builder
+        #default
+        #run_check
+    }
+}
+
+/// `Self: RunWorkflow`, checked at compile time: forgetting `#[workflow]` on the `impl` block
+/// that defines `run` is an error (whose note says so) rather than a workflow whose `run`
+/// is a plain method, without ids or persistence.
+fn run_check(workflow: &WorkflowStruct) -> TokenStream {
+    let private = workflow.runtime.private();
+    let ident = &workflow.item.ident;
+    quote::quote_spanned! {ident.span()=>
+        const _: () = #private::assert_run_workflow::<#ident>();
     }
 }
 
@@ -45,7 +91,7 @@ fn type_name(workflow: &WorkflowStruct) -> String {
 }
 
 /// The struct itself, with the hidden runtime field appended.
-pub(crate) fn definition(workflow: &WorkflowStruct) -> TokenStream {
+fn definition(workflow: &WorkflowStruct) -> TokenStream {
     let private = workflow.runtime.private();
     let mut item = workflow.item.clone();
     let state = state_type(workflow);
@@ -83,7 +129,7 @@ fn derives(attrs: &[syn::Attribute], name: &str) -> bool {
 }
 
 /// `impl Workflow` and `impl Member` (a workflow can be a member of another).
-pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
+fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
     let private = workflow.runtime.private();
     let ident = &workflow.item.ident;
     let state = state_type(workflow);
@@ -104,10 +150,17 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
         })
         .collect();
     let unused_context = members.is_empty().then(|| quote!(let _ = context;));
+    // Spanned on `state = T`, where a private state type behind a public workflow is
+    // reported (E0446, "private type in public interface").
+    let state_span = match &workflow.state {
+        Some(state) => syn::spanned::Spanned::span(state),
+        None => proc_macro2::Span::call_site(),
+    };
+    let state_item = quote::quote_spanned!(state_span=> type State = #state;);
     quote! {
         #[automatically_derived]
         impl #private::Workflow for #ident {
-            type State = #state;
+            #state_item
             const TYPE_NAME: &'static #private::str = #type_ident;
             const DESCRIPTION: #private::Option<&'static #private::str> = #description;
 
@@ -161,18 +214,23 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
         let ty = &field.ty;
         quote!(#field_ident: #private::Option<#ty>)
     });
-    let field_setters = workflow.fields.iter().map(|field| {
-        let field_ident = &field.ident;
-        let ty = &field.ty;
-        let doc = format!(" Sets the field `{field_ident}`.");
-        quote! {
-            #[doc = #doc]
-            pub fn #field_ident(mut self, value: impl #private::Into<#ty>) -> Self {
-                self.#field_ident = #private::Some(#private::Into::into(value));
-                self
+    // A reserved field name is an error already; its setter would add a second one.
+    let field_setters = workflow
+        .fields
+        .iter()
+        .filter(|field| !field.reserved())
+        .map(|field| {
+            let field_ident = &field.ident;
+            let ty = &field.ty;
+            let doc = format!(" Sets the field `{field_ident}`.");
+            quote! {
+                #[doc = #doc]
+                pub fn #field_ident(mut self, value: impl #private::Into<#ty>) -> Self {
+                    self.#field_ident = #private::Some(#private::Into::into(value));
+                    self
+                }
             }
-        }
-    });
+        });
     let field_builds = workflow.fields.iter().map(|field| {
         let field_ident = &field.ident;
         let field_name = field_ident.to_string();
