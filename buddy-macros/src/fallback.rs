@@ -30,7 +30,7 @@ pub(crate) fn invalid_struct(workflow: WorkflowStruct, errors: &Errors) -> Token
 
 /// An invalid `impl` block: as written, minus the `#[arg(...)]` attributes on `run`'s
 /// arguments (which mean nothing to the compiler), with `run` made `async` (so that a body
-/// that awaits adds no error to "`run` must be an `async fn`"), and a stub `RunWorkflow`
+/// that awaits adds no error to "`run` must be an `async fn`") and public, and a stub `RunWorkflow`
 /// impl (so that the struct's check that its `impl` block has `#[workflow]` holds).
 pub(crate) fn impl_block(
     mut item: syn::ItemImpl,
@@ -46,8 +46,14 @@ pub(crate) fn impl_block(
                 arg.attrs.retain(|attr| !attr.path().is_ident("arg"));
             }
         }
-        if function.sig.ident == "run" && function.sig.asyncness.is_none() {
-            function.sig.asyncness = Some(syn::Token![async](function.sig.fn_token.span));
+        if function.sig.ident == "run" {
+            if function.sig.asyncness.is_none() {
+                function.sig.asyncness = Some(syn::Token![async](function.sig.fn_token.span));
+            }
+            // As public as the `run` the macro would have generated.
+            if matches!(function.vis, syn::Visibility::Inherited) {
+                function.vis = syn::parse_quote!(pub);
+            }
         }
     }
     let stub = run_workflow_stub(&item, runtime);
