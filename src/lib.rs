@@ -9,12 +9,13 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+pub use buddy_core::SessionKey;
 pub use buddy_core::storage::MemoryStorage;
 pub use buddy_core::{
     BoxError, DynWorkflow, Error, Member, MemberContext, Parameter, Result, RunEvent, RunEventKind,
     RunRecord, RunResponse, RunStatus, RunStream, RunWorkflow, Session, SessionKind, SessionQuery,
-    StateMerge, Storage, StorageError, Workflow, WorkflowSession, debug, error, model, run,
-    session, storage, workflow,
+    StateMerge, Storage, StorageError, Workflow, WorkflowBuilder, WorkflowSession, debug, error,
+    member, model, run, schemars, session, storage, workflow,
 };
 #[doc = include_str!("../docs/workflow.md")]
 pub use buddy_macros::workflow;
@@ -81,7 +82,7 @@ pub mod prelude {
     pub use crate::{Agent, Model, OpenAIChat, Team, TeamMode, tool};
     pub use crate::{
         Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse, RunWorkflow,
-        Workflow, workflow,
+        Workflow, WorkflowBuilder, workflow,
     };
     pub use buddy_core::session::SessionQuery;
     pub use futures::{Stream, StreamExt};

@@ -6,7 +6,7 @@
 
 extern crate buddy as renamed;
 
-use renamed::prelude::{RunResponse, Workflow, workflow};
+use renamed::prelude::{RunResponse, Workflow, WorkflowBuilder, workflow};
 
 /// Reaches the runtime through `renamed::__private`.
 #[workflow(crate = renamed, description = "Through a renamed facade.")]

@@ -97,6 +97,54 @@ fn input_schema_lists_properties_required_and_defaults() {
     assert_eq!(schema["additionalProperties"], false);
 }
 
+// What `#[derive(JsonSchema)]` writes for `ReportInput`: the schema `#[workflow]` writes
+// without the derive must be the same, for both contracts. (No doc comment: the derive
+// would make it the schema's description.)
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "ReportInput")]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // only its schema is used
+struct DerivedReportInput {
+    /// The `topic` argument of `run`.
+    topic: String,
+    /// The `sections` argument of `run`.
+    #[serde(default = "three")]
+    sections: u32,
+    /// The `audience` argument of `run`.
+    #[serde(default)]
+    audience: Option<String>,
+    /// The `options` argument of `run`.
+    options: Options,
+}
+
+fn three() -> u32 {
+    3
+}
+
+#[test]
+fn input_schema_is_the_derived_one() {
+    assert_eq!(
+        serde_json::to_value(Report::input_schema()).unwrap(),
+        serde_json::to_value(schemars::schema_for!(DerivedReportInput)).unwrap()
+    );
+    let for_serialize = schemars::generate::SchemaSettings::default().for_serialize();
+    assert_eq!(
+        serde_json::to_value(
+            for_serialize
+                .clone()
+                .into_generator()
+                .into_root_schema_for::<ReportInput>()
+        )
+        .unwrap(),
+        serde_json::to_value(
+            for_serialize
+                .into_generator()
+                .into_root_schema_for::<DerivedReportInput>()
+        )
+        .unwrap()
+    );
+}
+
 #[test]
 fn input_struct_round_trips() {
     let input = ReportInput {

@@ -23,13 +23,17 @@ pub mod testing;
 pub mod tool;
 pub mod workflow;
 
+/// The `schemars` crate (version 1): every `run` argument implements its `JsonSchema`.
+/// Without a dependency on `schemars`, derive it as
+/// `#[derive(buddy::schemars::JsonSchema)] #[schemars(crate = "buddy::schemars")]`.
+pub use ::schemars;
 pub use engine::RunStream;
 pub use error::{BoxError, Error, Result, StorageError};
 pub use member::{Member, MemberContext};
 pub use run::{RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus};
 pub use session::{Session, SessionKey, SessionKind, SessionQuery, StateMerge, WorkflowSession};
 pub use storage::{MemoryStorage, Storage};
-pub use workflow::{DynWorkflow, Parameter, RunWorkflow, Workflow};
+pub use workflow::{DynWorkflow, Parameter, RunWorkflow, Workflow, WorkflowBuilder};
 
 /// Items generated code refers to. Not public API: anything here may change in any release.
 #[doc(hidden)]
@@ -39,6 +43,7 @@ pub mod __private {
     pub use ::schemars;
     pub use ::serde;
     pub use ::serde_json;
+    pub use ::std::borrow::Cow;
     pub use ::std::boxed::Box;
     pub use ::std::clone::Clone;
     pub use ::std::convert::Into;
@@ -54,11 +59,24 @@ pub mod __private {
     pub use crate::run::{RunEvent, RunResponse};
     pub use crate::session::StateMerge;
     pub use crate::storage::{IntoStorage, Storage};
+    pub use crate::workflow::input::{
+        InputSchema, deserialize_arg, input_schema_id, serialize_arg,
+    };
     pub use crate::workflow::{
         Body, IntoRunResult, JsonState, Parameter, RunStream, RunWorkflow, Typed, Workflow,
-        WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState, box_stream, run_to_response,
-        run_to_stream,
+        WorkflowBuilder, WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState, box_stream,
+        run_to_response, run_to_stream,
     };
+
+    /// `W` has a `#[workflow]` `run`: the check `#[workflow]` on a struct emits, so that
+    /// forgetting the attribute on the `impl` block is a compile error.
+    pub const fn assert_run_workflow<W: RunWorkflow>() {}
+
+    /// Stands for generated code that cannot be written because the input had an error;
+    /// it is only compiled next to that `compile_error!`, so it never runs.
+    pub fn expansion_failed() -> ! {
+        ::std::unreachable!("code generated next to a `#[workflow]` compile error ran")
+    }
 
     // `#[tool]` support.
     pub use ::std::sync::OnceLock;

@@ -16,6 +16,13 @@ impl Errors {
         }
     }
 
+    /// Adds every error of `other`.
+    pub(crate) fn append(&mut self, other: Errors) {
+        if let Some(error) = other.combined {
+            self.push(error);
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.combined.is_none()
     }

@@ -109,13 +109,18 @@ mod workflow {
         }
     }
 
+    /// Attribute errors (`#[workflow(...)]`, `#[arg(...)]`) leave a block that still expands
+    /// in full next to them; any other error leaves the block as written, with stubs
+    /// (`fallback::impl_block`).
     fn expand_impl(
         args: Vec<crate::args::Arg>,
         item: syn::ItemImpl,
         mut errors: Errors,
     ) -> TokenStream {
         let args = ImplArgs::from_args(args, &mut errors);
-        let valid = validate::impl_block(&item, &mut errors);
+        let runtime = crate::paths::Runtime::new(args.krate.as_ref());
+        let mut shape_errors = Errors::default();
+        let valid = validate::impl_block(&item, &mut shape_errors);
         let original = item.clone();
         if let Some(valid) = valid {
             let parts = ImplParts { args, item };
@@ -125,11 +130,15 @@ mod workflow {
                 valid.run_index,
                 valid.kind,
                 &mut errors,
-            ) && errors.is_empty()
+                &mut shape_errors,
+            ) && shape_errors.is_empty()
             {
-                return expand::impl_::expand(&workflow);
+                let expansion = expand::impl_::expand(&workflow);
+                let compile_errors = errors.to_compile_errors();
+                return quote!(#expansion #compile_errors);
             }
         }
-        crate::fallback::impl_block(original, &errors)
+        errors.append(shape_errors);
+        crate::fallback::impl_block(original, &runtime, &errors)
     }
 }

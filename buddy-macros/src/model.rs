@@ -15,6 +15,14 @@ pub(crate) struct Field {
     pub(crate) member: bool,
 }
 
+impl Field {
+    /// Whether the field's name is one the macro generates (an error reported by `validate`).
+    pub(crate) fn reserved(&self) -> bool {
+        let name = syn::ext::IdentExt::unraw(&self.ident).to_string();
+        crate::validate::RESERVED_FIELDS.contains(&name.as_str()) || name.starts_with("__buddy")
+    }
+}
+
 /// `#[workflow]` on a struct.
 pub(crate) struct WorkflowStruct {
     /// The struct as the user wrote it, minus the field attributes the macro consumes.
@@ -144,12 +152,16 @@ pub(crate) struct ImplParts {
 }
 
 impl WorkflowImpl {
+    /// Models a validated block. Errors in `#[arg(...)]` go to `attr_errors` (the block still
+    /// expands fully next to them); a `run` argument the macro cannot model goes to
+    /// `shape_errors`.
     pub(crate) fn from_validated(
         parts: ImplParts,
         self_ident: Ident,
         run_index: usize,
         kind: ReturnKind,
-        errors: &mut Errors,
+        attr_errors: &mut Errors,
+        shape_errors: &mut Errors,
     ) -> Option<Self> {
         let ImplParts { args, mut item } = parts;
         let syn::ImplItem::Fn(run) = &mut item.items[run_index] else {
@@ -161,14 +173,14 @@ impl WorkflowImpl {
             let mut default = None;
             arg.attrs.retain(|attr| {
                 if attr.path().is_ident("arg") {
-                    default = parse_default(attr, "arg", errors);
+                    default = parse_default(attr, "arg", attr_errors);
                     false
                 } else {
                     true
                 }
             });
             let syn::Pat::Ident(pat) = &*arg.pat else {
-                errors.push(syn::Error::new_spanned(
+                shape_errors.push(syn::Error::new_spanned(
                     &arg.pat,
                     "`#[workflow]` needs a plain name for each `run` argument, such as `topic: String`",
                 ));

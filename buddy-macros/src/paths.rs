@@ -24,6 +24,20 @@ impl Runtime {
         quote!(#root::__private)
     }
 
+    /// The type of the context a workflow hands its members, as generated signatures name
+    /// it (the one place that spells it).
+    pub(crate) fn member_context(&self) -> TokenStream {
+        let private = self.private();
+        quote!(&#private::MemberContext)
+    }
+
+    /// `<root>::item` as a string for an intra-doc link (no leading `::`, which rustdoc does
+    /// not resolve).
+    pub(crate) fn doc_link(&self, item: &str) -> String {
+        let root = self.root.to_string().replace(' ', "");
+        format!("{}::{item}", root.trim_start_matches("::"))
+    }
+
     /// The path of `__private` as a string, for `#[serde(crate = "...")]`.
     pub(crate) fn private_string(&self, item: &str) -> String {
         let private = self.private().to_string().replace(' ', "");

@@ -21,8 +21,8 @@ impl Agent {
     }
 }
 impl Member for Agent {
-    fn attach(&mut self, context: &MemberContext<'_>) {
-        self.session_id = Some(context.session_id.to_owned());
+    fn attach(&mut self, context: &MemberContext) {
+        self.session_id = Some(context.session_id.clone());
     }
 }
 /// Researches a topic, then writes an article.
@@ -48,32 +48,26 @@ impl ::buddy::__private::Workflow for ArticleWorkflow {
     ) -> &mut ::buddy::__private::WorkflowCore<Self::State> {
         &mut self.__buddy
     }
-    fn __buddy_attach_members(
-        &mut self,
-        context: &::buddy::__private::MemberContext<'_>,
-    ) {
-        ::buddy::__private::Member::attach(&mut self.researcher, context);
-        ::buddy::__private::Member::attach(&mut self.writer, context);
+    fn __buddy_attach_members(&mut self, context: &::buddy::__private::MemberContext) {
+        ::buddy::__private::attach_member(&mut self.researcher, context, "researcher");
+        ::buddy::__private::attach_member(&mut self.writer, context, "writer");
     }
 }
 #[automatically_derived]
 impl ::buddy::__private::Member for ArticleWorkflow {
-    fn attach(&mut self, context: &::buddy::__private::MemberContext<'_>) {
+    fn attach(&mut self, context: &::buddy::__private::MemberContext) {
         self.__buddy.attach(context);
     }
 }
 impl ArticleWorkflow {
     /// Starts building this workflow: set fields and workflow settings, then `build()`.
     pub fn builder() -> ArticleWorkflowBuilder {
-        ArticleWorkflowBuilder {
-            researcher: ::buddy::__private::None,
-            writer: ::buddy::__private::None,
-            __buddy: ::buddy::__private::Default::default(),
-        }
+        ::buddy::__private::Default::default()
     }
 }
-/// Builder of [`ArticleWorkflow`]: its fields and the workflow settings. Created by [`ArticleWorkflow::builder`].
+/// Builder of [`ArticleWorkflow`]: its fields, and the workflow settings through [`WorkflowBuilder`](buddy::WorkflowBuilder). Created by [`ArticleWorkflow::builder`].
 #[must_use]
+#[derive(::buddy::__private::Default)]
 pub struct ArticleWorkflowBuilder {
     researcher: ::buddy::__private::Option<Agent>,
     writer: ::buddy::__private::Option<Agent>,
@@ -90,112 +84,6 @@ impl ArticleWorkflowBuilder {
     /// Sets the field `writer`.
     pub fn writer(mut self, value: impl ::buddy::__private::Into<Agent>) -> Self {
         self.writer = ::buddy::__private::Some(::buddy::__private::Into::into(value));
-        self
-    }
-    /// Sets the display name (default: the type name).
-    pub fn name(
-        mut self,
-        value: impl ::buddy::__private::Into<::buddy::__private::String>,
-    ) -> Self {
-        self.__buddy.name = ::buddy::__private::Some(
-            ::buddy::__private::Into::into(value),
-        );
-        self
-    }
-    /// Sets the workflow id (default: a fresh UUID, or the stored one).
-    pub fn workflow_id(
-        mut self,
-        value: impl ::buddy::__private::Into<::buddy::__private::String>,
-    ) -> Self {
-        self.__buddy.workflow_id = ::buddy::__private::Some(
-            ::buddy::__private::Into::into(value),
-        );
-        self
-    }
-    /// Sets the description.
-    pub fn description(
-        mut self,
-        value: impl ::buddy::__private::Into<::buddy::__private::String>,
-    ) -> Self {
-        self.__buddy.description = ::buddy::__private::Some(
-            ::buddy::__private::Into::into(value),
-        );
-        self
-    }
-    /// Sets the user the sessions belong to.
-    pub fn user_id(
-        mut self,
-        value: impl ::buddy::__private::Into<::buddy::__private::String>,
-    ) -> Self {
-        self.__buddy.user_id = ::buddy::__private::Some(
-            ::buddy::__private::Into::into(value),
-        );
-        self
-    }
-    /// Sets the session to run in (default: a fresh UUID).
-    pub fn session_id(
-        mut self,
-        value: impl ::buddy::__private::Into<::buddy::__private::String>,
-    ) -> Self {
-        self.__buddy.session_id = ::buddy::__private::Some(
-            ::buddy::__private::Into::into(value),
-        );
-        self
-    }
-    /// Sets the session name.
-    pub fn session_name(
-        mut self,
-        value: impl ::buddy::__private::Into<::buddy::__private::String>,
-    ) -> Self {
-        self.__buddy.session_name = ::buddy::__private::Some(
-            ::buddy::__private::Into::into(value),
-        );
-        self
-    }
-    /// Sets the initial session state (a JSON object): the state of a new session, and
-    /// the keys added to a stored session that lacks them.
-    pub fn session_state(
-        mut self,
-        value: impl ::buddy::__private::Into<::buddy::__private::serde_json::Value>,
-    ) -> Self {
-        self.__buddy.session_state = ::buddy::__private::Some(
-            ::buddy::__private::Into::into(value),
-        );
-        self
-    }
-    /// Sets how the initial state meets a stored session's state (default: stored wins).
-    pub fn state_merge(mut self, value: ::buddy::__private::StateMerge) -> Self {
-        self.__buddy.state_merge = value;
-        self
-    }
-    /// Sets the memory the workflow starts with.
-    pub fn memory(mut self, value: ::buddy::__private::WorkflowMemory) -> Self {
-        self.__buddy.memory = ::buddy::__private::Some(value);
-        self
-    }
-    /// Sets where sessions are persisted.
-    pub fn storage(mut self, value: impl ::buddy::__private::IntoStorage) -> Self {
-        self.__buddy.set_storage(value);
-        self
-    }
-    /// Sets extra data stored with the session (a JSON object).
-    pub fn extra_data(
-        mut self,
-        value: impl ::buddy::__private::Into<::buddy::__private::serde_json::Value>,
-    ) -> Self {
-        self.__buddy.extra_data = ::buddy::__private::Some(
-            ::buddy::__private::Into::into(value),
-        );
-        self
-    }
-    /// Turns debug logging on.
-    pub fn debug_mode(mut self, value: ::buddy::__private::bool) -> Self {
-        self.__buddy.debug_mode = value;
-        self
-    }
-    /// Sets how many recent runs are read into memory (default 20).
-    pub fn history_runs(mut self, value: ::buddy::__private::usize) -> Self {
-        self.__buddy.history_runs = ::buddy::__private::Some(value);
         self
     }
     /// Builds the workflow; fails if a field without default was not set, or if
@@ -222,6 +110,12 @@ impl ArticleWorkflowBuilder {
     }
 }
 #[automatically_derived]
+impl ::buddy::__private::WorkflowBuilder for ArticleWorkflowBuilder {
+    fn __buddy_settings(&mut self) -> &mut ::buddy::__private::WorkflowSettings {
+        &mut self.__buddy
+    }
+}
+#[automatically_derived]
 impl ::buddy::__private::Default for ArticleWorkflow {
     fn default() -> Self {
         ArticleWorkflow {
@@ -234,6 +128,7 @@ impl ::buddy::__private::Default for ArticleWorkflow {
         }
     }
 }
+const _: () = ::buddy::__private::assert_run_workflow::<ArticleWorkflow>();
 impl ArticleWorkflow {
     #[doc(hidden)]
     async fn __buddy_run(&mut self, topic: String) -> Result<RunResponse> {
@@ -263,73 +158,33 @@ impl ArticleWorkflow {
 pub struct ArticleWorkflowInput {
     /// The `topic` argument of `run`.
     #[serde(
-        serialize_with = "ArticleWorkflowInput::__buddy_serialize::<String, _>",
-        deserialize_with = "ArticleWorkflowInput::__buddy_deserialize"
+        serialize_with = "::buddy::__private::serialize_arg::<String, _>",
+        deserialize_with = "::buddy::__private::deserialize_arg"
     )]
     pub topic: String,
 }
-impl ArticleWorkflowInput {
-    /// Serializes an argument.
-    #[doc(hidden)]
-    fn __buddy_serialize<T, S>(
-        value: &T,
-        serializer: S,
-    ) -> ::buddy::__private::Result<S::Ok, S::Error>
-    where
-        T: ::buddy::__private::serde::Serialize,
-        S: ::buddy::__private::serde::Serializer,
-    {
-        ::buddy::__private::serde::Serialize::serialize(value, serializer)
+#[automatically_derived]
+impl ::buddy::__private::schemars::JsonSchema for ArticleWorkflowInput {
+    fn schema_name() -> ::buddy::__private::Cow<'static, ::buddy::__private::str> {
+        ::buddy::__private::Cow::Borrowed("ArticleWorkflowInput")
     }
-    /// Deserializes an argument.
-    #[doc(hidden)]
-    fn __buddy_deserialize<'de, T, D>(
-        deserializer: D,
-    ) -> ::buddy::__private::Result<T, D::Error>
-    where
-        T: ::buddy::__private::serde::Deserialize<'de>,
-        D: ::buddy::__private::serde::Deserializer<'de>,
-    {
-        T::deserialize(deserializer)
+    fn schema_id() -> ::buddy::__private::Cow<'static, ::buddy::__private::str> {
+        ::buddy::__private::input_schema_id::<Self>()
+    }
+    fn json_schema(
+        generator: &mut ::buddy::__private::schemars::SchemaGenerator,
+    ) -> ::buddy::__private::schemars::Schema {
+        ::buddy::__private::InputSchema::new(generator)
+            .required::<String>("topic", "The `topic` argument of `run`.")
+            .finish()
     }
 }
-const _: () = {
-    #[derive(::buddy::__private::schemars::JsonSchema)]
-    #[schemars(crate = "::buddy::__private::schemars", rename = "ArticleWorkflowInput")]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct __BuddyInputSchema {
-        /// The `topic` argument of `run`.
-        pub topic: String,
-    }
-    #[automatically_derived]
-    impl ::buddy::__private::schemars::JsonSchema for ArticleWorkflowInput {
-        fn schema_name() -> ::std::borrow::Cow<'static, ::buddy::__private::str> {
-            <__BuddyInputSchema as ::buddy::__private::schemars::JsonSchema>::schema_name()
-        }
-        fn schema_id() -> ::std::borrow::Cow<'static, ::buddy::__private::str> {
-            <__BuddyInputSchema as ::buddy::__private::schemars::JsonSchema>::schema_id()
-        }
-        fn json_schema(
-            generator: &mut ::buddy::__private::schemars::SchemaGenerator,
-        ) -> ::buddy::__private::schemars::Schema {
-            <__BuddyInputSchema as ::buddy::__private::schemars::JsonSchema>::json_schema(
-                generator,
-            )
-        }
-    }
-};
 #[automatically_derived]
 impl ::buddy::__private::RunWorkflow for ArticleWorkflow {
     type Input = ArticleWorkflowInput;
     const STREAMING: ::buddy::__private::bool = false;
     const PARAMETERS: &'static [::buddy::__private::Parameter] = &[
-        ::buddy::__private::Parameter {
-            name: "topic",
-            rust_type: "String",
-            default: ::buddy::__private::None,
-            required: true,
-        },
+        ::buddy::__private::Parameter::required("topic", "String"),
     ];
     fn __buddy_call(
         &mut self,

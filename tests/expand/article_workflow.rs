@@ -26,8 +26,8 @@ impl Agent {
 }
 
 impl Member for Agent {
-    fn attach(&mut self, context: &MemberContext<'_>) {
-        self.session_id = Some(context.session_id.to_owned());
+    fn attach(&mut self, context: &MemberContext) {
+        self.session_id = Some(context.session_id.clone());
     }
 }
 

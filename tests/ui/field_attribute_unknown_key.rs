@@ -1,4 +1,5 @@
-// Checks that a misspelt key in a field attribute is one error listing the valid key.
+// Checks that a misspelt key in a field attribute is one error listing the valid key, and that
+// the workflow still expands: `Misspelt::default()` in `main` adds no error.
 use buddy::prelude::*;
 
 #[workflow]
@@ -14,4 +15,6 @@ impl Misspelt {
     }
 }
 
-fn main() {}
+fn main() {
+    let _ = Misspelt::default();
+}

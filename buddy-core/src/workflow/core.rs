@@ -4,6 +4,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::memory::WorkflowMemory;
+use super::settings::{DEFAULT_HISTORY_RUNS, WorkflowSettings};
 use super::state::WorkflowState;
 use crate::error::{Error, Result};
 use crate::member::MemberContext;
@@ -11,60 +12,7 @@ use crate::run::{RunRecord, RunResponse};
 use crate::session::{
     Session, SessionKey, SessionKind, SessionQuery, SessionWrite, StateMerge, StatePatch,
 };
-use crate::storage::{IntoStorage, ReadOptions, Storage};
-
-/// The number of recent runs a workflow reads from storage into its memory by default.
-pub const DEFAULT_HISTORY_RUNS: usize = 20;
-
-/// The workflow settings a builder collects (every `#[workflow]` builder holds one).
-#[derive(Clone, Default)]
-pub struct WorkflowSettings {
-    /// Display name; defaults to the type name.
-    pub name: Option<String>,
-    /// Workflow id; a fresh UUID on the first run when unset (or the stored one).
-    pub workflow_id: Option<String>,
-    /// Description; defaults to `#[workflow(description = ...)]`.
-    pub description: Option<String>,
-    /// The user the sessions belong to.
-    pub user_id: Option<String>,
-    /// Session id; a fresh UUID on the first run when unset.
-    pub session_id: Option<String>,
-    /// Session name.
-    pub session_name: Option<String>,
-    /// Initial session state (a JSON object).
-    pub session_state: Option<Value>,
-    /// How initial state meets stored state.
-    pub state_merge: StateMerge,
-    /// Runs kept in memory.
-    pub memory: Option<WorkflowMemory>,
-    /// Where sessions are persisted.
-    pub storage: Option<Arc<dyn Storage>>,
-    /// Extra data stored with the session.
-    pub extra_data: Option<Value>,
-    /// Debug logging.
-    pub debug_mode: bool,
-    /// How many recent runs to read into memory.
-    pub history_runs: Option<usize>,
-}
-
-impl fmt::Debug for WorkflowSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkflowSettings")
-            .field("name", &self.name)
-            .field("workflow_id", &self.workflow_id)
-            .field("session_id", &self.session_id)
-            .field("user_id", &self.user_id)
-            .field("storage", &self.storage)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WorkflowSettings {
-    /// Sets the storage.
-    pub fn set_storage(&mut self, storage: impl IntoStorage) {
-        self.storage = Some(storage.into_storage());
-    }
-}
+use crate::storage::{ReadOptions, Storage};
 
 /// The runtime state `#[workflow]` adds to a workflow struct: settings, session, state,
 /// memory and storage. User code reaches it through the [`Workflow`](super::Workflow) trait.

@@ -2,9 +2,11 @@
 //! [`RunWorkflow`] trait it implements for the `impl` block, and the run wrapper.
 
 mod core;
+pub(crate) mod input;
 mod memory;
 mod params;
 mod run;
+mod settings;
 mod state;
 
 use std::future::Future;
@@ -15,13 +17,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-pub use self::core::{DEFAULT_HISTORY_RUNS, WorkflowCore, WorkflowSettings};
+pub use self::core::WorkflowCore;
 pub use crate::engine::RunStream;
 pub use memory::WorkflowMemory;
 pub use params::Parameter;
 pub use run::{
     Body, IntoRunResult, box_stream, run_to_response, run_to_stream, run_to_stream_owned,
 };
+pub use settings::{DEFAULT_HISTORY_RUNS, WorkflowBuilder, WorkflowSettings};
 pub use state::{JsonState, Typed, WorkflowState};
 
 use crate::error::{Error, Result};

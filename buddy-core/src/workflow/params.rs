@@ -15,3 +15,39 @@ pub struct Parameter {
     /// Whether the input must name this argument.
     pub required: bool,
 }
+
+impl Parameter {
+    /// A parameter the input must name.
+    pub const fn required(name: &'static str, rust_type: &'static str) -> Self {
+        Parameter {
+            name,
+            rust_type,
+            default: None,
+            required: true,
+        }
+    }
+
+    /// An `Option` parameter, or one with `#[arg(default)]`: it may be left out.
+    pub const fn optional(name: &'static str, rust_type: &'static str) -> Self {
+        Parameter {
+            name,
+            rust_type,
+            default: None,
+            required: false,
+        }
+    }
+
+    /// A parameter with `#[arg(default = expr)]`; `default` is `expr` as written.
+    pub const fn with_default(
+        name: &'static str,
+        rust_type: &'static str,
+        default: &'static str,
+    ) -> Self {
+        Parameter {
+            name,
+            rust_type,
+            default: Some(default),
+            required: false,
+        }
+    }
+}

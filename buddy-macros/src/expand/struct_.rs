@@ -1,5 +1,6 @@
 //! What `#[workflow]` generates for a struct: the hidden runtime field, the `Workflow` and
-//! `Member` impls, the builder and (when every field has a default) `Default`.
+//! `Member` impls, the builder, (when every field has a default) `Default`, and the check
+//! that the struct's `impl` block has `#[workflow]` too.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -12,11 +13,56 @@ pub(crate) fn expand(workflow: &WorkflowStruct) -> TokenStream {
     let workflow_impl = workflow_impl(workflow);
     let builder = builder(workflow);
     let default = default_impl(workflow);
+    let run_check = run_check(workflow);
     quote! {
         #definition
         #workflow_impl
         #builder
         #default
+        #run_check
+    }
+}
+
+/// What a struct whose attributes are wrong (but whose shape is fine) expands to next to the
+/// errors: everything [`expand`] generates, so that code using the workflow adds no second
+/// wave of errors; `Default` even when a field lacks a default (a misspelt
+/// `#[field(default)]` is the likely cause), with a body that never runs.
+pub(crate) fn expand_fallback(workflow: &WorkflowStruct) -> TokenStream {
+    let definition = definition(workflow);
+    let workflow_impl = workflow_impl(workflow);
+    let builder = builder(workflow);
+    let run_check = run_check(workflow);
+    let default = if workflow.all_defaults() {
+        default_impl(workflow)
+    } else {
+        let private = workflow.runtime.private();
+        let ident = &workflow.item.ident;
+        quote! {
+            #[automatically_derived]
+            impl #private::Default for #ident {
+                fn default() -> Self {
+                    #private::expansion_failed()
+                }
+            }
+        }
+    };
+    quote! {
+        #definition
+        #workflow_impl
+        #builder
+        #default
+        #run_check
+    }
+}
+
+/// `Self: RunWorkflow`, checked at compile time: forgetting `#[workflow]` on the `impl` block
+/// that defines `run` is an error (whose note says so) rather than a workflow whose `run`
+/// is a plain method, without ids or persistence.
+fn run_check(workflow: &WorkflowStruct) -> TokenStream {
+    let private = workflow.runtime.private();
+    let ident = &workflow.item.ident;
+    quote::quote_spanned! {ident.span()=>
+        const _: () = #private::assert_run_workflow::<#ident>();
     }
 }
 
@@ -45,7 +91,7 @@ fn type_name(workflow: &WorkflowStruct) -> String {
 }
 
 /// The struct itself, with the hidden runtime field appended.
-pub(crate) fn definition(workflow: &WorkflowStruct) -> TokenStream {
+fn definition(workflow: &WorkflowStruct) -> TokenStream {
     let private = workflow.runtime.private();
     let mut item = workflow.item.clone();
     let state = state_type(workflow);
@@ -83,30 +129,38 @@ fn derives(attrs: &[syn::Attribute], name: &str) -> bool {
 }
 
 /// `impl Workflow` and `impl Member` (a workflow can be a member of another).
-pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
+fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
     let private = workflow.runtime.private();
     let ident = &workflow.item.ident;
     let state = state_type(workflow);
     let type_ident = ident.to_string();
     let description = description(workflow);
+    let context = workflow.runtime.member_context();
     let members: Vec<_> = workflow
         .fields
         .iter()
         .filter(|field| field.member)
         .map(|field| {
             let field_ident = &field.ident;
-            let name = field_ident.to_string();
+            let field_name = syn::ext::IdentExt::unraw(field_ident).to_string();
             let span = syn::spanned::Spanned::span(&field.ty);
             quote::quote_spanned! {span=>
-                #private::attach_member(&mut self.#field_ident, context, #name);
+                #private::attach_member(&mut self.#field_ident, context, #field_name);
             }
         })
         .collect();
     let unused_context = members.is_empty().then(|| quote!(let _ = context;));
+    // Spanned on `state = T`, where a private state type behind a public workflow is
+    // reported (E0446, "private type in public interface").
+    let state_span = match &workflow.state {
+        Some(state) => syn::spanned::Spanned::span(state),
+        None => proc_macro2::Span::call_site(),
+    };
+    let state_item = quote::quote_spanned!(state_span=> type State = #state;);
     quote! {
         #[automatically_derived]
         impl #private::Workflow for #ident {
-            type State = #state;
+            #state_item
             const TYPE_NAME: &'static #private::str = #type_ident;
             const DESCRIPTION: #private::Option<&'static #private::str> = #description;
 
@@ -118,7 +172,7 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
                 &mut self.__buddy
             }
 
-            fn __buddy_attach_members(&mut self, context: &#private::MemberContext) {
+            fn __buddy_attach_members(&mut self, context: #context) {
                 #unused_context
                 #(#members)*
             }
@@ -126,7 +180,7 @@ pub(crate) fn workflow_impl(workflow: &WorkflowStruct) -> TokenStream {
 
         #[automatically_derived]
         impl #private::Member for #ident {
-            fn attach(&mut self, context: &#private::MemberContext) {
+            fn attach(&mut self, context: #context) {
                 self.__buddy.attach(context);
             }
         }
@@ -142,6 +196,8 @@ fn default_value(workflow: &WorkflowStruct, field: &Field) -> Option<TokenStream
     }
 }
 
+/// `Type::builder()`, the builder struct with a setter per field, its `build()`, and the
+/// workflow settings' setters through `impl WorkflowBuilder` (declared once in the runtime).
 fn builder(workflow: &WorkflowStruct) -> TokenStream {
     let private = workflow.runtime.private();
     let ident = &workflow.item.ident;
@@ -150,29 +206,31 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
     let name = type_name(workflow);
     let description = description(workflow);
     let builder_doc = format!(
-        " Builder of [`{ident}`]: its fields and the workflow settings. Created by [`{ident}::builder`]."
+        " Builder of [`{ident}`]: its fields, and the workflow settings through [`WorkflowBuilder`]({}). Created by [`{ident}::builder`].",
+        workflow.runtime.doc_link("WorkflowBuilder"),
     );
     let fields = workflow.fields.iter().map(|field| {
         let field_ident = &field.ident;
         let ty = &field.ty;
         quote!(#field_ident: #private::Option<#ty>)
     });
-    let field_inits = workflow.fields.iter().map(|field| {
-        let field_ident = &field.ident;
-        quote!(#field_ident: #private::None)
-    });
-    let field_setters = workflow.fields.iter().map(|field| {
-        let field_ident = &field.ident;
-        let ty = &field.ty;
-        let doc = format!(" Sets the field `{field_ident}`.");
-        quote! {
-            #[doc = #doc]
-            pub fn #field_ident(mut self, value: impl #private::Into<#ty>) -> Self {
-                self.#field_ident = #private::Some(#private::Into::into(value));
-                self
+    // A reserved field name is an error already; its setter would add a second one.
+    let field_setters = workflow
+        .fields
+        .iter()
+        .filter(|field| !field.reserved())
+        .map(|field| {
+            let field_ident = &field.ident;
+            let ty = &field.ty;
+            let doc = format!(" Sets the field `{field_ident}`.");
+            quote! {
+                #[doc = #doc]
+                pub fn #field_ident(mut self, value: impl #private::Into<#ty>) -> Self {
+                    self.#field_ident = #private::Some(#private::Into::into(value));
+                    self
+                }
             }
-        }
-    });
+        });
     let field_builds = workflow.fields.iter().map(|field| {
         let field_ident = &field.ident;
         let field_name = field_ident.to_string();
@@ -193,10 +251,9 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
             }
         }
     });
-    let (state_field, state_init, state_setter, state_apply, core_binding) = match &workflow.state {
+    let (state_field, state_setter, state_apply, core_binding) = match &workflow.state {
         Some(state) => (
             quote!(__buddy_state: #private::Option<#state>,),
-            quote!(__buddy_state: #private::None,),
             quote! {
                 /// Sets the initial session state (typed).
                 pub fn state(mut self, state: #state) -> Self {
@@ -211,23 +268,19 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
             },
             quote!(let mut __buddy),
         ),
-        None => (quote!(), quote!(), quote!(), quote!(), quote!(let __buddy)),
+        None => (quote!(), quote!(), quote!(), quote!(let __buddy)),
     };
-    let settings = settings_setters(workflow);
     quote! {
         impl #ident {
             /// Starts building this workflow: set fields and workflow settings, then `build()`.
             #vis fn builder() -> #builder {
-                #builder {
-                    #(#field_inits,)*
-                    #state_init
-                    __buddy: #private::Default::default(),
-                }
+                #private::Default::default()
             }
         }
 
         #[doc = #builder_doc]
         #[must_use]
+        #[derive(#private::Default)]
         #vis struct #builder {
             #(#fields,)*
             #state_field
@@ -237,7 +290,6 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
         impl #builder {
             #(#field_setters)*
             #state_setter
-            #settings
 
             /// Builds the workflow; fails if a field without default was not set, or if
             /// the session state or extra data is not a JSON object.
@@ -250,81 +302,12 @@ fn builder(workflow: &WorkflowStruct) -> TokenStream {
                 })
             }
         }
-    }
-}
 
-/// The setters of the generated workflow settings (the same on every builder).
-fn settings_setters(workflow: &WorkflowStruct) -> TokenStream {
-    let private = workflow.runtime.private();
-    let strings = [
-        ("name", " Sets the display name (default: the type name)."),
-        (
-            "workflow_id",
-            " Sets the workflow id (default: a fresh UUID, or the stored one).",
-        ),
-        ("description", " Sets the description."),
-        ("user_id", " Sets the user the sessions belong to."),
-        (
-            "session_id",
-            " Sets the session to run in (default: a fresh UUID).",
-        ),
-        ("session_name", " Sets the session name."),
-    ]
-    .into_iter()
-    .map(|(name, doc)| {
-        let setter = format_ident!("{}", name);
-        quote! {
-            #[doc = #doc]
-            pub fn #setter(mut self, value: impl #private::Into<#private::String>) -> Self {
-                self.__buddy.#setter = #private::Some(#private::Into::into(value));
-                self
+        #[automatically_derived]
+        impl #private::WorkflowBuilder for #builder {
+            fn __buddy_settings(&mut self) -> &mut #private::WorkflowSettings {
+                &mut self.__buddy
             }
-        }
-    });
-    quote! {
-        #(#strings)*
-
-        /// Sets the initial session state (a JSON object): the state of a new session, and
-        /// the keys added to a stored session that lacks them.
-        pub fn session_state(mut self, value: impl #private::Into<#private::serde_json::Value>) -> Self {
-            self.__buddy.session_state = #private::Some(#private::Into::into(value));
-            self
-        }
-
-        /// Sets how the initial state meets a stored session's state (default: stored wins).
-        pub fn state_merge(mut self, value: #private::StateMerge) -> Self {
-            self.__buddy.state_merge = value;
-            self
-        }
-
-        /// Sets the memory the workflow starts with.
-        pub fn memory(mut self, value: #private::WorkflowMemory) -> Self {
-            self.__buddy.memory = #private::Some(value);
-            self
-        }
-
-        /// Sets where sessions are persisted.
-        pub fn storage(mut self, value: impl #private::IntoStorage) -> Self {
-            self.__buddy.set_storage(value);
-            self
-        }
-
-        /// Sets extra data stored with the session (a JSON object).
-        pub fn extra_data(mut self, value: impl #private::Into<#private::serde_json::Value>) -> Self {
-            self.__buddy.extra_data = #private::Some(#private::Into::into(value));
-            self
-        }
-
-        /// Turns debug logging on.
-        pub fn debug_mode(mut self, value: #private::bool) -> Self {
-            self.__buddy.debug_mode = value;
-            self
-        }
-
-        /// Sets how many recent runs are read into memory (default 20).
-        pub fn history_runs(mut self, value: #private::usize) -> Self {
-            self.__buddy.history_runs = #private::Some(value);
-            self
         }
     }
 }
