@@ -10,7 +10,6 @@
 //! use buddy_core::agent::Agent;
 //! use buddy_core::component::{Component, RunRequest};
 //! use buddy_core::testing::ScriptedModel;
-//! use futures::StreamExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> buddy_core::Result<()> {
@@ -37,7 +36,7 @@ use serde_json::Value;
 use crate::agent::Agent;
 use crate::engine::RunStream;
 use crate::error::{Error, Result};
-use crate::member::Member;
+use crate::member::{Member, MemberContext};
 use crate::session::{Session, SessionKey, SessionKind, SessionQuery, SessionWrite};
 use crate::storage::{ReadOptions, Storage};
 use crate::team::Team;
@@ -226,57 +225,69 @@ const MESSAGE_PARAMETERS: &[Parameter] = &[Parameter {
     required: true,
 }];
 
-/// Attaches `member` to a request's session and user, at the top level.
-fn for_request<M: Member>(member: &mut M, request: &RunRequest) {
-    let session_id = request
-        .session_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    member.attach(&crate::member::MemberContext::new(session_id).user_id(request.user_id.clone()));
+/// What agents and teams share as components: a message in, the component's own stream out.
+trait Conversational: Member + Clone + fmt::Debug + Send + Sync + 'static {
+    const KIND: SessionKind;
+    const TYPE_NAME: &'static str;
+    fn display_name(&self) -> &str;
+    fn component_id(&self) -> &str;
+    fn about(&self) -> Option<&str>;
+    fn stored(&self) -> Option<&Arc<dyn Storage>>;
+    fn stream(&self, message: String) -> RunStream<'static>;
 }
 
-impl Component for Agent {
-    fn kind(&self) -> SessionKind {
-        SessionKind::Agent
+impl Conversational for Agent {
+    const KIND: SessionKind = SessionKind::Agent;
+    const TYPE_NAME: &'static str = "Agent";
+    fn display_name(&self) -> &str {
+        self.agent_name().unwrap_or_else(|| self.id())
     }
-    fn name(&self) -> &str {
-        self.agent_name().unwrap_or_else(|| Agent::id(self))
+    fn component_id(&self) -> &str {
+        self.id()
     }
-    fn id(&self) -> &str {
-        Agent::id(self)
-    }
-    fn description(&self) -> Option<&str> {
+    fn about(&self) -> Option<&str> {
         self.agent_description()
     }
-    fn parameters(&self) -> &'static [Parameter] {
-        MESSAGE_PARAMETERS
-    }
-    fn input_schema(&self) -> schemars::Schema {
-        schemars::schema_for!(MessageInput)
-    }
-    fn storage(&self) -> Option<&Arc<dyn Storage>> {
+    fn stored(&self) -> Option<&Arc<dyn Storage>> {
         self.storage_handle()
     }
-    fn start(&self, request: RunRequest) -> Result<RunStream<'static>> {
-        let input: MessageInput = decode("Agent", request.input.clone())?;
-        let mut agent = self.clone();
-        for_request(&mut agent, &request);
-        Ok(agent.run_stream(input.message))
+    fn stream(&self, message: String) -> RunStream<'static> {
+        self.run_stream(message)
     }
 }
 
-impl Component for Team {
+impl Conversational for Team {
+    const KIND: SessionKind = SessionKind::Team;
+    const TYPE_NAME: &'static str = "Team";
+    fn display_name(&self) -> &str {
+        self.team_name().unwrap_or_else(|| self.id())
+    }
+    fn component_id(&self) -> &str {
+        self.id()
+    }
+    fn about(&self) -> Option<&str> {
+        self.team_description()
+    }
+    fn stored(&self) -> Option<&Arc<dyn Storage>> {
+        self.storage_handle()
+    }
+    fn stream(&self, message: String) -> RunStream<'static> {
+        self.run_stream(message)
+    }
+}
+
+impl<T: Conversational> Component for T {
     fn kind(&self) -> SessionKind {
-        SessionKind::Team
+        T::KIND
     }
     fn name(&self) -> &str {
-        self.team_name().unwrap_or_else(|| Team::id(self))
+        self.display_name()
     }
     fn id(&self) -> &str {
-        Team::id(self)
+        self.component_id()
     }
     fn description(&self) -> Option<&str> {
-        self.team_description()
+        self.about()
     }
     fn parameters(&self) -> &'static [Parameter] {
         MESSAGE_PARAMETERS
@@ -285,27 +296,24 @@ impl Component for Team {
         schemars::schema_for!(MessageInput)
     }
     fn storage(&self) -> Option<&Arc<dyn Storage>> {
-        self.storage_handle()
+        self.stored()
     }
+    /// Runs a copy in the request's session (a fresh one when it names none), for its user.
     fn start(&self, request: RunRequest) -> Result<RunStream<'static>> {
-        let input: MessageInput = decode("Team", request.input.clone())?;
-        let mut team = self.clone();
-        for_request(&mut team, &request);
-        Ok(team.run_stream(input.message))
+        let input: MessageInput = decode(T::TYPE_NAME, request.input)?;
+        let session_id = request
+            .session_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut component = self.clone();
+        component.attach(&MemberContext::new(session_id).user_id(request.user_id));
+        Ok(component.stream(input.message))
     }
 }
 
 /// A workflow served as a [`Component`]: every run gets its own instance, made from a
 /// template (cloned, then reset to no session, the initial state and empty memory) or by a
-/// factory. Instances share the template's workflow id, so its sessions can be listed.
-///
-/// ```
-/// # use buddy_core::component::WorkflowComponent;
-/// # fn demo<W: buddy_core::RunWorkflow + Clone + Sync>(template: W) {
-/// let served = WorkflowComponent::from_template(template);
-/// # let _ = served;
-/// # }
-/// ```
+/// factory. Instances share the template's workflow id, so its sessions can be listed:
+/// `WorkflowComponent::from_template(ArticleWorkflow::default())`.
 pub struct WorkflowComponent<W: RunWorkflow> {
     make: Box<dyn Fn() -> W + Send + Sync>,
     /// An instance for the description, the storage and the workflow id.

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::{Agent, prompt};
 use crate::engine::{
-    EventSink, Failed, RunScope, RunSpec, catch_panic, error_chain, message_input, panic_message,
+    EventSink, RunScope, RunSpec, catch_panic, error_chain, message_input, panic_message,
 };
 use crate::error::{Error, Result};
 use crate::model::call::call_model;
@@ -50,17 +50,7 @@ impl Agent {
         let outcome = catch_panic(self.turns(&mut scope, input, format, &mut response))
             .instrument(span.clone())
             .await;
-        let (outcome, patch) = match outcome {
-            Ok(patch) => (Ok(response), patch),
-            Err(error) => (
-                Err(Failed {
-                    error,
-                    response: Some(response),
-                }),
-                StatePatch::default(),
-            ),
-        };
-        scope.finish(outcome, patch).instrument(span).await.result
+        scope.conclude(outcome, response).instrument(span).await
     }
 
     fn debug_enabled(&self) -> bool {

@@ -247,6 +247,23 @@ impl RunScope {
             .await?)
     }
 
+    /// Finishes a run whose work filled `response` and returned its state patch (or failed
+    /// part-way, `response` then holding what it had produced): the caller's result.
+    pub(crate) async fn conclude(
+        self,
+        outcome: Result<StatePatch>,
+        response: RunResponse,
+    ) -> Result<RunResponse> {
+        let (outcome, patch) = match outcome {
+            Ok(patch) => (Ok(response), patch),
+            Err(error) => {
+                let response = Some(response);
+                (Err(Failed { error, response }), StatePatch::default())
+            }
+        };
+        self.finish(outcome, patch).await.result
+    }
+
     /// Records the run and commits its session write; emits `run_completed` when all went
     /// well. `state_patch` is applied only when `outcome` is a success; a failure keeps the
     /// response it carries (or the text streamed so far) in the record.

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::prompt::{self, FORWARD_TOOL, TRANSFER_TOOL};
 use super::{Team, TeamMember, TeamMode};
 use crate::engine::{
-    EventSink, Failed, RunScope, RunSpec, catch_panic, error_chain, merge_code_state, message_input,
+    EventSink, RunScope, RunSpec, catch_panic, error_chain, merge_code_state, message_input,
 };
 use crate::error::{Error, Result};
 use crate::member::{Member, MemberContext};
@@ -64,17 +64,7 @@ impl Team {
             let outcome = catch_panic(self.lead(&mut scope, &input, format, depth, &mut response))
                 .instrument(span.clone())
                 .await;
-            let (outcome, patch) = match outcome {
-                Ok(patch) => (Ok(response), patch),
-                Err(error) => (
-                    Err(Failed {
-                        error,
-                        response: Some(response),
-                    }),
-                    StatePatch::default(),
-                ),
-            };
-            scope.finish(outcome, patch).instrument(span).await.result
+            scope.conclude(outcome, response).instrument(span).await
         })
     }
 
