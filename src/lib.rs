@@ -81,8 +81,8 @@ pub mod prelude {
     pub use crate::SqliteStorage;
     pub use crate::{Agent, Model, OpenAIChat, Team, TeamMode, tool};
     pub use crate::{
-        Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunResponse, RunWorkflow,
-        Workflow, WorkflowBuilder, workflow,
+        Component, Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunEventKind,
+        RunResponse, RunStream, RunWorkflow, Workflow, WorkflowBuilder, workflow,
     };
     pub use buddy_core::session::SessionQuery;
     pub use futures::{Stream, StreamExt};
