@@ -38,6 +38,76 @@ impl SessionKind {
     }
 }
 
+/// Where one stored session lives: its id, the kind of its owner, and the owner's scope.
+///
+/// A workflow hands its session id to its members, so one conversation is stored as several
+/// sessions with the same id: the workflow's own (scope `""`), and one per member that
+/// persists, under the member's path (`"researcher"`, `"writers/critic"`: the field names of
+/// a workflow and the member ids of a team, joined with `/`). The key keeps them apart, so a
+/// workflow and all its members can share one storage value without overwriting each other.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionKey {
+    /// The session's id.
+    pub session_id: String,
+    /// Which kind of component owns it.
+    pub kind: SessionKind,
+    /// The owner's member path inside the session (`""` for the top-level component).
+    pub scope: String,
+}
+
+impl SessionKey {
+    /// The key of a top-level session (scope `""`).
+    pub fn new(session_id: impl Into<String>, kind: SessionKind) -> Self {
+        SessionKey {
+            session_id: session_id.into(),
+            kind,
+            scope: String::new(),
+        }
+    }
+
+    /// The same key with `scope`.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
+    /// Whether the session `other` is this one or stored under it (same session id, and its
+    /// scope below this one's): what [`Storage::delete_session`](crate::storage::Storage::delete_session)
+    /// removes.
+    pub fn covers(&self, other: &SessionKey) -> bool {
+        if self.session_id != other.session_id {
+            return false;
+        }
+        if self.kind == other.kind && self.scope == other.scope {
+            return true;
+        }
+        if self.scope.is_empty() {
+            return !other.scope.is_empty();
+        }
+        other
+            .scope
+            .strip_prefix(self.scope.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+impl std::fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.scope.is_empty() {
+            write!(f, "{} session `{}`", self.kind.as_str(), self.session_id)
+        } else {
+            write!(
+                f,
+                "{} session `{}` at `{}`",
+                self.kind.as_str(),
+                self.session_id,
+                self.scope
+            )
+        }
+    }
+}
+
 /// A persisted session: who it belongs to, its name and state, and (when read with runs) its
 /// most recent runs.
 ///
@@ -51,6 +121,9 @@ pub struct Session {
     pub session_id: String,
     /// Which kind of component owns it.
     pub kind: SessionKind,
+    /// The owner's member path inside the session (`""` for a top-level component; see
+    /// [`SessionKey`]).
+    pub scope: String,
     /// The id of the workflow, agent or team that owns it.
     #[serde(alias = "workflow_id", alias = "agent_id", alias = "team_id")]
     pub component_id: Option<String>,
@@ -86,6 +159,15 @@ impl Session {
         }
     }
 
+    /// The session's key.
+    pub fn key(&self) -> SessionKey {
+        SessionKey {
+            session_id: self.session_id.clone(),
+            kind: self.kind,
+            scope: self.scope.clone(),
+        }
+    }
+
     /// Applies `write` to this session (or to a fresh one when `existing` is `None`), the way
     /// every backend must: stored identity wins where it is set, state changes are merged key
     /// by key, timestamps and counters advance. Backends call this inside their transaction.
@@ -95,6 +177,7 @@ impl Session {
             None => Session {
                 session_id: write.session_id.clone(),
                 kind: write.kind,
+                scope: write.scope.clone(),
                 created_at: now,
                 ..Session::default()
             },
@@ -137,8 +220,10 @@ impl Session {
 pub struct SessionWrite {
     /// The session to write.
     pub session_id: String,
-    /// Its kind (used when the session is created).
+    /// Its owner's kind (part of the key).
     pub kind: SessionKind,
+    /// Its owner's scope (part of the key; `""` for a top-level component).
+    pub scope: String,
     /// The owner's id (kept if the stored session already has one).
     pub component_id: Option<String>,
     /// The user (kept if the stored session already has one).
@@ -155,6 +240,27 @@ pub struct SessionWrite {
     pub run: Option<RunRecord>,
 }
 
+impl SessionWrite {
+    /// An empty write (no changes) to the session `key`.
+    pub fn new(key: SessionKey) -> Self {
+        SessionWrite {
+            session_id: key.session_id,
+            kind: key.kind,
+            scope: key.scope,
+            ..SessionWrite::default()
+        }
+    }
+
+    /// The key of the session written.
+    pub fn key(&self) -> SessionKey {
+        SessionKey {
+            session_id: self.session_id.clone(),
+            kind: self.kind,
+            scope: self.scope.clone(),
+        }
+    }
+}
+
 /// Which sessions to list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionQuery {
@@ -164,6 +270,8 @@ pub struct SessionQuery {
     pub component_id: Option<String>,
     /// Only sessions of this kind.
     pub kind: Option<SessionKind>,
+    /// Only sessions with this scope (`Some("")`: top-level sessions only).
+    pub scope: Option<String>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
 }
@@ -192,6 +300,12 @@ impl SessionQuery {
         self
     }
 
+    /// Only sessions with `scope` (`""`: top-level sessions, not their members').
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
     /// At most `limit` sessions, the most recently updated first.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
@@ -208,5 +322,9 @@ impl SessionQuery {
                 .as_ref()
                 .is_none_or(|id| session.component_id.as_ref() == Some(id))
             && self.kind.is_none_or(|kind| session.kind == kind)
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|scope| &session.scope == scope)
     }
 }

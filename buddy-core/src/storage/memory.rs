@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::{ReadOptions, Storage, StorageResult};
 use crate::run::{RunRecord, now_millis};
-use crate::session::{Session, SessionQuery, SessionWrite};
+use crate::session::{Session, SessionKey, SessionQuery, SessionWrite};
 
 /// Sessions kept in process memory: for tests, demos and short-lived processes.
 ///
@@ -14,18 +14,18 @@ use crate::session::{Session, SessionQuery, SessionWrite};
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// use buddy_core::session::{SessionKind, SessionWrite};
+/// use buddy_core::session::{SessionKey, SessionKind, SessionWrite};
 /// use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
 ///
 /// let storage = MemoryStorage::new();
-/// let write = SessionWrite { session_id: "s1".into(), kind: SessionKind::Workflow, ..Default::default() };
-/// storage.commit(write).await.unwrap();
-/// assert!(storage.read("s1", &ReadOptions::default()).await.unwrap().is_some());
+/// let key = SessionKey::new("s1", SessionKind::Workflow);
+/// storage.commit(SessionWrite::new(key.clone())).await.unwrap();
+/// assert!(storage.read(&key, &ReadOptions::default()).await.unwrap().is_some());
 /// # });
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStorage {
-    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    inner: Arc<Mutex<HashMap<SessionKey, Entry>>>,
 }
 
 #[derive(Debug)]
@@ -40,7 +40,7 @@ impl MemoryStorage {
         MemoryStorage::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionKey, Entry>> {
         // A panic while holding the lock cannot leave a half-applied write: every update
         // below builds the new entry first and inserts it in one step.
         self.inner
@@ -58,11 +58,11 @@ fn recent(runs: &[RunRecord], limit: Option<usize>) -> Vec<RunRecord> {
 impl Storage for MemoryStorage {
     async fn read(
         &self,
-        session_id: &str,
+        key: &SessionKey,
         options: &ReadOptions,
     ) -> StorageResult<Option<Session>> {
         let map = self.lock();
-        let Some(entry) = map.get(session_id) else {
+        let Some(entry) = map.get(key) else {
             return Ok(None);
         };
         if options
@@ -79,7 +79,8 @@ impl Storage for MemoryStorage {
 
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
         let mut map = self.lock();
-        let existing = map.remove(&write.session_id);
+        let key = write.key();
+        let existing = map.remove(&key);
         let (previous, mut runs) = match existing {
             Some(entry) => (Some(entry.session), entry.runs),
             None => (None, Vec::new()),
@@ -89,7 +90,7 @@ impl Storage for MemoryStorage {
             runs.push(run.clone());
         }
         map.insert(
-            write.session_id.clone(),
+            key,
             Entry {
                 session: session.clone(),
                 runs,
@@ -98,41 +99,10 @@ impl Storage for MemoryStorage {
         Ok(session)
     }
 
-    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
-        let mut map = self.lock();
-        let now = now_millis();
-        let mut stored = session.clone();
-        stored.runs.clear();
-        stored.updated_at = now;
-        let runs = match map.remove(&session.session_id) {
-            Some(entry) => {
-                stored.created_at = entry.session.created_at;
-                stored.version = entry.session.version + 1;
-                stored.run_count = entry.session.run_count;
-                stored.updated_at = now.max(entry.session.updated_at);
-                entry.runs
-            }
-            None => {
-                stored.created_at = now;
-                stored.version = 1;
-                stored.run_count = 0;
-                Vec::new()
-            }
-        };
-        map.insert(
-            session.session_id.clone(),
-            Entry {
-                session: stored.clone(),
-                runs,
-            },
-        );
-        Ok(stored)
-    }
-
-    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+    async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
         Ok(self
             .lock()
-            .get(session_id)
+            .get(key)
             .map(|entry| recent(&entry.runs, limit))
             .unwrap_or_default())
     }
@@ -155,8 +125,8 @@ impl Storage for MemoryStorage {
         Ok(sessions)
     }
 
-    async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
-        self.lock().remove(session_id);
+    async fn delete_session(&self, key: &SessionKey) -> StorageResult<()> {
+        self.lock().retain(|stored, _| !key.covers(stored));
         Ok(())
     }
 

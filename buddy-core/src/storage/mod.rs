@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::error::StorageError;
 use crate::run::RunRecord;
-use crate::session::{Session, SessionQuery, SessionWrite};
+use crate::session::{Session, SessionKey, SessionQuery, SessionWrite};
 
 pub use memory::MemoryStorage;
 
@@ -46,9 +46,11 @@ impl ReadOptions {
 
 /// A session store, shared by workflows, agents and teams.
 ///
-/// One storage value stands for one table (plus its run table); a session's rows carry the
-/// [`kind`](crate::session::SessionKind) of their owner. All operations are atomic on their
-/// own, and [`commit`](Storage::commit) is the one that runs use:
+/// One storage value stands for one table (plus its run table). A stored session is addressed
+/// by its [`SessionKey`]: session id, owner kind and owner scope, so a workflow and its
+/// members can share a storage value and a session id without overwriting each other. All
+/// operations are atomic on their own, and [`commit`](Storage::commit) is the one that runs
+/// use:
 ///
 /// - it appends at most one run, so a write costs the same on a session's 10,000th run as on
 ///   its first (history is never rewritten);
@@ -61,35 +63,23 @@ impl ReadOptions {
 pub trait Storage: fmt::Debug + Send + Sync {
     /// Reads a session with its most recent runs (oldest first); `None` if it does not exist
     /// or belongs to another user than `options.user_id`.
-    async fn read(&self, session_id: &str, options: &ReadOptions)
+    async fn read(&self, key: &SessionKey, options: &ReadOptions)
     -> StorageResult<Option<Session>>;
 
     /// Applies `write` atomically (see [`Session::apply_write`]) and returns the session as
     /// stored afterwards, without runs.
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session>;
 
-    /// Writes `session` whole (identity, name, state, extra data), creating it if needed;
-    /// `created_at` is kept for an existing session. Runs in `session.runs` are not written.
-    async fn upsert(&self, session: &Session) -> StorageResult<Session>;
-
     /// The `limit` most recent runs of a session (all when `None`), oldest first.
-    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>>;
+    async fn runs(&self, key: &SessionKey, limit: Option<usize>)
+    -> StorageResult<Vec<RunRecord>>;
 
     /// Sessions that match `query`, the most recently updated first, without runs.
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>>;
 
-    /// Ids of the sessions that match `query`, the most recently updated first.
-    async fn list_session_ids(&self, query: &SessionQuery) -> StorageResult<Vec<String>> {
-        Ok(self
-            .list_sessions(query)
-            .await?
-            .into_iter()
-            .map(|session| session.session_id)
-            .collect())
-    }
-
-    /// Deletes a session and its runs; a missing id is not an error.
-    async fn delete_session(&self, session_id: &str) -> StorageResult<()>;
+    /// Deletes a session and its runs, with the sessions of its members stored under it
+    /// (see [`SessionKey::covers`]); a missing session is not an error.
+    async fn delete_session(&self, key: &SessionKey) -> StorageResult<()>;
 
     /// Creates the tables if they do not exist (done on first use anyway).
     async fn create(&self) -> StorageResult<()> {
@@ -109,28 +99,22 @@ pub trait Storage: fmt::Debug + Send + Sync {
 impl<S: Storage + ?Sized> Storage for Arc<S> {
     async fn read(
         &self,
-        session_id: &str,
+        key: &SessionKey,
         options: &ReadOptions,
     ) -> StorageResult<Option<Session>> {
-        (**self).read(session_id, options).await
+        (**self).read(key, options).await
     }
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
         (**self).commit(write).await
     }
-    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
-        (**self).upsert(session).await
-    }
-    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
-        (**self).runs(session_id, limit).await
+    async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+        (**self).runs(key, limit).await
     }
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
         (**self).list_sessions(query).await
     }
-    async fn list_session_ids(&self, query: &SessionQuery) -> StorageResult<Vec<String>> {
-        (**self).list_session_ids(query).await
-    }
-    async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
-        (**self).delete_session(session_id).await
+    async fn delete_session(&self, key: &SessionKey) -> StorageResult<()> {
+        (**self).delete_session(key).await
     }
     async fn create(&self) -> StorageResult<()> {
         (**self).create().await
