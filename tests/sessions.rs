@@ -764,24 +764,21 @@ struct SlowCommits(MemoryStorage);
 impl Storage for SlowCommits {
     async fn read(
         &self,
-        id: &str,
+        key: &buddy::session::SessionKey,
         options: &ReadOptions,
     ) -> buddy::storage::StorageResult<Option<Session>> {
-        self.0.read(id, options).await
+        self.0.read(key, options).await
     }
     async fn commit(&self, write: SessionWrite) -> buddy::storage::StorageResult<Session> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         self.0.commit(write).await
     }
-    async fn upsert(&self, session: &Session) -> buddy::storage::StorageResult<Session> {
-        self.0.upsert(session).await
-    }
     async fn runs(
         &self,
-        id: &str,
+        key: &buddy::session::SessionKey,
         limit: Option<usize>,
     ) -> buddy::storage::StorageResult<Vec<buddy::RunRecord>> {
-        self.0.runs(id, limit).await
+        self.0.runs(key, limit).await
     }
     async fn list_sessions(
         &self,
@@ -789,8 +786,11 @@ impl Storage for SlowCommits {
     ) -> buddy::storage::StorageResult<Vec<Session>> {
         self.0.list_sessions(query).await
     }
-    async fn delete_session(&self, id: &str) -> buddy::storage::StorageResult<()> {
-        self.0.delete_session(id).await
+    async fn delete_session(
+        &self,
+        key: &buddy::session::SessionKey,
+    ) -> buddy::storage::StorageResult<()> {
+        self.0.delete_session(key).await
     }
     async fn drop_tables(&self) -> buddy::storage::StorageResult<()> {
         self.0.drop_tables().await

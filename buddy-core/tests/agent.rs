@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use buddy_core::agent::Agent;
 use buddy_core::model::{ModelError, ResponseFormat, Role};
+use buddy_core::session::{SessionKey, SessionKind};
 use buddy_core::storage::MemoryStorage;
 use buddy_core::testing::ScriptedModel;
 use buddy_core::tool::{FunctionTool, Tool, Toolkit};
@@ -280,7 +281,10 @@ async fn history_comes_from_the_agent_session_in_storage() {
     );
 
     let session = storage
-        .read("s-1", &buddy_core::storage::ReadOptions::with_runs(10))
+        .read(
+            &SessionKey::new("s-1", SessionKind::Agent),
+            &buddy_core::storage::ReadOptions::with_runs(10),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -301,7 +305,10 @@ async fn failed_runs_are_recorded_with_status_error() {
         .storage(storage.clone())
         .session_id("s-err");
     agent.run("x").await.unwrap_err();
-    let runs = storage.runs("s-err", None).await.unwrap();
+    let runs = storage
+        .runs(&SessionKey::new("s-err", SessionKind::Agent), None)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Error);
     assert_eq!(runs[0].error.as_deref(), Some("boom"));
@@ -322,7 +329,10 @@ async fn attach_sets_session_and_user_from_the_workflow() {
     let response = agent.run("x").await.unwrap();
     assert_eq!(response.session_id.as_deref(), Some("wf-session"));
     let session = storage
-        .read("wf-session", &Default::default())
+        .read(
+            &SessionKey::new("wf-session", SessionKind::Agent),
+            &Default::default(),
+        )
         .await
         .unwrap()
         .unwrap();

@@ -6,7 +6,7 @@
 use buddy_core::agent::Agent;
 use buddy_core::model::{ModelError, Role};
 use buddy_core::run::{RunEvent, RunEventKind};
-use buddy_core::session::SessionKind;
+use buddy_core::session::{SessionKey, SessionKind};
 use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
 use buddy_core::team::{Team, TeamMode};
 use buddy_core::testing::ScriptedModel;
@@ -381,7 +381,10 @@ async fn team_sessions_are_stored_and_members_share_the_workflow_session() {
         Some("wf-session")
     );
     let session = storage
-        .read("wf-session", &ReadOptions::with_runs(5))
+        .read(
+            &SessionKey::new("wf-session", SessionKind::Team),
+            &ReadOptions::with_runs(5),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -408,7 +411,10 @@ async fn leader_failure_is_an_error_and_is_recorded() {
         .session_id("s");
     let error = team.run("q").await.unwrap_err();
     assert!(matches!(error, Error::Model(_)), "{error:?}");
-    let runs = storage.runs("s", None).await.unwrap();
+    let runs = storage
+        .runs(&SessionKey::new("s", SessionKind::Team), None)
+        .await
+        .unwrap();
     assert_eq!(runs[0].status, RunStatus::Error);
     let _ = RunEventKind::RunStarted;
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use buddy::prelude::*;
 use buddy::run::RunRecord;
-use buddy::session::{Session, SessionQuery, SessionWrite};
+use buddy::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy::storage::{ReadOptions, StorageResult};
 use buddy::{Storage, StorageError, storage::MemoryStorage};
 
@@ -56,8 +56,12 @@ impl FlakyStorage {
 
 #[async_trait]
 impl Storage for FlakyStorage {
-    async fn read(&self, id: &str, options: &ReadOptions) -> StorageResult<Option<Session>> {
-        self.inner.read(id, options).await
+    async fn read(
+        &self,
+        key: &SessionKey,
+        options: &ReadOptions,
+    ) -> StorageResult<Option<Session>> {
+        self.inner.read(key, options).await
     }
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
         if self.commits.fetch_add(1, Ordering::SeqCst) >= self.ok_commits {
@@ -68,17 +72,14 @@ impl Storage for FlakyStorage {
         }
         self.inner.commit(write).await
     }
-    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
-        self.inner.upsert(session).await
-    }
-    async fn runs(&self, id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
-        self.inner.runs(id, limit).await
+    async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+        self.inner.runs(key, limit).await
     }
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
         self.inner.list_sessions(query).await
     }
-    async fn delete_session(&self, id: &str) -> StorageResult<()> {
-        self.inner.delete_session(id).await
+    async fn delete_session(&self, key: &SessionKey) -> StorageResult<()> {
+        self.inner.delete_session(key).await
     }
     async fn drop_tables(&self) -> StorageResult<()> {
         self.inner.drop_tables().await

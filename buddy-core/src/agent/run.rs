@@ -17,7 +17,7 @@ use crate::model::{
 use crate::run::{
     Metrics, RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus, ToolExecution,
 };
-use crate::session::{SessionKind, SessionWrite, StatePatch};
+use crate::session::{SessionKey, SessionKind, SessionWrite, StatePatch};
 use crate::storage::{MemoryStorage, ReadOptions, Storage};
 use crate::tool::result_text;
 
@@ -285,7 +285,10 @@ impl Agent {
             return Ok(Vec::new());
         }
         let session = storage
-            .read(session_id, &ReadOptions::with_runs(config.num_history_runs))
+            .read(
+                &SessionKey::new(session_id, SessionKind::Agent),
+                &ReadOptions::with_runs(config.num_history_runs),
+            )
             .await?;
         Ok(session
             .map(|session| {

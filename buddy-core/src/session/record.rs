@@ -5,7 +5,9 @@ use super::StatePatch;
 use crate::run::RunRecord;
 
 /// Which kind of component a session belongs to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionKind {
     /// A workflow session.

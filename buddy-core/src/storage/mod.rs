@@ -71,8 +71,7 @@ pub trait Storage: fmt::Debug + Send + Sync {
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session>;
 
     /// The `limit` most recent runs of a session (all when `None`), oldest first.
-    async fn runs(&self, key: &SessionKey, limit: Option<usize>)
-    -> StorageResult<Vec<RunRecord>>;
+    async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>>;
 
     /// Sessions that match `query`, the most recently updated first, without runs.
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>>;

@@ -8,7 +8,9 @@ use super::memory::WorkflowMemory;
 use super::state::WorkflowState;
 use crate::error::{Error, Result};
 use crate::run::RunResponse;
-use crate::session::{Session, SessionKind, SessionQuery, SessionWrite, StateMerge, StatePatch};
+use crate::session::{
+    Session, SessionKey, SessionKind, SessionQuery, SessionWrite, StateMerge, StatePatch,
+};
 use crate::storage::{IntoStorage, ReadOptions, Storage};
 
 /// The number of recent runs a workflow reads from storage into its memory by default.
@@ -332,7 +334,10 @@ impl<S: WorkflowState> WorkflowCore<S> {
         // The session row first; its runs only when someone else wrote since this instance
         // last did, so a run of a busy single-writer session reads one row.
         match storage
-            .read(&session_id, &ReadOptions::with_runs(0))
+            .read(
+                &SessionKey::new(session_id.as_str(), SessionKind::Workflow),
+                &ReadOptions::with_runs(0),
+            )
             .await?
         {
             Some(session) => {
@@ -341,7 +346,14 @@ impl<S: WorkflowState> WorkflowCore<S> {
                 let runs = if in_sync {
                     None
                 } else {
-                    Some(storage.runs(&session_id, Some(self.history_runs)).await?)
+                    Some(
+                        storage
+                            .runs(
+                                &SessionKey::new(session_id.as_str(), SessionKind::Workflow),
+                                Some(self.history_runs),
+                            )
+                            .await?,
+                    )
                 };
                 self.synced_version = Some(session.version);
                 self.load(session, runs)?;
@@ -407,6 +419,7 @@ impl<S: WorkflowState> WorkflowCore<S> {
         SessionWrite {
             session_id: self.session_id.clone().unwrap_or_default(),
             kind: SessionKind::Workflow,
+            scope: String::new(),
             component_id: self.workflow_id.clone(),
             user_id: self.user_id.clone(),
             session_name: self.session_name.clone(),
@@ -497,7 +510,9 @@ impl<S: WorkflowState> WorkflowCore<S> {
     /// session also starts this instance afresh on its next run.
     pub async fn delete_session(&mut self, session_id: &str) -> Result<()> {
         if let Some(storage) = &self.storage {
-            storage.delete_session(session_id).await?;
+            storage
+                .delete_session(&SessionKey::new(session_id, SessionKind::Workflow))
+                .await?;
         }
         if self.session_id.as_deref() == Some(session_id) {
             self.synced_version = None;
