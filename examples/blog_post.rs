@@ -133,7 +133,13 @@ async fn run() -> Result<()> {
     drop(events);
     let storage = workflow.storage().cloned();
     if let (Some(storage), Some(session)) = (storage, workflow.session_id()) {
-        let runs = storage.runs(session, None).await?.len();
+        let runs = storage
+            .runs(
+                &buddy::SessionKey::new(session, buddy::SessionKind::Workflow),
+                None,
+            )
+            .await?
+            .len();
         eprintln!(
             "[session] {runs} runs so far; run again with the same topic to answer from the cache"
         );

@@ -11,8 +11,8 @@
 //!
 //! Sessions live in `tmp/sessions.db` (SQLite, WAL mode), so every process sees the others'.
 
-use buddy::Storage;
 use buddy::prelude::*;
+use buddy::{SessionKey, SessionKind, Storage};
 use serde_json::json;
 
 /// A journal: each run appends an entry to the session state.
@@ -93,7 +93,10 @@ async fn main() -> Result<()> {
         }
         Some("show") => {
             let options = buddy::storage::ReadOptions::with_runs(20);
-            let Some(session) = storage.read(&arg(1), &options).await? else {
+            let Some(session) = storage
+                .read(&SessionKey::new(arg(1), SessionKind::Workflow), &options)
+                .await?
+            else {
                 eprintln!("no session `{}`", arg(1));
                 std::process::exit(1);
             };

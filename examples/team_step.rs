@@ -34,7 +34,7 @@ impl Briefing {
             while let Some(event) = team.next().await {
                 let event = event?;
                 match &event.kind {
-                    RunEventKind::RunCompleted { response } if event.member.is_none() => {
+                    RunEventKind::RunCompleted { response } if event.is_top_level() => {
                         notes = response.text().into_owned();
                     }
                     RunEventKind::ToolCallStarted { tool } => {

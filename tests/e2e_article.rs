@@ -96,7 +96,10 @@ async fn article_workflow_on_sqlite_against_a_real_model() {
     assert!(!response.text().trim().is_empty(), "the article is empty");
     assert!(response.run_id.is_some() && response.workflow_id.is_some());
     let session = storage
-        .read(workflow.session_id().unwrap(), &ReadOptions::with_runs(5))
+        .read(
+            &buddy::SessionKey::new(workflow.session_id().unwrap(), buddy::SessionKind::Workflow),
+            &ReadOptions::with_runs(5),
+        )
         .await
         .unwrap()
         .unwrap();

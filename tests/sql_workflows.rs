@@ -6,6 +6,11 @@
 
 use std::sync::Arc;
 
+/// The key of a top-level workflow session.
+fn wf(session_id: &str) -> buddy::SessionKey {
+    buddy::SessionKey::new(session_id, buddy::SessionKind::Workflow)
+}
+
 use buddy::prelude::*;
 use buddy::storage::ReadOptions;
 use buddy::{RunStatus, Storage};
@@ -49,12 +54,12 @@ async fn concurrent_runs(storage: Arc<dyn Storage>, session: &str) {
         task.await.unwrap();
     }
     let stored = storage
-        .read(session, &ReadOptions::default())
+        .read(&wf(session), &ReadOptions::default())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stored.run_count, 200);
-    assert_eq!(storage.runs(session, None).await.unwrap().len(), 200);
+    assert_eq!(storage.runs(&wf(session), None).await.unwrap().len(), 200);
     for task in 0..8 {
         for run in 0..25 {
             assert_eq!(
@@ -161,5 +166,5 @@ async fn corrupt_stored_session_is_a_typed_error_and_is_not_overwritten() {
             .await
             .unwrap();
     assert_eq!(state, "{not json", "the corrupt row was left as it was");
-    assert_eq!(storage.runs("broken", None).await.unwrap().len(), 1);
+    assert_eq!(storage.runs(&wf("broken"), None).await.unwrap().len(), 1);
 }

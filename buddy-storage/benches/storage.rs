@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use buddy_core::run::{RunRecord, RunResponse, RunStatus};
-use buddy_core::session::{SessionKind, SessionWrite, StatePatch};
+use buddy_core::session::{SessionKey, SessionKind, SessionWrite, StatePatch};
 use buddy_core::storage::{ReadOptions, Storage};
 use serde_json::{Map, Value, json};
 
@@ -41,6 +41,8 @@ fn write(session_id: &str, n: usize) -> SessionWrite {
             response: RunResponse::from_text("lorem ipsum dolor sit amet ".repeat(20)),
             error: None,
             created_at: 1_700_000_000_000,
+            ended_at: Some(1_700_000_000_100),
+            duration_ms: Some(100.0),
         }),
         ..SessionWrite::default()
     }
@@ -99,7 +101,10 @@ async fn bench(storage: Arc<dyn Storage>) -> Value {
     for _ in 0..SAMPLES {
         let start = Instant::now();
         let session = storage
-            .read("w10000", &ReadOptions::with_runs(20))
+            .read(
+                &SessionKey::new("w10000", SessionKind::Workflow),
+                &ReadOptions::with_runs(20),
+            )
             .await
             .unwrap()
             .unwrap();

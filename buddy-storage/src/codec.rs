@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 pub(crate) struct SessionRow {
     pub session_id: String,
     pub kind: String,
+    pub scope: String,
     pub component_id: Option<String>,
     pub user_id: Option<String>,
     pub session_name: Option<String>,
@@ -28,13 +29,27 @@ pub(crate) struct SessionRow {
 /// The column list every session `SELECT` uses, in [`SessionRow`] order (SQLite spelling:
 /// the JSON columns are `TEXT` already).
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE_SESSION_COLUMNS: &str = "session_id, kind, component_id, user_id, \
-    session_name, component_data, session_state, extra_data, created_at, updated_at, version, \
+pub(crate) const SQLITE_SESSION_COLUMNS: &str = "session_id, kind, scope, component_id, \
+    user_id, session_name, component_data, session_state, extra_data, created_at, updated_at, version, \
     run_count";
+
+/// [`SQLITE_SESSION_COLUMNS`] for a table of the v2 layout, which has no `scope` (read as
+/// `''`).
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_V2_SESSION_COLUMNS: &str = "session_id, kind, '' AS scope, \
+    component_id, user_id, session_name, component_data, session_state, extra_data, created_at, \
+    updated_at, version, run_count";
+
+/// [`PG_SESSION_COLUMNS`] for a table of the v2 layout, which has no `scope` (read as `''`).
+#[cfg(feature = "postgres")]
+pub(crate) const PG_V2_SESSION_COLUMNS: &str = "session_id, kind, ''::text AS scope, \
+    component_id, user_id, session_name, component_data::text AS component_data, \
+    session_state::text AS session_state, extra_data::text AS extra_data, created_at, \
+    updated_at, version, run_count";
 
 /// The column list for Postgres, where the `jsonb` columns are cast to text.
 #[cfg(feature = "postgres")]
-pub(crate) const PG_SESSION_COLUMNS: &str = "session_id, kind, component_id, user_id, \
+pub(crate) const PG_SESSION_COLUMNS: &str = "session_id, kind, scope, component_id, user_id, \
     session_name, component_data::text AS component_data, session_state::text AS session_state, \
     extra_data::text AS extra_data, created_at, updated_at, version, run_count";
 
@@ -75,6 +90,7 @@ impl SessionRow {
         let extra_data = object(id, "extra_data", self.extra_data.as_deref())?;
         Ok(Session {
             kind,
+            scope: self.scope,
             component_id: self.component_id,
             user_id: self.user_id,
             session_name: self.session_name,
@@ -166,25 +182,4 @@ pub(crate) fn to_millis(timestamp: i64) -> i64 {
     } else {
         timestamp
     }
-}
-
-/// The stored session as the memory reference computes it for `upsert`.
-pub(crate) fn upserted(session: &Session, existing: Option<&Session>, now: i64) -> Session {
-    let mut stored = session.clone();
-    stored.runs.clear();
-    match existing {
-        Some(existing) => {
-            stored.created_at = existing.created_at;
-            stored.version = existing.version + 1;
-            stored.run_count = existing.run_count;
-            stored.updated_at = now.max(existing.updated_at);
-        }
-        None => {
-            stored.created_at = now;
-            stored.updated_at = now;
-            stored.version = 1;
-            stored.run_count = 0;
-        }
-    }
-    stored
 }

@@ -24,7 +24,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), buddy_core::StorageError> {
-//! use buddy_core::session::{SessionKind, SessionWrite};
+//! use buddy_core::session::{SessionKey, SessionKind, SessionWrite};
 //! use buddy_core::storage::{ReadOptions, Storage};
 //! use buddy_storage::SqliteStorage;
 //!
@@ -32,15 +32,15 @@
 //! // With feature `postgres`:
 //! // let storage = PostgresStorage::connect("postgres://app@db/app").await?.schema("buddy")?;
 //!
-//! storage
-//!     .commit(SessionWrite {
-//!         session_id: "s1".into(),
-//!         kind: SessionKind::Workflow,
-//!         ..Default::default()
-//!     })
-//!     .await?;
-//! let session = storage.read("s1", &ReadOptions::with_runs(20)).await?;
+//! // A workflow's session, and the session of its member `researcher` under the same id.
+//! let workflow = SessionKey::new("s1", SessionKind::Workflow);
+//! let researcher = SessionKey::new("s1", SessionKind::Agent).scope("researcher");
+//! storage.commit(SessionWrite::new(workflow.clone())).await?;
+//! storage.commit(SessionWrite::new(researcher.clone())).await?;
+//! let session = storage.read(&workflow, &ReadOptions::with_runs(20)).await?;
 //! assert!(session.is_some());
+//! // Deleting the workflow's session deletes its members' too.
+//! storage.delete_session(&workflow).await?;
 //! # Ok(()) }
 //! # let _ = demo;
 //! ```
@@ -52,25 +52,55 @@
 //!
 //! | `{table}` | |
 //! | --- | --- |
-//! | `session_id` | primary key |
+//! | `session_id`, `kind`, `scope` | primary key (a [`SessionKey`](buddy_core::session::SessionKey)) |
 //! | `kind` | `workflow`, `agent` or `team` |
+//! | `scope` | the owner's member path (`""` for a top-level component, `"writers/critic"`) |
 //! | `component_id`, `user_id`, `session_name` | text, nullable |
 //! | `component_data`, `session_state`, `extra_data` | JSON (`jsonb` in Postgres) |
 //! | `created_at`, `updated_at` | Unix milliseconds; `created_at` never changes |
 //! | `version` | incremented on every write |
 //! | `run_count` | runs recorded in all |
 //!
-//! `{table}_runs` holds one row per run: `session_id`, `seq` (1, 2, ... per session),
-//! `run_id`, `status`, `created_at` and the whole [`RunRecord`](buddy_core::RunRecord) as
-//! JSON in `record`, with primary key `(session_id, seq)`. A write appends one row and never
-//! rewrites older ones, so the 10,000th run of a session costs what the first did, and a
-//! read loads only the most recent runs it asks for.
+//! `{table}_runs` holds one row per run: `session_id`, `kind`, `scope`, `seq` (1, 2, ... per
+//! session), `run_id`, `status`, `created_at` and the whole
+//! [`RunRecord`](buddy_core::RunRecord) as JSON in `record`, with primary key
+//! `(session_id, kind, scope, seq)` and a foreign key to its session. A write appends one row
+//! and never rewrites older ones, so the 10,000th run of a session costs what the first did,
+//! and a read loads only the most recent runs it asks for.
+//!
+//! Every statement addresses a session by its whole key. Deleting a session deletes the
+//! sessions stored under it, exactly as
+//! [`SessionKey::covers`](buddy_core::session::SessionKey::covers) says (a prefix test on
+//! `scope`, never `LIKE`). Sessions are listed newest first, then by session id (descending),
+//! kind and scope (ascending), strings compared byte-wise on both backends.
+//!
+//! Floats are written as the shortest text that reads back to the same `f64`, and read back
+//! bit for bit (serde_json's `float_roundtrip`); integers up to `u64::MAX` and down to
+//! `i64::MIN` are exact. Postgres `jsonb` has no negative zero: `-0.0` reads back as `0.0`.
 //!
 //! Table and schema names must match `^[A-Za-z_][A-Za-z0-9_]{0,62}$`; anything else is
 //! [`StorageError::InvalidTableName`](buddy_core::StorageError::InvalidTableName) when the
 //! name is given, before any SQL runs. Queries are checked at run time, so no database is
-//! needed to compile. [`Storage::upgrade_schema`] converts tables of the v1 layout (one
-//! JSON `memory` column holding every run, as the Python original wrote them).
+//! needed to compile.
+//!
+//! # Upgrading older tables
+//!
+//! [`Storage::upgrade_schema`] converts, in place and in one transaction, tables of the v1
+//! layout (one JSON `memory` column holding every run, as the Python original wrote them)
+//! and of the v2 layout (sessions keyed by `session_id` alone); existing sessions get scope
+//! `""`. Every old row is decoded first, and one that does not decode aborts the upgrade
+//! with [`StorageError::Corrupt`](buddy_core::StorageError::Corrupt), leaving the tables as
+//! they were. A store that finds an old layout refuses to use it, with an error saying to
+//! call `upgrade_schema()`.
+//!
+//! # Testing a backend: the conformance suite
+//!
+//! Feature `conformance` adds the module `buddy_storage::conformance`, the cases every [`Storage`] must pass (the
+//! SQLite and Postgres backends here and the in-memory reference run them in this crate's
+//! tests). Call `conformance::run_all` from a test of your own backend with a factory of
+//! fresh stores, or generate one test per case with `buddy_storage::conformance_tests!`.
+//!
+//! [`Storage`]: buddy_core::storage::Storage
 //!
 //! # Concurrency: nothing is lost
 //!
@@ -105,6 +135,8 @@
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod ident;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -1,5 +1,6 @@
 //! [`PostgresStorage`]: sessions in Postgres, shared by processes and machines.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,17 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use buddy_core::StorageError;
 use buddy_core::run::{RunRecord, now_millis};
-use buddy_core::session::{Session, SessionQuery, SessionWrite};
+use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, SqlSafeStr, SqlStr, Transaction};
 
 use crate::codec::{
-    EncodedSession, PG_SESSION_COLUMNS, SessionRow, decode_run, encode_run, row_error, sql_limit,
-    upserted,
+    EncodedSession, PG_SESSION_COLUMNS, PG_V2_SESSION_COLUMNS, SessionRow, decode_run, encode_run,
+    row_error, sql_limit,
 };
 use crate::ident::{self, index_name, quote, runs_table};
-use crate::migrate::{V1_MARKER_COLUMN, V1Row};
+use crate::migrate::{Layout, V1Row, check_v2_run};
 
 /// The key of the advisory lock that serialises buddy's DDL (table creation and upgrades)
 /// across processes: concurrent `CREATE TABLE IF NOT EXISTS` can otherwise fail in Postgres.
@@ -74,20 +75,33 @@ struct Sql {
     read_session: SqlStr,
     update_session: SqlStr,
     update_session_insert_run: SqlStr,
-    insert_run: SqlStr,
     select_runs: SqlStr,
     list_sessions: SqlStr,
     delete_runs: SqlStr,
-    delete_session: SqlStr,
+    delete_sessions: SqlStr,
     v1_select: SqlStr,
     v1_alter: SqlStr,
+    v1_create_v2: SqlStr,
+    v1_update: SqlStr,
+    v1_insert_run: SqlStr,
     v1_drop_columns: SqlStr,
+    v2_select_sessions: SqlStr,
+    v2_select_runs: SqlStr,
+    v2_alter: SqlStr,
 }
 
 fn sql(text: String) -> SqlStr {
     // Safe: `text` splices only schema and table names checked by `ident`, quoted.
     AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
 }
+
+/// The condition selecting the sessions (or runs) that `SessionKey::covers` the key
+/// `($1, $2, $3)`: the session itself and, below it, every scope under `$3` (every non-empty
+/// scope when `$3` is `''`). A prefix test by `substr`, not `LIKE`, so `_` and `%` in a scope
+/// are plain characters.
+const COVERED: &str = "session_id = $1 AND ((kind = $2 AND scope = $3)
+    OR ($3 = '' AND scope <> '')
+    OR ($3 <> '' AND substr(scope, 1, length($3) + 1) = $3 || '/'))";
 
 impl Sql {
     fn new(schema: Option<&str>, table: &str) -> Self {
@@ -99,19 +113,27 @@ impl Sql {
             .map(|s| format!("CREATE SCHEMA IF NOT EXISTS {};", quote(s)))
             .unwrap_or_default();
         let cols = PG_SESSION_COLUMNS;
+        let key = "session_id = $1 AND kind = $2 AND scope = $3";
         let update = format!(
-            "UPDATE {t} SET kind = $2, component_id = $3, user_id = $4, session_name = $5,
-                component_data = $6::jsonb, session_state = $7::jsonb,
-                extra_data = $8::jsonb, created_at = $9, updated_at = $10, version = $11,
-                run_count = $12
-             WHERE session_id = $1"
+            "UPDATE {t} SET component_id = $4, user_id = $5, session_name = $6,
+                component_data = $7::jsonb, session_state = $8::jsonb,
+                extra_data = $9::jsonb, created_at = $10, updated_at = $11, version = $12,
+                run_count = $13
+             WHERE {key}"
+        );
+        // Text columns sort byte-wise (`COLLATE "C"`), as Rust strings do, whatever the
+        // database's collation: the order of `list_sessions` is the same on every backend.
+        let index = format!(
+            "CREATE INDEX IF NOT EXISTS {updated_idx} ON {t} (updated_at DESC,
+                session_id COLLATE \"C\" DESC, kind COLLATE \"C\", scope COLLATE \"C\");"
         );
         Sql {
             create: sql(format!(
                 "{create_schema}
                 CREATE TABLE IF NOT EXISTS {t} (
-                    session_id TEXT NOT NULL PRIMARY KEY,
+                    session_id TEXT NOT NULL,
                     kind TEXT NOT NULL DEFAULT 'workflow',
+                    scope TEXT NOT NULL DEFAULT '',
                     component_id TEXT,
                     user_id TEXT,
                     session_name TEXT,
@@ -121,58 +143,61 @@ impl Sql {
                     created_at BIGINT NOT NULL DEFAULT 0,
                     updated_at BIGINT NOT NULL DEFAULT 0,
                     version BIGINT NOT NULL DEFAULT 0,
-                    run_count BIGINT NOT NULL DEFAULT 0
+                    run_count BIGINT NOT NULL DEFAULT 0,
+                    PRIMARY KEY (session_id, kind, scope)
                 );
                 CREATE TABLE IF NOT EXISTS {r} (
-                    session_id TEXT NOT NULL REFERENCES {t} (session_id) ON DELETE CASCADE,
+                    session_id TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    scope TEXT NOT NULL,
                     seq BIGINT NOT NULL,
                     run_id TEXT NOT NULL,
                     status TEXT NOT NULL,
                     created_at BIGINT NOT NULL,
                     record JSONB NOT NULL,
-                    PRIMARY KEY (session_id, seq)
+                    PRIMARY KEY (session_id, kind, scope, seq),
+                    FOREIGN KEY (session_id, kind, scope)
+                        REFERENCES {t} (session_id, kind, scope) ON DELETE CASCADE
                 );
-                CREATE INDEX IF NOT EXISTS {updated_idx} ON {t} (updated_at DESC, session_id DESC);"
+                {index}"
             )),
             drop: sql(format!(
                 "DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};"
             )),
             insert_missing: sql(format!(
-                "INSERT INTO {t} (session_id, kind, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (session_id) DO NOTHING"
+                "INSERT INTO {t} (session_id, kind, scope, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (session_id, kind, scope) DO NOTHING"
             )),
-            lock_session: sql(format!(
-                "SELECT {cols} FROM {t} WHERE session_id = $1 FOR UPDATE"
-            )),
+            lock_session: sql(format!("SELECT {cols} FROM {t} WHERE {key} FOR UPDATE")),
             read_session: sql(format!(
                 "SELECT {cols}, runs.record::text AS record FROM {t}
-                 LEFT JOIN (SELECT record, seq FROM {r} WHERE session_id = $1
-                            ORDER BY seq DESC LIMIT $2) AS runs ON true
-                 WHERE session_id = $1 ORDER BY runs.seq DESC"
+                 LEFT JOIN (SELECT record, seq FROM {r} WHERE {key}
+                            ORDER BY seq DESC LIMIT $4) AS runs ON true
+                 WHERE {key} ORDER BY runs.seq DESC"
             )),
             update_session: sql(update.clone()),
-            // One round trip for both: the run's `seq` is the new `run_count` ($12).
+            // One round trip for both: the run's `seq` is the new `run_count` ($13).
             update_session_insert_run: sql(format!(
-                "WITH updated AS ({update} RETURNING session_id)
-                 INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
-                 SELECT session_id, $12, $13, $14, $15, $16::jsonb FROM updated"
-            )),
-            insert_run: sql(format!(
-                "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
-                 VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+                "WITH updated AS ({update} RETURNING session_id, kind, scope)
+                 INSERT INTO {r} (session_id, kind, scope, seq, run_id, status, created_at,
+                    record)
+                 SELECT session_id, kind, scope, $13, $14, $15, $16, $17::jsonb FROM updated"
             )),
             select_runs: sql(format!(
-                "SELECT record::text FROM {r} WHERE session_id = $1 ORDER BY seq DESC LIMIT $2"
+                "SELECT record::text FROM {r} WHERE {key} ORDER BY seq DESC LIMIT $4"
             )),
             list_sessions: sql(format!(
                 "SELECT {cols} FROM {t}
                  WHERE ($1::text IS NULL OR user_id = $1)
                    AND ($2::text IS NULL OR component_id = $2)
                    AND ($3::text IS NULL OR kind = $3)
-                 ORDER BY updated_at DESC, session_id DESC LIMIT $4"
+                   AND ($4::text IS NULL OR scope = $4)
+                 ORDER BY updated_at DESC, session_id COLLATE \"C\" DESC, kind COLLATE \"C\",
+                    scope COLLATE \"C\"
+                 LIMIT $5"
             )),
-            delete_runs: sql(format!("DELETE FROM {r} WHERE session_id = $1")),
-            delete_session: sql(format!("DELETE FROM {t} WHERE session_id = $1")),
+            delete_runs: sql(format!("DELETE FROM {r} WHERE {COVERED}")),
+            delete_sessions: sql(format!("DELETE FROM {t} WHERE {COVERED}")),
             v1_select: sql(format!(
                 "SELECT session_id, workflow_id, user_id, memory::text AS memory,
                     workflow_data::text AS workflow_data, session_data::text AS session_data,
@@ -192,9 +217,61 @@ impl Sql {
                     ALTER COLUMN created_at SET DEFAULT 0,
                     ALTER COLUMN updated_at SET DEFAULT 0;"
             )),
+            // The v2 runs table (its sessions table is the altered v1 table).
+            v1_create_v2: sql(format!(
+                "CREATE TABLE {r} (
+                    session_id TEXT NOT NULL REFERENCES {t} (session_id) ON DELETE CASCADE,
+                    seq BIGINT NOT NULL,
+                    run_id TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    record JSONB NOT NULL,
+                    PRIMARY KEY (session_id, seq)
+                );"
+            )),
+            v1_update: sql(format!(
+                "UPDATE {t} SET kind = $2, component_id = $3, user_id = $4, session_name = $5,
+                    component_data = $6::jsonb, session_state = $7::jsonb,
+                    extra_data = $8::jsonb, created_at = $9, updated_at = $10, version = $11,
+                    run_count = $12
+                 WHERE session_id = $1"
+            )),
+            v1_insert_run: sql(format!(
+                "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
+                 VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+            )),
             v1_drop_columns: sql(format!(
                 "ALTER TABLE {t} DROP COLUMN memory, DROP COLUMN workflow_id,
                     DROP COLUMN workflow_data, DROP COLUMN session_data;"
+            )),
+            v2_select_sessions: sql(format!(
+                "SELECT {PG_V2_SESSION_COLUMNS} FROM {t} FOR UPDATE"
+            )),
+            v2_select_runs: sql(format!("SELECT session_id, record::text FROM {r}")),
+            // The key columns added, the primary keys and the reference replaced (whatever
+            // their names), the index rebuilt with the new key.
+            v2_alter: sql(format!(
+                "DROP INDEX IF EXISTS {prefix}{updated_idx};
+                 DO $buddy$ DECLARE c record; BEGIN
+                     FOR c IN SELECT conrelid::regclass AS rel, conname FROM pg_constraint
+                         WHERE conrelid IN ('{r}'::regclass, '{t}'::regclass)
+                           AND contype IN ('p', 'f')
+                         ORDER BY conrelid = '{t}'::regclass, contype = 'p'
+                     LOOP
+                         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.rel, c.conname);
+                     END LOOP;
+                 END $buddy$;
+                 ALTER TABLE {t} ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE {r} ADD COLUMN kind TEXT, ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+                 UPDATE {r} AS runs SET kind = sessions.kind FROM {t} AS sessions
+                     WHERE sessions.session_id = runs.session_id;
+                 ALTER TABLE {r} ALTER COLUMN kind SET NOT NULL,
+                     ALTER COLUMN scope DROP DEFAULT;
+                 ALTER TABLE {t} ADD PRIMARY KEY (session_id, kind, scope);
+                 ALTER TABLE {r} ADD PRIMARY KEY (session_id, kind, scope, seq),
+                     ADD FOREIGN KEY (session_id, kind, scope)
+                         REFERENCES {t} (session_id, kind, scope) ON DELETE CASCADE;
+                 {index}"
             )),
         }
     }
@@ -303,14 +380,9 @@ impl PostgresStorage {
             return Ok(());
         }
         let mut tx = self.begin_ddl("create").await?;
-        if self.is_v1(&mut tx).await? {
-            return Err(StorageError::database(
-                "create",
-                format!(
-                    "table `{}` has the v1 layout; call `upgrade_schema()` to convert it",
-                    self.inner.table
-                ),
-            ));
+        let layout = self.layout(&mut tx).await?;
+        if layout.is_old() {
+            return Err(layout.needs_upgrade(&self.inner.table));
         }
         sqlx::raw_sql(self.inner.sql.create.clone())
             .execute(&mut *tx)
@@ -335,105 +407,70 @@ impl PostgresStorage {
         Ok(tx)
     }
 
-    /// Whether the sessions table exists with the v1 layout.
-    async fn is_v1(&self, tx: &mut Transaction<'static, Postgres>) -> StorageResult<bool> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns
-                WHERE table_schema = COALESCE($1, current_schema())
-                  AND table_name = $2 AND column_name = $3)",
+    /// The layout of the sessions table, from its columns.
+    async fn layout(&self, tx: &mut Transaction<'static, Postgres>) -> StorageResult<Layout> {
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+                WHERE table_schema = COALESCE($1, current_schema()) AND table_name = $2",
         )
         .bind(&self.inner.schema)
         .bind(&self.inner.table)
-        .bind(V1_MARKER_COLUMN)
-        .fetch_one(&mut **tx)
+        .fetch_all(&mut **tx)
         .await
-        .map_err(db("create"))
+        .map_err(db("create"))?;
+        Ok(Layout::of(&columns))
     }
 
     /// Inserts the session row if it is missing and locks it: the start of every write.
     async fn lock_session(
         &self,
         tx: &mut Transaction<'static, Postgres>,
-        write_kind: &str,
-        session_id: &str,
+        key: &SessionKey,
         now: i64,
         operation: &'static str,
     ) -> StorageResult<Session> {
         let sql = &self.inner.sql;
         sqlx::query(sql.insert_missing.clone())
-            .bind(session_id)
-            .bind(write_kind)
+            .bind(&key.session_id)
+            .bind(key.kind.as_str())
+            .bind(&key.scope)
             .bind(now)
             .execute(&mut **tx)
             .await
             .map_err(db(operation))?;
         let row = sqlx::query(sql.lock_session.clone())
-            .bind(session_id)
+            .bind(&key.session_id)
+            .bind(key.kind.as_str())
+            .bind(&key.scope)
             .fetch_one(&mut **tx)
             .await
             .map_err(db(operation))?;
         decode_row(&row, operation)
     }
 
-    async fn update_session(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        session: &Session,
-        operation: &'static str,
-    ) -> StorageResult<()> {
-        let encoded = EncodedSession::new(session)?;
-        bind_session(
-            sqlx::query(self.inner.sql.update_session.clone()),
-            session,
-            encoded,
-        )
-        .execute(&mut **tx)
-        .await
-        .map_err(db(operation))?;
-        Ok(())
-    }
-
-    async fn insert_run(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        session_id: &str,
-        seq: i64,
-        run: &RunRecord,
-        operation: &'static str,
-    ) -> StorageResult<()> {
-        sqlx::query(self.inner.sql.insert_run.clone())
-            .bind(session_id)
-            .bind(seq)
-            .bind(&run.run_id)
-            .bind(run.status.as_str())
-            .bind(run.created_at)
-            .bind(encode_run(session_id, run)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(db(operation))?;
-        Ok(())
-    }
-
     async fn select_runs(
         &self,
         conn: &mut sqlx::PgConnection,
-        session_id: &str,
+        key: &SessionKey,
         limit: Option<usize>,
     ) -> StorageResult<Vec<RunRecord>> {
         let records: Vec<String> = sqlx::query_scalar(self.inner.sql.select_runs.clone())
-            .bind(session_id)
+            .bind(&key.session_id)
+            .bind(key.kind.as_str())
+            .bind(&key.scope)
             .bind(sql_limit(limit))
             .fetch_all(&mut *conn)
             .await
             .map_err(db("runs"))?;
         let mut runs = records
             .iter()
-            .map(|record| decode_run(session_id, record))
+            .map(|record| decode_run(&key.session_id, record))
             .collect::<StorageResult<Vec<_>>>()?;
         runs.reverse();
         Ok(runs)
     }
 
+    /// v1 to v2: the new columns, one row per run, the v1-only columns dropped.
     async fn upgrade_v1(&self, tx: &mut Transaction<'static, Postgres>) -> StorageResult<()> {
         let sql = &self.inner.sql;
         let rows: Vec<V1Row> = sqlx::query_as(sql.v1_select.clone())
@@ -444,19 +481,42 @@ impl PostgresStorage {
         for row in rows {
             converted.push(row.convert()?);
         }
-        sqlx::raw_sql(sql.v1_alter.clone())
-            .execute(&mut **tx)
-            .await
-            .map_err(db("upgrade_schema"))?;
-        sqlx::raw_sql(sql.create.clone())
-            .execute(&mut **tx)
-            .await
-            .map_err(db("upgrade_schema"))?;
+        for statement in [&sql.v1_alter, &sql.v1_create_v2] {
+            sqlx::raw_sql(statement.clone())
+                .execute(&mut **tx)
+                .await
+                .map_err(db("upgrade_schema"))?;
+        }
         for (session, runs) in converted {
-            self.update_session(tx, &session, "upgrade_schema").await?;
+            let id = session.session_id.as_str();
+            let encoded = EncodedSession::new(&session)?;
+            sqlx::query(sql.v1_update.clone())
+                .bind(id)
+                .bind(session.kind.as_str())
+                .bind(&session.component_id)
+                .bind(&session.user_id)
+                .bind(&session.session_name)
+                .bind(encoded.component_data)
+                .bind(encoded.session_state)
+                .bind(encoded.extra_data)
+                .bind(session.created_at)
+                .bind(session.updated_at)
+                .bind(session.version)
+                .bind(session.run_count)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("upgrade_schema"))?;
             for (seq, run) in (1_i64..).zip(&runs) {
-                self.insert_run(tx, &session.session_id, seq, run, "upgrade_schema")
-                    .await?;
+                sqlx::query(sql.v1_insert_run.clone())
+                    .bind(id)
+                    .bind(seq)
+                    .bind(&run.run_id)
+                    .bind(run.status.as_str())
+                    .bind(run.created_at)
+                    .bind(encode_run(id, run)?)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db("upgrade_schema"))?;
             }
         }
         sqlx::raw_sql(sql.v1_drop_columns.clone())
@@ -465,9 +525,34 @@ impl PostgresStorage {
             .map_err(db("upgrade_schema"))?;
         Ok(())
     }
+
+    /// v2 to v3: every row checked, then the key columns and constraints replaced.
+    async fn upgrade_v2(&self, tx: &mut Transaction<'static, Postgres>) -> StorageResult<()> {
+        let sql = &self.inner.sql;
+        let rows = sqlx::query(sql.v2_select_sessions.clone())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        let mut ids = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            ids.insert(decode_row(row, "upgrade_schema")?.session_id);
+        }
+        let runs: Vec<(String, String)> = sqlx::query_as(sql.v2_select_runs.clone())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        for (session_id, record) in &runs {
+            check_v2_run(&ids, session_id, record)?;
+        }
+        sqlx::raw_sql(sql.v2_alter.clone())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        Ok(())
+    }
 }
 
-/// Binds `$1` to `$12` of the session update.
+/// Binds `$1` to `$13` of the session update.
 fn bind_session<'q>(
     query: sqlx::query::Query<'q, Postgres, PgArguments>,
     session: &Session,
@@ -476,6 +561,7 @@ fn bind_session<'q>(
     query
         .bind(session.session_id.clone())
         .bind(session.kind.as_str())
+        .bind(session.scope.clone())
         .bind(session.component_id.clone())
         .bind(session.user_id.clone())
         .bind(session.session_name.clone())
@@ -511,14 +597,16 @@ impl fmt::Debug for PostgresStorage {
 impl Storage for PostgresStorage {
     async fn read(
         &self,
-        session_id: &str,
+        key: &SessionKey,
         options: &ReadOptions,
     ) -> StorageResult<Option<Session>> {
         self.ensure().await?;
         // One statement, so one snapshot: the session's columns on every row, joined with
         // its most recent runs (one row with a NULL record when it has none).
         let rows = sqlx::query(self.inner.sql.read_session.clone())
-            .bind(session_id)
+            .bind(&key.session_id)
+            .bind(key.kind.as_str())
+            .bind(&key.scope)
             .bind(sql_limit(Some(options.recent_runs)))
             .fetch_all(&self.inner.pool)
             .await
@@ -538,9 +626,9 @@ impl Storage for PostgresStorage {
         for row in rows.iter().rev() {
             let record: Option<String> = row
                 .try_get("record")
-                .map_err(|error| row_error("read", session_id, error))?;
+                .map_err(|error| row_error("read", &key.session_id, error))?;
             if let Some(record) = record {
-                runs.push(decode_run(session_id, &record)?);
+                runs.push(decode_run(&key.session_id, &record)?);
             }
         }
         session.runs = runs;
@@ -552,71 +640,41 @@ impl Storage for PostgresStorage {
         let now = now_millis();
         let mut tx = self.inner.pool.begin().await.map_err(db("commit"))?;
         let current = self
-            .lock_session(
-                &mut tx,
-                write.kind.as_str(),
-                &write.session_id,
-                now,
-                "commit",
-            )
+            .lock_session(&mut tx, &write.key(), now, "commit")
             .await?;
         // A row just inserted by `lock_session` has version 0: apply the write as to a new
         // session, exactly as the in-memory reference does.
         let existing = (current.version > 0).then_some(current);
         let session = Session::apply_write(existing, &write, now);
-        match &write.run {
-            None => self.update_session(&mut tx, &session, "commit").await?,
-            Some(run) => {
-                let encoded = EncodedSession::new(&session)?;
-                let inserted = bind_session(
-                    sqlx::query(self.inner.sql.update_session_insert_run.clone()),
-                    &session,
-                    encoded,
-                )
+        let encoded = EncodedSession::new(&session)?;
+        let statement = match &write.run {
+            None => self.inner.sql.update_session.clone(),
+            Some(_) => self.inner.sql.update_session_insert_run.clone(),
+        };
+        let mut query = bind_session(sqlx::query(statement), &session, encoded);
+        if let Some(run) = &write.run {
+            query = query
                 .bind(run.run_id.clone())
                 .bind(run.status.as_str())
                 .bind(run.created_at)
-                .bind(encode_run(&session.session_id, run)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("commit"))?;
-                if inserted.rows_affected() != 1 {
-                    // Cannot happen while the row is locked; never commit half a write.
-                    return Err(StorageError::database(
-                        "commit",
-                        "the locked session row was not updated",
-                    ));
-                }
-            }
+                .bind(encode_run(&session.session_id, run)?);
+        }
+        let written = query.execute(&mut *tx).await.map_err(db("commit"))?;
+        if written.rows_affected() != 1 {
+            // Cannot happen while the row is locked; never commit half a write.
+            return Err(StorageError::database(
+                "commit",
+                "the locked session row was not updated",
+            ));
         }
         tx.commit().await.map_err(db("commit"))?;
         Ok(session)
     }
 
-    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
-        self.ensure().await?;
-        let now = now_millis();
-        let mut tx = self.inner.pool.begin().await.map_err(db("upsert"))?;
-        let current = self
-            .lock_session(
-                &mut tx,
-                session.kind.as_str(),
-                &session.session_id,
-                now,
-                "upsert",
-            )
-            .await?;
-        let existing = (current.version > 0).then_some(current);
-        let stored = upserted(session, existing.as_ref(), now);
-        self.update_session(&mut tx, &stored, "upsert").await?;
-        tx.commit().await.map_err(db("upsert"))?;
-        Ok(stored)
-    }
-
-    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+    async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
         self.ensure().await?;
         let mut conn = self.inner.pool.acquire().await.map_err(db("runs"))?;
-        self.select_runs(&mut conn, session_id, limit).await
+        self.select_runs(&mut conn, key, limit).await
     }
 
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
@@ -625,6 +683,7 @@ impl Storage for PostgresStorage {
             .bind(&query.user_id)
             .bind(&query.component_id)
             .bind(query.kind.map(|kind| kind.as_str()))
+            .bind(&query.scope)
             .bind(sql_limit(query.limit))
             .fetch_all(&self.inner.pool)
             .await
@@ -634,13 +693,15 @@ impl Storage for PostgresStorage {
             .collect()
     }
 
-    async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
+    async fn delete_session(&self, key: &SessionKey) -> StorageResult<()> {
         self.ensure().await?;
         let sql = &self.inner.sql;
         let mut tx = self.inner.pool.begin().await.map_err(db("delete"))?;
-        for statement in [&sql.delete_runs, &sql.delete_session] {
+        for statement in [&sql.delete_runs, &sql.delete_sessions] {
             sqlx::query(statement.clone())
-                .bind(session_id)
+                .bind(&key.session_id)
+                .bind(key.kind.as_str())
+                .bind(&key.scope)
                 .execute(&mut *tx)
                 .await
                 .map_err(db("delete"))?;
@@ -655,10 +716,14 @@ impl Storage for PostgresStorage {
     async fn upgrade_schema(&self) -> StorageResult<()> {
         let guard = self.inner.init.lock().await;
         let mut tx = self.begin_ddl("upgrade_schema").await?;
-        if self.is_v1(&mut tx).await? {
-            self.upgrade_v1(&mut tx).await?;
+        let layout = self.layout(&mut tx).await?;
+        if layout.is_old() {
+            if layout == Layout::V1 {
+                self.upgrade_v1(&mut tx).await?;
+            }
+            self.upgrade_v2(&mut tx).await?;
             tx.commit().await.map_err(db("upgrade_schema"))?;
-            tracing::info!(table = %self.inner.table, "upgraded v1 session table");
+            tracing::info!(table = %self.inner.table, from = ?layout, "upgraded session table");
         }
         drop(guard);
         self.ensure().await

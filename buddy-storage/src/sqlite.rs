@@ -1,5 +1,6 @@
 //! [`SqliteStorage`]: sessions in an SQLite file (or in memory).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use buddy_core::StorageError;
 use buddy_core::run::{RunRecord, now_millis};
-use buddy_core::session::{Session, SessionQuery, SessionWrite};
+use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
@@ -19,11 +20,11 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, FromRow, Row, SqlSafeStr, SqlStr, Sqlite, Transaction};
 
 use crate::codec::{
-    EncodedSession, SQLITE_SESSION_COLUMNS, SessionRow, decode_run, encode_run, row_error,
-    sql_limit, upserted,
+    EncodedSession, SQLITE_SESSION_COLUMNS, SQLITE_V2_SESSION_COLUMNS, SessionRow, decode_run,
+    encode_run, row_error, sql_limit,
 };
 use crate::ident::{self, index_name, quote, runs_table};
-use crate::migrate::{V1_MARKER_COLUMN, V1Row};
+use crate::migrate::{Layout, V1Row, check_v2_run};
 
 /// How long a writer waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,22 +88,24 @@ struct Inner {
 struct Sql {
     create: SqlStr,
     drop: SqlStr,
-    select_session: SqlStr,
     read_session: SqlStr,
     begin_select_session: SqlStr,
-    upsert_session: SqlStr,
     upsert_commit: SqlStr,
     upsert_insert_run_commit: SqlStr,
-    insert_run: SqlStr,
     select_runs: SqlStr,
     list_sessions: SqlStr,
     delete_runs: SqlStr,
-    delete_session: SqlStr,
+    delete_sessions: SqlStr,
     table_columns: SqlStr,
     v1_select: SqlStr,
     v1_alter: SqlStr,
+    v1_create_v2: SqlStr,
     v1_update: SqlStr,
+    v1_insert_run: SqlStr,
     v1_drop_columns: SqlStr,
+    v2_select_sessions: SqlStr,
+    v2_select_runs: SqlStr,
+    v2_rebuild: SqlStr,
 }
 
 fn sql(text: String) -> SqlStr {
@@ -110,88 +113,100 @@ fn sql(text: String) -> SqlStr {
     AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
 }
 
+/// The condition selecting the sessions (or runs) that `SessionKey::covers` the key
+/// `(?1, ?2, ?3)`: the session itself and, below it, every scope under `?3` (every non-empty
+/// scope when `?3` is `''`). A prefix test by `substr`, not `LIKE`, so `_` and `%` in a scope
+/// are plain characters.
+const COVERED: &str = "session_id = ?1 AND ((kind = ?2 AND scope = ?3)
+    OR (?3 = '' AND scope <> '')
+    OR (?3 <> '' AND substr(scope, 1, length(?3) + 1) = ?3 || '/'))";
+
 impl Sql {
     fn new(table: &str) -> Self {
         let t = quote(table);
         let r = quote(&runs_table(table));
+        let t_old = quote(&format!("{table}_v2_old"));
+        let r_old = quote(&format!("{}_v2_old", runs_table(table)));
         let updated_idx = quote(&index_name(table, "updated_idx"));
         let cols = SQLITE_SESSION_COLUMNS;
+        let key = "session_id = ?1 AND kind = ?2 AND scope = ?3";
         let upsert = format!(
-            "INSERT INTO {t} (session_id, kind, component_id, user_id, session_name,
+            "INSERT INTO {t} (session_id, kind, scope, component_id, user_id, session_name,
                 component_data, session_state, extra_data, created_at, updated_at, version,
                 run_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (session_id) DO UPDATE SET
-                kind = excluded.kind, component_id = excluded.component_id,
-                user_id = excluded.user_id, session_name = excluded.session_name,
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (session_id, kind, scope) DO UPDATE SET
+                component_id = excluded.component_id, user_id = excluded.user_id,
+                session_name = excluded.session_name,
                 component_data = excluded.component_data,
                 session_state = excluded.session_state, extra_data = excluded.extra_data,
                 updated_at = excluded.updated_at, version = excluded.version,
                 run_count = excluded.run_count"
         );
-        // The run's `seq` is the session's new `run_count` (?12).
+        // The run's `seq` is the session's new `run_count` (?13).
         let insert_run = format!(
-            "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
-             VALUES (?1, ?12, ?13, ?14, ?15, ?16)"
+            "INSERT INTO {r} (session_id, kind, scope, seq, run_id, status, created_at, record)
+             VALUES (?1, ?2, ?3, ?13, ?14, ?15, ?16, ?17)"
+        );
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (
+                session_id TEXT NOT NULL,
+                kind TEXT NOT NULL DEFAULT 'workflow',
+                scope TEXT NOT NULL DEFAULT '',
+                component_id TEXT,
+                user_id TEXT,
+                session_name TEXT,
+                component_data TEXT NOT NULL DEFAULT '{{}}',
+                session_state TEXT NOT NULL DEFAULT '{{}}',
+                extra_data TEXT,
+                created_at INTEGER NOT NULL DEFAULT 0,
+                updated_at INTEGER NOT NULL DEFAULT 0,
+                version INTEGER NOT NULL DEFAULT 0,
+                run_count INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (session_id, kind, scope)
+            );
+            CREATE TABLE IF NOT EXISTS {r} (
+                session_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                run_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                record TEXT NOT NULL,
+                PRIMARY KEY (session_id, kind, scope, seq),
+                FOREIGN KEY (session_id, kind, scope)
+                    REFERENCES {t} (session_id, kind, scope) ON DELETE CASCADE
+            );
+            CREATE INDEX IF NOT EXISTS {updated_idx}
+                ON {t} (updated_at DESC, session_id DESC, kind, scope);"
         );
         Sql {
             read_session: sql(format!(
                 "SELECT {cols}, runs.record AS record FROM {t}
-                 LEFT JOIN (SELECT record, seq FROM {r} WHERE session_id = ?1
-                            ORDER BY seq DESC LIMIT ?2) AS runs
-                 WHERE session_id = ?1 ORDER BY runs.seq DESC"
+                 LEFT JOIN (SELECT record, seq FROM {r} WHERE {key}
+                            ORDER BY seq DESC LIMIT ?4) AS runs
+                 WHERE {key} ORDER BY runs.seq DESC"
             )),
             begin_select_session: sql(format!(
-                "BEGIN IMMEDIATE; SELECT {cols} FROM {t} WHERE session_id = ?1"
+                "BEGIN IMMEDIATE; SELECT {cols} FROM {t} WHERE {key}"
             )),
             upsert_commit: sql(format!("{upsert}; COMMIT")),
             upsert_insert_run_commit: sql(format!("{upsert}; {insert_run}; COMMIT")),
-            create: sql(format!(
-                "CREATE TABLE IF NOT EXISTS {t} (
-                    session_id TEXT NOT NULL PRIMARY KEY,
-                    kind TEXT NOT NULL DEFAULT 'workflow',
-                    component_id TEXT,
-                    user_id TEXT,
-                    session_name TEXT,
-                    component_data TEXT NOT NULL DEFAULT '{{}}',
-                    session_state TEXT NOT NULL DEFAULT '{{}}',
-                    extra_data TEXT,
-                    created_at INTEGER NOT NULL DEFAULT 0,
-                    updated_at INTEGER NOT NULL DEFAULT 0,
-                    version INTEGER NOT NULL DEFAULT 0,
-                    run_count INTEGER NOT NULL DEFAULT 0
-                );
-                CREATE TABLE IF NOT EXISTS {r} (
-                    session_id TEXT NOT NULL REFERENCES {t} (session_id) ON DELETE CASCADE,
-                    seq INTEGER NOT NULL,
-                    run_id TEXT NOT NULL,
-                    status TEXT NOT NULL,
-                    created_at INTEGER NOT NULL,
-                    record TEXT NOT NULL,
-                    PRIMARY KEY (session_id, seq)
-                );
-                CREATE INDEX IF NOT EXISTS {updated_idx} ON {t} (updated_at DESC, session_id DESC);"
-            )),
             drop: sql(format!(
                 "DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};"
             )),
-            select_session: sql(format!("SELECT {cols} FROM {t} WHERE session_id = ?1")),
-            upsert_session: sql(upsert),
-            insert_run: sql(format!(
-                "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            )),
             select_runs: sql(format!(
-                "SELECT record FROM {r} WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2"
+                "SELECT record FROM {r} WHERE {key} ORDER BY seq DESC LIMIT ?4"
             )),
             list_sessions: sql(format!(
                 "SELECT {cols} FROM {t}
                  WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR component_id = ?2)
-                   AND (?3 IS NULL OR kind = ?3)
-                 ORDER BY updated_at DESC, session_id DESC LIMIT ?4"
+                   AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR scope = ?4)
+                 ORDER BY updated_at DESC, session_id DESC, kind, scope LIMIT ?5"
             )),
-            delete_runs: sql(format!("DELETE FROM {r} WHERE session_id = ?1")),
-            delete_session: sql(format!("DELETE FROM {t} WHERE session_id = ?1")),
+            delete_runs: sql(format!("DELETE FROM {r} WHERE {COVERED}")),
+            delete_sessions: sql(format!("DELETE FROM {t} WHERE {COVERED}")),
             table_columns: sql("SELECT name FROM pragma_table_info(?1)".to_owned()),
             v1_select: sql(format!(
                 "SELECT session_id, workflow_id, user_id, memory, workflow_data, session_data,
@@ -206,11 +221,27 @@ impl Sql {
                  ALTER TABLE {t} ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
                  ALTER TABLE {t} ADD COLUMN run_count INTEGER NOT NULL DEFAULT 0;"
             )),
+            // The v2 runs table (its sessions table is the altered v1 table).
+            v1_create_v2: sql(format!(
+                "CREATE TABLE {r} (
+                    session_id TEXT NOT NULL REFERENCES {t} (session_id) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    run_id TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    record TEXT NOT NULL,
+                    PRIMARY KEY (session_id, seq)
+                );"
+            )),
             v1_update: sql(format!(
                 "UPDATE {t} SET kind = ?2, component_id = ?3, user_id = ?4, session_name = ?5,
                     component_data = ?6, session_state = ?7, extra_data = ?8, created_at = ?9,
                     updated_at = ?10, version = ?11, run_count = ?12
                  WHERE session_id = ?1"
+            )),
+            v1_insert_run: sql(format!(
+                "INSERT INTO {r} (session_id, seq, run_id, status, created_at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             )),
             v1_drop_columns: sql(format!(
                 "ALTER TABLE {t} DROP COLUMN memory;
@@ -218,6 +249,33 @@ impl Sql {
                  ALTER TABLE {t} DROP COLUMN workflow_data;
                  ALTER TABLE {t} DROP COLUMN session_data;"
             )),
+            v2_select_sessions: sql(format!("SELECT {SQLITE_V2_SESSION_COLUMNS} FROM {t}")),
+            v2_select_runs: sql(format!("SELECT session_id, record FROM {r}")),
+            // SQLite cannot change a primary key: move the v2 tables aside (renaming the
+            // sessions table updates the runs table's reference), create the v3 tables,
+            // copy, drop the old ones.
+            v2_rebuild: sql(format!(
+                "DROP INDEX IF EXISTS {updated_idx};
+                 ALTER TABLE {r} RENAME TO {r_old};
+                 ALTER TABLE {t} RENAME TO {t_old};
+                 {create}
+                 INSERT INTO {t} (session_id, kind, scope, component_id, user_id, session_name,
+                    component_data, session_state, extra_data, created_at, updated_at, version,
+                    run_count)
+                 SELECT session_id, kind, '', component_id, user_id, session_name,
+                    component_data, session_state, extra_data, created_at, updated_at, version,
+                    run_count
+                 FROM {t_old};
+                 INSERT INTO {r} (session_id, kind, scope, seq, run_id, status, created_at,
+                    record)
+                 SELECT runs.session_id, sessions.kind, '', runs.seq, runs.run_id, runs.status,
+                    runs.created_at, runs.record
+                 FROM {r_old} AS runs JOIN {t_old} AS sessions
+                    ON sessions.session_id = runs.session_id;
+                 DROP TABLE {r_old};
+                 DROP TABLE {t_old};"
+            )),
+            create: sql(create),
         }
     }
 }
@@ -334,14 +392,9 @@ impl SqliteStorage {
         if self.inner.ready.load(Ordering::Acquire) {
             return Ok(());
         }
-        if self.columns().await?.iter().any(|c| c == V1_MARKER_COLUMN) {
-            return Err(StorageError::database(
-                "create",
-                format!(
-                    "table `{}` has the v1 layout; call `upgrade_schema()` to convert it",
-                    self.inner.table
-                ),
-            ));
+        let layout = Layout::of(&self.columns().await?);
+        if layout.is_old() {
+            return Err(layout.needs_upgrade(&self.inner.table));
         }
         let mut tx = self.begin_immediate("create").await?;
         sqlx::raw_sql(self.inner.sql.create.clone())
@@ -403,6 +456,8 @@ impl SqliteStorage {
             let conn = tx.conn()?;
             let row = sqlx::query(sql.begin_select_session.clone())
                 .bind(&write.session_id)
+                .bind(write.kind.as_str())
+                .bind(&write.scope)
                 .fetch_optional(&mut **conn)
                 .await
                 .map_err(db("commit"))?;
@@ -437,22 +492,14 @@ impl SqliteStorage {
         }
     }
 
-    async fn upsert_once(&self, session: &Session) -> StorageResult<Session> {
-        let sql = &self.inner.sql;
-        let mut tx = self.begin_immediate("upsert").await?;
-        let existing = select_session(&mut tx, sql, &session.session_id, "upsert").await?;
-        let stored = upserted(session, existing.as_ref(), now_millis());
-        write_session(&mut tx, sql, &stored, "upsert").await?;
-        tx.commit().await.map_err(db("upsert"))?;
-        Ok(stored)
-    }
-
-    async fn delete_once(&self, session_id: &str) -> StorageResult<()> {
+    async fn delete_once(&self, key: &SessionKey) -> StorageResult<()> {
         let sql = &self.inner.sql;
         let mut tx = self.begin_immediate("delete").await?;
-        for statement in [&sql.delete_runs, &sql.delete_session] {
+        for statement in [&sql.delete_runs, &sql.delete_sessions] {
             sqlx::query(statement.clone())
-                .bind(session_id)
+                .bind(&key.session_id)
+                .bind(key.kind.as_str())
+                .bind(&key.scope)
                 .execute(&mut *tx)
                 .await
                 .map_err(db("delete"))?;
@@ -460,26 +507,45 @@ impl SqliteStorage {
         tx.commit().await.map_err(db("delete"))
     }
 
-    async fn upgrade_v1(&self) -> StorageResult<()> {
-        let sql = &self.inner.sql;
+    /// Converts a table of an old layout to the current one, in one transaction; returns
+    /// the layout found (nothing is done for the current one).
+    async fn upgrade_once(&self) -> StorageResult<Layout> {
         let mut tx = self.begin_immediate("upgrade_schema").await?;
+        let columns: Vec<String> = sqlx::query_scalar(self.inner.sql.table_columns.clone())
+            .bind(&self.inner.table)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        let layout = Layout::of(&columns);
+        if !layout.is_old() {
+            return Ok(layout);
+        }
+        if layout == Layout::V1 {
+            self.upgrade_v1(&mut tx).await?;
+        }
+        self.upgrade_v2(&mut tx).await?;
+        tx.commit().await.map_err(db("upgrade_schema"))?;
+        Ok(layout)
+    }
+
+    /// v1 to v2: the new columns, one row per run, the v1-only columns dropped.
+    async fn upgrade_v1(&self, tx: &mut Transaction<'static, Sqlite>) -> StorageResult<()> {
+        let sql = &self.inner.sql;
         // Read the old rows before the layout changes; abort on the first that is corrupt.
         let rows: Vec<V1Row> = sqlx::query_as(sql.v1_select.clone())
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(db("upgrade_schema"))?;
         let mut converted = Vec::with_capacity(rows.len());
         for row in rows {
             converted.push(row.convert()?);
         }
-        sqlx::raw_sql(sql.v1_alter.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("upgrade_schema"))?;
-        sqlx::raw_sql(sql.create.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("upgrade_schema"))?;
+        for statement in [&sql.v1_alter, &sql.v1_create_v2] {
+            sqlx::raw_sql(statement.clone())
+                .execute(&mut **tx)
+                .await
+                .map_err(db("upgrade_schema"))?;
+        }
         for (session, runs) in converted {
             let id = session.session_id.as_str();
             let encoded = EncodedSession::new(&session)?;
@@ -496,28 +562,51 @@ impl SqliteStorage {
                 .bind(session.updated_at)
                 .bind(session.version)
                 .bind(session.run_count)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(db("upgrade_schema"))?;
             for (seq, run) in (1_i64..).zip(&runs) {
-                sqlx::query(sql.insert_run.clone())
+                sqlx::query(sql.v1_insert_run.clone())
                     .bind(id)
                     .bind(seq)
                     .bind(&run.run_id)
                     .bind(run.status.as_str())
                     .bind(run.created_at)
                     .bind(encode_run(id, run)?)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(db("upgrade_schema"))?;
             }
         }
         sqlx::raw_sql(sql.v1_drop_columns.clone())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db("upgrade_schema"))?;
-        tx.commit().await.map_err(db("upgrade_schema"))?;
-        tracing::info!(table = %self.inner.table, "upgraded v1 session table");
+        Ok(())
+    }
+
+    /// v2 to v3: every row checked, then the tables rebuilt with the full key.
+    async fn upgrade_v2(&self, tx: &mut Transaction<'static, Sqlite>) -> StorageResult<()> {
+        let sql = &self.inner.sql;
+        let rows = sqlx::query(sql.v2_select_sessions.clone())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        let mut ids = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            ids.insert(decode_row(row, "upgrade_schema")?.session_id);
+        }
+        let runs: Vec<(String, String)> = sqlx::query_as(sql.v2_select_runs.clone())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
+        for (session_id, record) in &runs {
+            check_v2_run(&ids, session_id, record)?;
+        }
+        sqlx::raw_sql(sql.v2_rebuild.clone())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("upgrade_schema"))?;
         Ok(())
     }
 }
@@ -549,35 +638,7 @@ fn decode_row(row: &SqliteRow, operation: &'static str) -> StorageResult<Session
         .into_session()
 }
 
-async fn select_session(
-    tx: &mut Transaction<'static, Sqlite>,
-    sql: &Sql,
-    session_id: &str,
-    operation: &'static str,
-) -> StorageResult<Option<Session>> {
-    let row = sqlx::query(sql.select_session.clone())
-        .bind(session_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db(operation))?;
-    row.map(|row| decode_row(&row, operation)).transpose()
-}
-
-async fn write_session(
-    tx: &mut Transaction<'static, Sqlite>,
-    sql: &Sql,
-    session: &Session,
-    operation: &'static str,
-) -> StorageResult<()> {
-    let encoded = EncodedSession::new(session)?;
-    bind_session(sqlx::query(sql.upsert_session.clone()), session, encoded)
-        .execute(&mut **tx)
-        .await
-        .map_err(db(operation))?;
-    Ok(())
-}
-
-/// Binds `?1` to `?12` of the session upsert.
+/// Binds `?1` to `?13` of the session upsert.
 fn bind_session<'q>(
     query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
     session: &Session,
@@ -586,6 +647,7 @@ fn bind_session<'q>(
     query
         .bind(session.session_id.clone())
         .bind(session.kind.as_str())
+        .bind(session.scope.clone())
         .bind(session.component_id.clone())
         .bind(session.user_id.clone())
         .bind(session.session_name.clone())
@@ -658,14 +720,16 @@ impl fmt::Debug for SqliteStorage {
 impl Storage for SqliteStorage {
     async fn read(
         &self,
-        session_id: &str,
+        key: &SessionKey,
         options: &ReadOptions,
     ) -> StorageResult<Option<Session>> {
         self.ensure().await?;
         // One statement, so one snapshot: the session's columns on every row, joined with
         // its most recent runs (one row with a NULL record when it has none).
         let rows = sqlx::query(self.inner.sql.read_session.clone())
-            .bind(session_id)
+            .bind(&key.session_id)
+            .bind(key.kind.as_str())
+            .bind(&key.scope)
             .bind(sql_limit(Some(options.recent_runs)))
             .fetch_all(&self.inner.pool)
             .await
@@ -681,7 +745,7 @@ impl Storage for SqliteStorage {
         {
             return Ok(None);
         }
-        session.runs = decode_joined_runs(&rows, session_id)?;
+        session.runs = decode_joined_runs(&rows, &key.session_id)?;
         Ok(Some(session))
     }
 
@@ -690,15 +754,10 @@ impl Storage for SqliteStorage {
         self.retry_busy(|| self.commit_once(&write)).await
     }
 
-    async fn upsert(&self, session: &Session) -> StorageResult<Session> {
-        self.ensure().await?;
-        self.retry_busy(|| self.upsert_once(session)).await
-    }
-
-    async fn runs(&self, session_id: &str, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
+    async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
         self.ensure().await?;
         let mut conn = self.inner.pool.acquire().await.map_err(db("runs"))?;
-        select_runs(&mut conn, &self.inner.sql, session_id, limit).await
+        select_runs(&mut conn, &self.inner.sql, key, limit).await
     }
 
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
@@ -707,6 +766,7 @@ impl Storage for SqliteStorage {
             .bind(&query.user_id)
             .bind(&query.component_id)
             .bind(query.kind.map(|kind| kind.as_str()))
+            .bind(&query.scope)
             .bind(sql_limit(query.limit))
             .fetch_all(&self.inner.pool)
             .await
@@ -716,9 +776,9 @@ impl Storage for SqliteStorage {
             .collect()
     }
 
-    async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
+    async fn delete_session(&self, key: &SessionKey) -> StorageResult<()> {
         self.ensure().await?;
-        self.retry_busy(|| self.delete_once(session_id)).await
+        self.retry_busy(|| self.delete_once(key)).await
     }
 
     async fn create(&self) -> StorageResult<()> {
@@ -727,8 +787,9 @@ impl Storage for SqliteStorage {
 
     async fn upgrade_schema(&self) -> StorageResult<()> {
         let guard = self.inner.init.lock().await;
-        if self.columns().await?.iter().any(|c| c == V1_MARKER_COLUMN) {
-            self.retry_busy(|| self.upgrade_v1()).await?;
+        let layout = self.retry_busy(|| self.upgrade_once()).await?;
+        if layout.is_old() {
+            tracing::info!(table = %self.inner.table, from = ?layout, "upgraded session table");
         }
         drop(guard);
         self.ensure().await
@@ -767,11 +828,14 @@ fn decode_joined_runs(rows: &[SqliteRow], session_id: &str) -> StorageResult<Vec
 async fn select_runs(
     conn: &mut sqlx::SqliteConnection,
     sql: &Sql,
-    session_id: &str,
+    key: &SessionKey,
     limit: Option<usize>,
 ) -> StorageResult<Vec<RunRecord>> {
+    let session_id = key.session_id.as_str();
     let records: Vec<String> = sqlx::query_scalar(sql.select_runs.clone())
         .bind(session_id)
+        .bind(key.kind.as_str())
+        .bind(&key.scope)
         .bind(sql_limit(limit))
         .fetch_all(&mut *conn)
         .await

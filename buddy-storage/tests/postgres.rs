@@ -8,7 +8,7 @@
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-mod conformance;
+mod support;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use buddy_core::StorageError;
 use buddy_core::run::RunStatus;
-use buddy_core::session::SessionKind;
+use buddy_core::session::{SessionKey, SessionKind};
 use buddy_core::storage::{ReadOptions, Storage};
 use buddy_storage::PostgresStorage;
-use conformance::{CHILD_ENV, CHILD_RUNS, Fixture, obj, run_write};
+use buddy_storage::conformance::{self, Fixture, key, obj, run_write};
 use serde_json::json;
+use support::{CHILD_ENV, CHILD_RUNS};
 
 const URL_ENV: &str = "BUDDY_TEST_POSTGRES_URL";
 
@@ -103,7 +104,7 @@ async fn fixture() -> Option<Fixture> {
     Some(Fixture::new(storage, guard))
 }
 
-conformance_suite!(fixture);
+buddy_storage::conformance_tests!(fixture);
 
 #[tokio::test]
 async fn invalid_names_are_rejected_before_any_sql() {
@@ -235,7 +236,7 @@ async fn corrupt_rows_are_typed_errors_naming_the_session() {
     ))
     .await;
     let error = storage
-        .read("bad", &ReadOptions::default())
+        .read(&key("bad"), &ReadOptions::default())
         .await
         .unwrap_err();
     assert!(
@@ -245,7 +246,7 @@ async fn corrupt_rows_are_typed_errors_naming_the_session() {
     let error = storage.commit(run_write("bad", 2, "k")).await.unwrap_err();
     assert!(error.is_corrupt(), "{error:?}");
     assert_eq!(
-        storage.runs("bad", None).await.unwrap().len(),
+        storage.runs(&key("bad"), None).await.unwrap().len(),
         1,
         "nothing was written"
     );
@@ -259,15 +260,16 @@ async fn corrupt_rows_are_typed_errors_naming_the_session() {
     ))
     .await;
     let error = storage
-        .read("bad", &ReadOptions::with_runs(3))
+        .read(&key("bad"), &ReadOptions::with_runs(3))
         .await
         .unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, what: "run record", .. } if session_id == "bad"),
         "{error:?}"
     );
+    // The runs reference the session's kind: remove them to corrupt the kind.
     exec(format!(
-        "UPDATE \"{schema}\".sessions SET kind = 'spaceship'"
+        "DELETE FROM \"{schema}\".sessions_runs; UPDATE \"{schema}\".sessions SET kind = 'spaceship'"
     ))
     .await;
     let error = storage
@@ -299,7 +301,7 @@ async fn fields_from_a_newer_version_are_ignored() {
         .await
         .unwrap();
     let session = storage
-        .read("s", &ReadOptions::with_runs(5))
+        .read(&key("s"), &ReadOptions::with_runs(5))
         .await
         .unwrap()
         .unwrap();
@@ -323,11 +325,11 @@ async fn a_database_that_goes_away_is_a_database_error() {
         .unwrap();
     for error in [
         storage
-            .read("s", &ReadOptions::with_runs(3))
+            .read(&key("s"), &ReadOptions::with_runs(3))
             .await
             .unwrap_err(),
         storage.commit(run_write("s", 2, "k")).await.unwrap_err(),
-        storage.runs("s", None).await.unwrap_err(),
+        storage.runs(&key("s"), None).await.unwrap_err(),
     ] {
         assert!(matches!(error, StorageError::Database { .. }), "{error:?}");
     }
@@ -335,7 +337,7 @@ async fn a_database_that_goes_away_is_a_database_error() {
     storage.close().await;
     for error in [
         storage
-            .read("s", &ReadOptions::default())
+            .read(&key("s"), &ReadOptions::default())
             .await
             .unwrap_err(),
         storage.commit(run_write("s", 2, "k")).await.unwrap_err(),
@@ -343,7 +345,7 @@ async fn a_database_that_goes_away_is_a_database_error() {
             .list_sessions(&Default::default())
             .await
             .unwrap_err(),
-        storage.delete_session("s").await.unwrap_err(),
+        storage.delete_session(&key("s")).await.unwrap_err(),
     ] {
         assert!(matches!(error, StorageError::Database { .. }), "{error:?}");
     }
@@ -374,7 +376,7 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
         .await
         .unwrap();
     let error = storage
-        .read("s1", &ReadOptions::default())
+        .read(&key("s1"), &ReadOptions::default())
         .await
         .unwrap_err();
     assert!(
@@ -384,7 +386,7 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
 
     storage.upgrade_schema().await.unwrap();
     let s1 = storage
-        .read("s1", &ReadOptions::with_runs(10))
+        .read(&key("s1"), &ReadOptions::with_runs(10))
         .await
         .unwrap()
         .unwrap();
@@ -399,14 +401,14 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     assert_eq!(ids, ["r1", "r2"]);
     assert_eq!(s1.runs[0].response.text(), "one");
     let s2 = storage
-        .read("s2", &ReadOptions::with_runs(10))
+        .read(&key("s2"), &ReadOptions::with_runs(10))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((s2.run_count, s2.runs.len()), (0, 0));
     storage.commit(run_write("s1", 3, "k")).await.unwrap();
     storage.upgrade_schema().await.unwrap();
-    assert_eq!(storage.runs("s1", None).await.unwrap().len(), 3);
+    assert_eq!(storage.runs(&key("s1"), None).await.unwrap().len(), 3);
 }
 
 /// The child half of `two_processes_write_one_session`: does nothing unless re-executed by it.
@@ -421,7 +423,7 @@ async fn child_writer() {
         .unwrap()
         .schema(schema)
         .unwrap();
-    conformance::child_writes(Arc::new(storage)).await;
+    support::child_writes(Arc::new(storage)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,10 +443,196 @@ async fn two_processes_write_one_session() {
         .schema(&schema)
         .unwrap();
     let target = format!("{url}|{schema}");
-    tokio::task::spawn_blocking(move || {
-        conformance::run_two_writer_processes("child_writer", &target)
-    })
+    tokio::task::spawn_blocking(move || support::run_two_writer_processes("child_writer", &target))
+        .await
+        .unwrap();
+    conformance::assert_all_runs_kept(&storage, &key("shared"), 0..2 * CHILD_RUNS).await;
+}
+
+/// The v2 layout, as the previous version created it (sessions keyed by `session_id` only),
+/// with two sessions and two runs.
+fn v2_tables(schema: &str) -> String {
+    let t = format!("\"{schema}\".\"wf\"");
+    let r = format!("\"{schema}\".\"wf_runs\"");
+    format!(
+        r#"CREATE SCHEMA "{schema}";
+        CREATE TABLE IF NOT EXISTS {t} (
+            session_id TEXT NOT NULL PRIMARY KEY,
+            kind TEXT NOT NULL DEFAULT 'workflow',
+            component_id TEXT,
+            user_id TEXT,
+            session_name TEXT,
+            component_data JSONB NOT NULL DEFAULT '{{}}',
+            session_state JSONB NOT NULL DEFAULT '{{}}',
+            extra_data JSONB,
+            created_at BIGINT NOT NULL DEFAULT 0,
+            updated_at BIGINT NOT NULL DEFAULT 0,
+            version BIGINT NOT NULL DEFAULT 0,
+            run_count BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS {r} (
+            session_id TEXT NOT NULL REFERENCES {t} (session_id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            run_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            record JSONB NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        );
+        CREATE INDEX IF NOT EXISTS "wf_updated_idx" ON {t} (updated_at DESC, session_id DESC);
+        INSERT INTO {t} VALUES ('s1', 'workflow', 'wf-1', 'ann', 'first', '{{"name": "Article"}}',
+            '{{"count": 2, "f": 0.11910699999999999}}', '{{"x": 1}}', 1700000000000, 1700000002000, 3, 2);
+        INSERT INTO {t} VALUES ('s2', 'agent', 'ag-1', NULL, NULL, '{{}}', '{{}}', NULL,
+            1700000100000, 1700000100000, 1, 0);
+        INSERT INTO {r} VALUES ('s1', 1, 'r1', 'completed', 1700000001000,
+            '{{"run_id": "r1", "session_id": "s1", "status": "completed", "input": {{"topic": "a"}}, "response": {{"content": "one"}}, "created_at": 1700000001000}}');
+        INSERT INTO {r} VALUES ('s1', 2, 'r2', 'error', 1700000002000,
+            '{{"run_id": "r2", "session_id": "s1", "status": "error", "input": {{"topic": "b"}}, "response": {{"content": "two"}}, "error": "boom", "created_at": 1700000002000}}');"#
+    )
+}
+
+async fn v2_storage() -> Option<(PostgresStorage, DropSchema)> {
+    let (storage, guard) = storage().await?;
+    let storage = storage.table("wf").unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(v2_tables(&guard.schema)))
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    Some((storage, guard))
+}
+
+/// The constraints of the two tables (name, definition), in a stable order.
+async fn constraints(storage: &PostgresStorage, schema: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT conname::text, pg_get_constraintdef(c.oid) FROM pg_constraint c
+            JOIN pg_namespace n ON n.oid = c.connamespace
+         WHERE n.nspname = $1 ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(storage.pool())
     .await
-    .unwrap();
-    conformance::assert_all_runs_kept(&storage, "shared", 0..2 * CHILD_RUNS).await;
+    .unwrap()
+}
+
+#[tokio::test]
+async fn upgrade_schema_converts_the_v2_layout() {
+    let Some((storage, guard)) = v2_storage().await else {
+        return;
+    };
+    let error = storage
+        .read(&key("s1"), &ReadOptions::default())
+        .await
+        .unwrap_err();
+    let cause = std::error::Error::source(&error).unwrap().to_string();
+    assert!(
+        cause.contains("v2 layout") && cause.contains("upgrade_schema()"),
+        "{cause}"
+    );
+
+    storage.upgrade_schema().await.unwrap();
+    let s1 = storage
+        .read(&key("s1"), &ReadOptions::with_runs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s1.key(), key("s1"));
+    assert_eq!(s1.component_id.as_deref(), Some("wf-1"));
+    assert_eq!(s1.session_name.as_deref(), Some("first"));
+    assert_eq!(
+        s1.session_state["f"].as_f64().unwrap().to_bits(),
+        0.11910699999999999_f64.to_bits()
+    );
+    assert_eq!(
+        (s1.created_at, s1.updated_at, s1.version, s1.run_count),
+        (1_700_000_000_000, 1_700_000_002_000, 3, 2)
+    );
+    let ids: Vec<_> = s1.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    assert_eq!(s1.runs[1].error.as_deref(), Some("boom"));
+    let agent = SessionKey::new("s2", SessionKind::Agent);
+    assert!(
+        storage
+            .read(&agent, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let found = constraints(&storage, &guard.schema).await;
+    let definitions: Vec<&str> = found.iter().map(|(_, def)| def.as_str()).collect();
+    assert!(
+        definitions.contains(&"PRIMARY KEY (session_id, kind, scope)"),
+        "{found:?}"
+    );
+    assert!(
+        definitions.contains(&"PRIMARY KEY (session_id, kind, scope, seq)"),
+        "{found:?}"
+    );
+    assert!(
+        definitions.iter().any(|def| def
+            .starts_with("FOREIGN KEY (session_id, kind, scope) REFERENCES")
+            && def.ends_with("(session_id, kind, scope) ON DELETE CASCADE")),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 3, "{found:?}");
+
+    let member = SessionKey::new("s1", SessionKind::Agent).scope("researcher");
+    storage
+        .commit(conformance::run_write_at(member.clone(), 1, "k"))
+        .await
+        .unwrap();
+    storage.commit(run_write("s1", 3, "k")).await.unwrap();
+    assert_eq!(storage.runs(&key("s1"), None).await.unwrap().len(), 3);
+    storage.delete_session(&key("s1")).await.unwrap();
+    assert!(storage.runs(&member, None).await.unwrap().is_empty());
+    storage.upgrade_schema().await.unwrap();
+    assert_eq!(
+        storage
+            .list_sessions(&Default::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_v2_row_aborts_the_upgrade_and_keeps_the_tables() {
+    for corruption in [
+        "UPDATE {s}.wf SET session_state = '\"not an object\"' WHERE session_id = 's2'",
+        "UPDATE {s}.wf_runs SET record = '{\"created_at\": \"soon\"}' WHERE seq = 2",
+        "UPDATE {s}.wf SET kind = 'spaceship' WHERE session_id = 's2'",
+    ] {
+        let Some((storage, guard)) = v2_storage().await else {
+            return;
+        };
+        // Not `SET search_path`: it would change how constraints print on one connection.
+        let sql = corruption.replace("{s}", &format!("\"{}\"", guard.schema));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        let before = constraints(&storage, &guard.schema).await;
+        let error = storage.upgrade_schema().await.unwrap_err();
+        assert!(error.is_corrupt(), "{corruption}: {error:?}");
+        assert_eq!(constraints(&storage, &guard.schema).await, before);
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = $1 AND column_name = 'scope'",
+        )
+        .bind(&guard.schema)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        assert!(columns.is_empty(), "{columns:?}");
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM \"{0}\".wf), (SELECT count(*) FROM \"{0}\".wf_runs)",
+            guard.schema
+        );
+        let counts: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(storage.pool())
+            .await
+            .unwrap();
+        assert_eq!(counts, (2, 2), "{corruption}");
+    }
 }

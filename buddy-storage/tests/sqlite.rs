@@ -4,17 +4,18 @@
 #![cfg(feature = "sqlite")]
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-mod conformance;
+mod support;
 
 use std::sync::Arc;
 
 use buddy_core::StorageError;
 use buddy_core::run::RunStatus;
-use buddy_core::session::SessionKind;
+use buddy_core::session::{SessionKey, SessionKind};
 use buddy_core::storage::{ReadOptions, Storage};
 use buddy_storage::SqliteStorage;
-use conformance::{CHILD_ENV, CHILD_RUNS, Fixture, obj, run_write};
+use buddy_storage::conformance::{self, Fixture, key, obj, run_write};
 use serde_json::json;
+use support::{CHILD_ENV, CHILD_RUNS};
 
 async fn fixture() -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
@@ -24,7 +25,7 @@ async fn fixture() -> Option<Fixture> {
     Some(Fixture::new(storage, dir))
 }
 
-conformance_suite!(fixture);
+buddy_storage::conformance_tests!(fixture);
 
 mod in_memory {
     use super::*;
@@ -38,7 +39,7 @@ mod in_memory {
         Some(Fixture::new(storage, ()))
     }
 
-    conformance_suite!(fixture);
+    buddy_storage::conformance_tests!(fixture);
 }
 
 #[tokio::test]
@@ -115,7 +116,7 @@ async fn in_memory_database_is_shared_by_all_queries() {
     let clone = storage.clone();
     storage.commit(run_write("s", 1, "k")).await.unwrap();
     let session = clone
-        .read("s", &ReadOptions::with_runs(5))
+        .read(&key("s"), &ReadOptions::with_runs(5))
         .await
         .unwrap()
         .unwrap();
@@ -124,7 +125,7 @@ async fn in_memory_database_is_shared_by_all_queries() {
     let other = SqliteStorage::open(":memory:").await.unwrap();
     assert!(
         other
-            .read("s", &ReadOptions::default())
+            .read(&key("s"), &ReadOptions::default())
             .await
             .unwrap()
             .is_none()
@@ -140,7 +141,7 @@ async fn two_tables_in_one_file_are_separate() {
     agents.commit(run_write("s", 1, "a")).await.unwrap();
     assert!(
         workflows
-            .read("s", &ReadOptions::default())
+            .read(&key("s"), &ReadOptions::default())
             .await
             .unwrap()
             .is_none()
@@ -172,7 +173,7 @@ async fn corrupt_state_is_a_typed_error_naming_the_session() {
         other => panic!("expected Corrupt, got {other:?}"),
     };
     let error = storage
-        .read("bad", &ReadOptions::default())
+        .read(&key("bad"), &ReadOptions::default())
         .await
         .unwrap_err();
     assert_eq!(corrupt(error), ("bad".into(), "session_state"));
@@ -185,7 +186,7 @@ async fn corrupt_state_is_a_typed_error_naming_the_session() {
         .unwrap_err();
     assert!(error.is_corrupt());
     assert_eq!(
-        storage.runs("bad", None).await.unwrap().len(),
+        storage.runs(&key("bad"), None).await.unwrap().len(),
         1,
         "the write was rolled back"
     );
@@ -199,33 +200,55 @@ async fn corrupt_run_and_row_are_typed_errors() {
         .await
         .unwrap();
     let error = storage
-        .read("bad", &ReadOptions::with_runs(5))
+        .read(&key("bad"), &ReadOptions::with_runs(5))
         .await
         .unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, what: "run record", .. } if session_id == "bad"),
         "{error:?}"
     );
-    assert!(storage.runs("bad", None).await.unwrap_err().is_corrupt());
+    assert!(
+        storage
+            .runs(&key("bad"), None)
+            .await
+            .unwrap_err()
+            .is_corrupt()
+    );
     // Read without runs still works: only the bad part fails.
     assert!(
         storage
-            .read("bad", &ReadOptions::default())
+            .read(&key("bad"), &ReadOptions::default())
             .await
             .unwrap()
             .is_some()
     );
 
-    sqlx::query("UPDATE t SET kind = 'spaceship', version = 'x' WHERE session_id = 'bad'")
+    sqlx::query("UPDATE t SET version = 'x' WHERE session_id = 'bad'")
         .execute(storage.pool())
         .await
         .unwrap();
     let error = storage
-        .read("bad", &ReadOptions::default())
+        .read(&key("bad"), &ReadOptions::default())
         .await
         .unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, .. } if session_id == "bad"),
+        "{error:?}"
+    );
+    // An unknown kind (the runs reference the kind: remove them first) shows when listing.
+    sqlx::raw_sql(
+        "DELETE FROM t_runs WHERE session_id = 'bad';
+         UPDATE t SET kind = 'spaceship', version = 1 WHERE session_id = 'bad';",
+    )
+    .execute(storage.pool())
+    .await
+    .unwrap();
+    let error = storage
+        .list_sessions(&Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Corrupt { session_id, what: "kind", .. } if session_id == "bad"),
         "{error:?}"
     );
 }
@@ -253,7 +276,7 @@ async fn fields_from_a_newer_version_are_ignored() {
         .await
         .unwrap();
     let session = storage
-        .read("bad", &ReadOptions::with_runs(5))
+        .read(&key("bad"), &ReadOptions::with_runs(5))
         .await
         .unwrap()
         .unwrap();
@@ -271,7 +294,7 @@ async fn a_database_that_goes_away_is_a_database_error() {
     storage.close().await;
     for error in [
         storage
-            .read("s", &ReadOptions::default())
+            .read(&key("s"), &ReadOptions::default())
             .await
             .unwrap_err(),
         storage.commit(run_write("s", 2, "k")).await.unwrap_err(),
@@ -279,7 +302,7 @@ async fn a_database_that_goes_away_is_a_database_error() {
             .list_sessions(&Default::default())
             .await
             .unwrap_err(),
-        storage.delete_session("s").await.unwrap_err(),
+        storage.delete_session(&key("s")).await.unwrap_err(),
     ] {
         assert!(matches!(error, StorageError::Database { .. }), "{error:?}");
     }
@@ -370,7 +393,7 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     .await
     .unwrap();
     let error = storage
-        .read("s1", &ReadOptions::default())
+        .read(&key("s1"), &ReadOptions::default())
         .await
         .unwrap_err();
     assert!(
@@ -380,7 +403,7 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
 
     storage.upgrade_schema().await.unwrap();
     let s1 = storage
-        .read("s1", &ReadOptions::with_runs(10))
+        .read(&key("s1"), &ReadOptions::with_runs(10))
         .await
         .unwrap()
         .unwrap();
@@ -399,7 +422,7 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     assert_eq!(s1.runs[1].response.text(), "two");
     assert_eq!(s1.runs[1].created_at, 1_700_000_002_000);
     let s2 = storage
-        .read("s2", &ReadOptions::with_runs(10))
+        .read(&key("s2"), &ReadOptions::with_runs(10))
         .await
         .unwrap()
         .unwrap();
@@ -414,7 +437,7 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     // The upgraded table takes new runs as usual, and a second upgrade does nothing.
     storage.commit(run_write("s1", 3, "k")).await.unwrap();
     storage.upgrade_schema().await.unwrap();
-    assert_eq!(storage.runs("s1", None).await.unwrap().len(), 3);
+    assert_eq!(storage.runs(&key("s1"), None).await.unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -453,7 +476,7 @@ async fn child_writer() {
         return;
     };
     let storage = SqliteStorage::open(path).await.unwrap();
-    conformance::child_writes(Arc::new(storage)).await;
+    support::child_writes(Arc::new(storage)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,12 +489,10 @@ async fn two_processes_write_one_session() {
     let storage = SqliteStorage::open(&path).await.unwrap();
     storage.create().await.unwrap();
     let target = path.to_str().unwrap().to_owned();
-    tokio::task::spawn_blocking(move || {
-        conformance::run_two_writer_processes("child_writer", &target)
-    })
-    .await
-    .unwrap();
-    conformance::assert_all_runs_kept(&storage, "shared", 0..2 * CHILD_RUNS).await;
+    tokio::task::spawn_blocking(move || support::run_two_writer_processes("child_writer", &target))
+        .await
+        .unwrap();
+    conformance::assert_all_runs_kept(&storage, &key("shared"), 0..2 * CHILD_RUNS).await;
 }
 
 /// A commit that fails or is dropped half-way must not leave its connection inside a
@@ -512,10 +533,10 @@ async fn failed_or_dropped_commits_leave_no_open_transaction() {
             .unwrap();
     }
     storage.commit(run_write("good", 2, "k")).await.unwrap();
-    assert_eq!(storage.runs("good", None).await.unwrap().len(), 2);
+    assert_eq!(storage.runs(&key("good"), None).await.unwrap().len(), 2);
     // Each dropped commit happened entirely or not at all.
     if let Some(session) = storage
-        .read("cancelled", &ReadOptions::with_runs(100))
+        .read(&key("cancelled"), &ReadOptions::with_runs(100))
         .await
         .unwrap()
     {
@@ -537,4 +558,219 @@ async fn poll_then_drop<F: Future>(future: F, polls: usize) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+}
+
+/// The v2 layout, as the previous version created it (sessions keyed by `session_id` only).
+const V2_TABLES: &str = r#"
+    CREATE TABLE "wf" (
+        session_id TEXT NOT NULL PRIMARY KEY,
+        kind TEXT NOT NULL DEFAULT 'workflow',
+        component_id TEXT,
+        user_id TEXT,
+        session_name TEXT,
+        component_data TEXT NOT NULL DEFAULT '{}',
+        session_state TEXT NOT NULL DEFAULT '{}',
+        extra_data TEXT,
+        created_at INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 0,
+        run_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE "wf_runs" (
+        session_id TEXT NOT NULL REFERENCES "wf" (session_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    );
+    CREATE INDEX "wf_updated_idx" ON "wf" (updated_at DESC, session_id DESC);
+    INSERT INTO wf VALUES ('s1', 'workflow', 'wf-1', 'ann', 'first', '{"name": "Article"}',
+        '{"count": 2, "f": 0.11910699999999999}', '{"x": 1}', 1700000000000, 1700000002000, 3, 2);
+    INSERT INTO wf VALUES ('s2', 'agent', 'ag-1', NULL, NULL, '{}', '{}', NULL, 1700000100000,
+        1700000100000, 1, 0);
+    INSERT INTO wf_runs VALUES ('s1', 1, 'r1', 'completed', 1700000001000,
+        '{"run_id": "r1", "session_id": "s1", "status": "completed", "input": {"topic": "a"}, "response": {"content": "one"}, "created_at": 1700000001000}');
+    INSERT INTO wf_runs VALUES ('s1', 2, 'r2', 'error', 1700000002000,
+        '{"run_id": "r2", "session_id": "s1", "status": "error", "input": {"topic": "b"}, "response": {"content": "two"}, "error": "boom", "created_at": 1700000002000}');
+"#;
+
+async fn v2_storage() -> (tempfile::TempDir, SqliteStorage) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db"))
+        .await
+        .unwrap()
+        .table("wf")
+        .unwrap();
+    sqlx::raw_sql(V2_TABLES)
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    (dir, storage)
+}
+
+async fn table_names(storage: &SqliteStorage) -> Vec<String> {
+    sqlx::query_scalar("SELECT name FROM sqlite_master ORDER BY name")
+        .fetch_all(storage.pool())
+        .await
+        .unwrap()
+}
+
+/// A v2 table (sessions keyed by id alone) is converted by `upgrade_schema`: every row and
+/// run kept, under scope `""`, and the full key usable afterwards.
+#[tokio::test]
+async fn upgrade_schema_converts_the_v2_layout() {
+    let (_dir, storage) = v2_storage().await;
+    let error = storage
+        .read(&key("s1"), &ReadOptions::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("database error"), "{error}");
+    let cause = std::error::Error::source(&error).unwrap().to_string();
+    assert!(
+        cause.contains("v2 layout") && cause.contains("upgrade_schema()"),
+        "{cause}"
+    );
+
+    storage.upgrade_schema().await.unwrap();
+    let s1 = storage
+        .read(&key("s1"), &ReadOptions::with_runs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s1.key(), key("s1"));
+    assert_eq!(s1.component_id.as_deref(), Some("wf-1"));
+    assert_eq!(s1.user_id.as_deref(), Some("ann"));
+    assert_eq!(s1.session_name.as_deref(), Some("first"));
+    assert_eq!(s1.component_data, obj(json!({"name": "Article"})));
+    assert_eq!(
+        s1.session_state["f"].as_f64().unwrap().to_bits(),
+        0.11910699999999999_f64.to_bits()
+    );
+    assert_eq!(s1.extra_data, Some(obj(json!({"x": 1}))));
+    assert_eq!(
+        (s1.created_at, s1.updated_at, s1.version, s1.run_count),
+        (1_700_000_000_000, 1_700_000_002_000, 3, 2)
+    );
+    let ids: Vec<_> = s1.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    assert_eq!(s1.runs[1].status, RunStatus::Error);
+    assert_eq!(s1.runs[1].error.as_deref(), Some("boom"));
+    let agent = SessionKey::new("s2", SessionKind::Agent);
+    let s2 = storage
+        .read(&agent, &ReadOptions::with_runs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((s2.scope.as_str(), s2.run_count), ("", 0));
+    assert!(
+        storage
+            .read(&key("s2"), &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none(),
+        "the kind is part of the key"
+    );
+
+    // The old tables are gone, the new key works, the index is there.
+    let names = table_names(&storage).await;
+    assert!(!names.iter().any(|n| n.contains("v2_old")), "{names:?}");
+    assert!(names.iter().any(|n| n == "wf_updated_idx"), "{names:?}");
+    let member = SessionKey::new("s1", SessionKind::Agent).scope("researcher");
+    storage
+        .commit(conformance::run_write_at(member.clone(), 1, "k"))
+        .await
+        .unwrap();
+    storage.commit(run_write("s1", 3, "k")).await.unwrap();
+    assert_eq!(storage.runs(&key("s1"), None).await.unwrap().len(), 3);
+    assert_eq!(storage.runs(&member, None).await.unwrap().len(), 1);
+    storage.delete_session(&key("s1")).await.unwrap();
+    assert!(storage.runs(&member, None).await.unwrap().is_empty());
+    // Foreign keys hold in the rebuilt tables.
+    let violations: Vec<String> =
+        sqlx::query_scalar("SELECT \"table\" FROM pragma_foreign_key_check")
+            .fetch_all(storage.pool())
+            .await
+            .unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    storage.upgrade_schema().await.unwrap();
+    assert!(
+        storage
+            .read(&agent, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// A v2 row that does not decode aborts the upgrade, which leaves both tables as they were.
+#[tokio::test]
+async fn a_corrupt_v2_row_aborts_the_upgrade_and_keeps_the_tables() {
+    for corruption in [
+        "UPDATE wf SET session_state = '{not json' WHERE session_id = 's2'",
+        "UPDATE wf_runs SET record = 'garbage' WHERE seq = 2",
+        "UPDATE wf SET kind = 'spaceship' WHERE session_id = 's2'",
+    ] {
+        let (_dir, storage) = v2_storage().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(corruption))
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        let before = table_names(&storage).await;
+        let error = storage.upgrade_schema().await.unwrap_err();
+        assert!(error.is_corrupt(), "{corruption}: {error:?}");
+        assert_eq!(table_names(&storage).await, before, "{corruption}");
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('wf')")
+            .fetch_all(storage.pool())
+            .await
+            .unwrap();
+        assert!(!columns.iter().any(|c| c == "scope"), "{columns:?}");
+        let counts: (i64, i64) =
+            sqlx::query_as("SELECT (SELECT count(*) FROM wf), (SELECT count(*) FROM wf_runs)")
+                .fetch_one(storage.pool())
+                .await
+                .unwrap();
+        assert_eq!(counts, (2, 2), "{corruption}");
+        // Still refused until upgraded.
+        assert!(
+            storage
+                .read(&key("s1"), &ReadOptions::default())
+                .await
+                .is_err()
+        );
+    }
+}
+
+/// A v1 table goes all the way to the current layout in one upgrade.
+#[tokio::test]
+async fn upgrade_schema_takes_v1_to_the_current_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db"))
+        .await
+        .unwrap()
+        .table("old")
+        .unwrap();
+    sqlx::raw_sql(
+        r#"CREATE TABLE old (session_id TEXT PRIMARY KEY, workflow_id TEXT, user_id TEXT,
+            memory JSON, workflow_data JSON, session_data JSON, extra_data JSON,
+            created_at INTEGER, updated_at INTEGER);
+        INSERT INTO old VALUES ('s', 'wf', NULL,
+            '{"runs": [{"input": 1, "response": {"content": "one", "run_id": "r1"}}]}',
+            NULL, NULL, NULL, 1, 1);"#,
+    )
+    .execute(storage.pool())
+    .await
+    .unwrap();
+    storage.upgrade_schema().await.unwrap();
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('old_runs')")
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+    assert!(columns.iter().any(|c| c == "scope"), "{columns:?}");
+    assert_eq!(storage.runs(&key("s"), None).await.unwrap()[0].run_id, "r1");
+    storage
+        .commit(conformance::run_write_at(key("s").scope("member"), 1, "k"))
+        .await
+        .unwrap();
 }

@@ -58,7 +58,8 @@ impl ReadOptions {
 ///   inside one transaction, so two concurrent runs of one session never lose each other's
 ///   run records or state keys.
 ///
-/// Implementations must pass the conformance suite in `buddy-storage`'s tests.
+/// Implementations must pass the conformance suite `buddy_storage::conformance` (feature
+/// `conformance` of `buddy-storage`), which runs every case against a fresh store.
 #[async_trait]
 pub trait Storage: fmt::Debug + Send + Sync {
     /// Reads a session with its most recent runs (oldest first); `None` if it does not exist
@@ -73,7 +74,9 @@ pub trait Storage: fmt::Debug + Send + Sync {
     /// The `limit` most recent runs of a session (all when `None`), oldest first.
     async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>>;
 
-    /// Sessions that match `query`, the most recently updated first, without runs.
+    /// Sessions that match `query`, without runs: the most recently updated first, then by
+    /// session id (descending), kind and scope (ascending; strings compared byte-wise), so
+    /// every backend gives the same order.
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>>;
 
     /// Deletes a session and its runs, with the sessions of its members stored under it

@@ -1,0 +1,1315 @@
+//! The storage conformance suite: what every [`Storage`] must do, as runnable cases.
+//!
+//! Each case is written once against an `Arc<dyn Storage>`; the in-memory
+//! [`MemoryStorage`](buddy_core::storage::MemoryStorage) defines what is right, and the
+//! project's SQLite and Postgres backends run the same cases. A backend of your own passes
+//! when [`run_all`] returns:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use buddy_core::storage::MemoryStorage;
+//! use buddy_storage::conformance::{self, Fixture};
+//!
+//! // A fresh, empty store per case (here in memory; yours would create a temporary database
+//! // and keep what must stay alive, such as a temporary directory, as the fixture's guard).
+//! conformance::run_all(|| async { Fixture::new(MemoryStorage::new(), ()) }).await;
+//! # });
+//! ```
+//!
+//! [`run_all`] needs a multi-threaded tokio runtime (some cases write from several tasks at
+//! once) and panics with the case's name at the first failure. To get one test per case
+//! instead (failures reported separately, cases run in parallel), use
+//! [`conformance_tests!`](crate::conformance_tests) in a test file.
+//!
+//! Cases take a few seconds in all against a local database; each starts from an empty
+//! store and may create, write and drop its tables.
+
+// A conformance case reports a failure by panicking, as a test does.
+#![allow(clippy::unwrap_used)]
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use buddy_core::run::{Metrics, RunRecord, RunResponse, RunStatus};
+use buddy_core::session::{
+    Session, SessionKey, SessionKind, SessionQuery, SessionWrite, StatePatch,
+};
+use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
+use serde_json::{Map, Value, json};
+
+/// A storage under test plus whatever must live as long as it (a temporary directory, a
+/// guard that drops a test schema).
+pub struct Fixture {
+    storage: Arc<dyn Storage>,
+    _guard: Box<dyn Any + Send>,
+}
+
+impl Fixture {
+    /// A fixture for `storage`, keeping `guard` alive until the case is over (pass `()` if
+    /// there is nothing to keep).
+    pub fn new(storage: impl Storage + 'static, guard: impl Any + Send) -> Self {
+        Fixture {
+            storage: Arc::new(storage),
+            _guard: Box::new(guard),
+        }
+    }
+
+    /// The storage under test.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
+    }
+}
+
+impl From<Arc<dyn Storage>> for Fixture {
+    fn from(storage: Arc<dyn Storage>) -> Self {
+        Fixture {
+            storage,
+            _guard: Box::new(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Fixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixture")
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of one running case.
+pub type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// One conformance case: a name and the check it runs against a fresh storage.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// The case's name (a function name of this module).
+    pub name: &'static str,
+    /// Runs the case; panics when the storage does not conform.
+    pub run: fn(Arc<dyn Storage>) -> CaseFuture,
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Case").field("name", &self.name).finish()
+    }
+}
+
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        /// Every case, in the order [`run_all`] runs them.
+        pub const CASES: &[Case] = &[
+            $(Case { name: stringify!($case), run: |storage| Box::pin($case(storage)) },)*
+        ];
+    };
+}
+
+cases!(
+    read_missing_is_none,
+    commit_creates_session,
+    commit_returns_session_without_runs,
+    runs_are_appended_and_recent_ones_read,
+    run_records_round_trip,
+    exact_numbers_and_unicode_round_trip,
+    state_patch_merges_into_current_state,
+    identity_is_kept_and_metadata_merged,
+    created_at_never_changes,
+    read_filters_by_user,
+    list_sessions_newest_first_with_filters,
+    list_sessions_order_is_deterministic,
+    delete_session_removes_runs,
+    kind_and_scope_are_part_of_the_key,
+    member_sessions_never_overwrite_each_other,
+    delete_covers_members_below_the_key,
+    scopes_are_compared_literally,
+    drop_tables_then_use_again,
+    create_and_upgrade_are_idempotent,
+    concurrent_runs_on_one_session,
+    concurrent_members_of_one_session,
+    sessions_are_independent,
+    same_results_as_memory_storage,
+);
+
+/// Runs the case called `name` against `storage`.
+///
+/// # Panics
+///
+/// When there is no such case, or the storage fails it.
+pub async fn run_case(name: &str, storage: Arc<dyn Storage>) {
+    let Some(case) = CASES.iter().find(|case| case.name == name) else {
+        panic!("no conformance case `{name}`");
+    };
+    (case.run)(storage).await;
+}
+
+/// Runs every case, each against a fresh fixture from `make`, one after the other.
+///
+/// Each case runs as a task of the current tokio runtime, which must be multi-threaded.
+///
+/// # Panics
+///
+/// At the first case that fails, with the case's name and the failure.
+pub async fn run_all<F, Fut, T>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+    T: Into<Fixture>,
+{
+    for case in CASES {
+        let fixture: Fixture = make().await.into();
+        let outcome = tokio::spawn((case.run)(fixture.storage())).await;
+        drop(fixture);
+        if let Err(error) = outcome {
+            let reason = match error.try_into_panic() {
+                Ok(payload) => panic_message(payload.as_ref()),
+                Err(error) => error.to_string(),
+            };
+            panic!("storage conformance case `{}` failed: {reason}", case.name);
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
+/// Generates one `#[tokio::test]` per conformance case (multi-threaded runtime), each with a
+/// fresh fixture from `$fixture`, plus a test checking that no case is missing.
+///
+/// `$fixture` is an `async fn() -> Option<Fixture>`; `None` skips the case (say why on
+/// stderr, e.g. no database server configured). The calling crate needs `tokio` with the
+/// `macros` and `rt-multi-thread` features.
+///
+/// ```ignore
+/// use buddy_storage::conformance::Fixture;
+///
+/// async fn fixture() -> Option<Fixture> {
+///     Some(Fixture::new(MyStorage::open_temporary().await?, ()))
+/// }
+///
+/// buddy_storage::conformance_tests!(fixture);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:path) => {
+        $crate::conformance_tests!(@cases $fixture;
+            read_missing_is_none,
+            commit_creates_session,
+            commit_returns_session_without_runs,
+            runs_are_appended_and_recent_ones_read,
+            run_records_round_trip,
+            exact_numbers_and_unicode_round_trip,
+            state_patch_merges_into_current_state,
+            identity_is_kept_and_metadata_merged,
+            created_at_never_changes,
+            read_filters_by_user,
+            list_sessions_newest_first_with_filters,
+            list_sessions_order_is_deterministic,
+            delete_session_removes_runs,
+            kind_and_scope_are_part_of_the_key,
+            member_sessions_never_overwrite_each_other,
+            delete_covers_members_below_the_key,
+            scopes_are_compared_literally,
+            drop_tables_then_use_again,
+            create_and_upgrade_are_idempotent,
+            concurrent_runs_on_one_session,
+            concurrent_members_of_one_session,
+            sessions_are_independent,
+            same_results_as_memory_storage,
+        );
+    };
+    (@cases $fixture:path; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(fixture) = $fixture().await else { return };
+                $crate::conformance::run_case(stringify!($case), fixture.storage()).await;
+                drop(fixture);
+            }
+        )*
+
+        #[test]
+        fn conformance_tests_cover_every_case() {
+            let listed = [$(stringify!($case)),*];
+            let all: ::std::vec::Vec<&str> =
+                $crate::conformance::CASES.iter().map(|case| case.name).collect();
+            assert_eq!(listed.as_slice(), all.as_slice());
+        }
+    };
+}
+
+// Helpers, public so backend-specific tests can build the same writes.
+
+/// The key of the top-level workflow session `session_id`.
+pub fn key(session_id: &str) -> SessionKey {
+    SessionKey::new(session_id, SessionKind::Workflow)
+}
+
+/// `value` as a JSON object.
+///
+/// # Panics
+///
+/// When `value` is not an object.
+pub fn obj(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// An empty write to the top-level workflow session `session_id`.
+pub fn write(session_id: &str) -> SessionWrite {
+    SessionWrite::new(key(session_id))
+}
+
+/// Run `n` of session `session_id`: id `{session_id}-run-{n}`, input `{"n": n}`.
+pub fn run(session_id: &str, n: usize) -> RunRecord {
+    RunRecord {
+        run_id: format!("{session_id}-run-{n}"),
+        session_id: session_id.to_owned(),
+        status: RunStatus::Completed,
+        input: json!({ "n": n }),
+        response: RunResponse::from_text(format!("answer {n}")),
+        error: None,
+        created_at: 1_700_000_000_000 + i64::try_from(n).unwrap_or(0),
+        ended_at: Some(1_700_000_000_500 + i64::try_from(n).unwrap_or(0)),
+        duration_ms: Some(500.25),
+    }
+}
+
+/// A write to the workflow session `session_id` that appends run `n` and sets state key
+/// `key` to `n`.
+pub fn run_write(session_id: &str, n: usize, key: &str) -> SessionWrite {
+    run_write_at(self::key(session_id), n, key)
+}
+
+/// [`run_write`] for the session `at`.
+pub fn run_write_at(at: SessionKey, n: usize, key: &str) -> SessionWrite {
+    let run = run(&at.session_id, n);
+    SessionWrite {
+        state_patch: StatePatch::diff(&Map::new(), &obj(json!({ key: n }))),
+        run: Some(run),
+        ..SessionWrite::new(at)
+    }
+}
+
+fn run_ids(runs: &[RunRecord]) -> Vec<String> {
+    runs.iter().map(|run| run.run_id.clone()).collect()
+}
+
+async fn read(storage: &dyn Storage, at: &SessionKey, runs: usize) -> Session {
+    match storage
+        .read(at, &ReadOptions::with_runs(runs))
+        .await
+        .unwrap()
+    {
+        Some(session) => session,
+        None => panic!("{at} not found"),
+    }
+}
+
+/// A missing session reads as `None`, with no runs, and an empty store lists nothing.
+pub async fn read_missing_is_none(storage: Arc<dyn Storage>) {
+    assert!(
+        storage
+            .read(&key("missing"), &ReadOptions::with_runs(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        storage
+            .runs(&key("missing"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        storage
+            .list_sessions(&SessionQuery::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A first commit creates the session with every field of the write.
+pub async fn commit_creates_session(storage: Arc<dyn Storage>) {
+    let at = SessionKey::new("s1", SessionKind::Agent).scope("helper");
+    let write = SessionWrite {
+        component_id: Some("agent-1".into()),
+        user_id: Some("ann".into()),
+        session_name: Some("first".into()),
+        component_data: obj(json!({"name": "helper"})),
+        state_patch: StatePatch::set_all(&obj(json!({"count": 1, "nested": {"a": [1, 2]}}))),
+        extra_data: Some(obj(json!({"tag": "x"}))),
+        run: Some(run("s1", 1)),
+        ..SessionWrite::new(at.clone())
+    };
+    let committed = storage.commit(write).await.unwrap();
+    let read = read(&*storage, &at, 0).await;
+    assert_eq!(read, committed);
+    assert_eq!(read.key(), at);
+    assert_eq!(read.session_id, "s1");
+    assert_eq!(read.kind, SessionKind::Agent);
+    assert_eq!(read.scope, "helper");
+    assert_eq!(read.component_id.as_deref(), Some("agent-1"));
+    assert_eq!(read.user_id.as_deref(), Some("ann"));
+    assert_eq!(read.session_name.as_deref(), Some("first"));
+    assert_eq!(read.component_data, obj(json!({"name": "helper"})));
+    assert_eq!(
+        read.session_state,
+        obj(json!({"count": 1, "nested": {"a": [1, 2]}}))
+    );
+    assert_eq!(read.extra_data, Some(obj(json!({"tag": "x"}))));
+    assert!(read.created_at > 0);
+    assert_eq!(read.created_at, read.updated_at);
+    assert_eq!(read.version, 1);
+    assert_eq!(read.run_count, 1);
+    assert!(read.runs.is_empty(), "recent_runs = 0 loads no runs");
+}
+
+/// A commit returns the stored session without runs; a write without a run is a version,
+/// not a run.
+pub async fn commit_returns_session_without_runs(storage: Arc<dyn Storage>) {
+    storage.commit(run_write("s", 1, "a")).await.unwrap();
+    let second = storage.commit(run_write("s", 2, "b")).await.unwrap();
+    assert!(second.runs.is_empty());
+    assert_eq!(second.version, 2);
+    assert_eq!(second.run_count, 2);
+    assert_eq!(second.session_state, obj(json!({"a": 1, "b": 2})));
+    let third = storage.commit(write("s")).await.unwrap();
+    assert_eq!((third.version, third.run_count), (3, 2));
+}
+
+/// Runs are appended in order; reads load the most recent ones, oldest first.
+pub async fn runs_are_appended_and_recent_ones_read(storage: Arc<dyn Storage>) {
+    for n in 1..=7 {
+        storage.commit(run_write("s", n, "k")).await.unwrap();
+    }
+    let session = read(&*storage, &key("s"), 3).await;
+    assert_eq!(session.run_count, 7);
+    assert_eq!(run_ids(&session.runs), ["s-run-5", "s-run-6", "s-run-7"]);
+    let all = read(&*storage, &key("s"), 100).await;
+    assert_eq!(all.runs.len(), 7);
+    assert_eq!(all.runs[0].run_id, "s-run-1");
+    assert_eq!(
+        run_ids(&storage.runs(&key("s"), None).await.unwrap()),
+        run_ids(&all.runs)
+    );
+    assert_eq!(
+        run_ids(&storage.runs(&key("s"), Some(2)).await.unwrap()),
+        ["s-run-6", "s-run-7"]
+    );
+    assert!(storage.runs(&key("s"), Some(0)).await.unwrap().is_empty());
+}
+
+/// Run records read back equal to what was written, whatever their status.
+pub async fn run_records_round_trip(storage: Arc<dyn Storage>) {
+    let mut record = run("s", 1);
+    record.status = RunStatus::Error;
+    record.error = Some("model unavailable".into());
+    record.input = json!({"topic": "quantum", "deep": {"list": [1, null, "x"]}});
+    record.response = RunResponse::from_json(json!({"title": "t", "score": 0.5}));
+    record.response.run_id = Some("s-run-1".into());
+    record.response.extra_data = Some(obj(json!({"k": "v"})));
+    let mut cancelled = run("s", 2);
+    cancelled.status = RunStatus::Cancelled;
+    for record in [record.clone(), cancelled.clone()] {
+        storage
+            .commit(SessionWrite {
+                run: Some(record),
+                ..write("s")
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        storage.runs(&key("s"), None).await.unwrap(),
+        [record, cancelled]
+    );
+}
+
+/// Floats that are hard to print and parse back.
+const AWKWARD_FLOATS: [f64; 8] = [
+    0.1,
+    0.11910699999999999,
+    1e-300,
+    5e-324,
+    1.7976931348623157e308,
+    -1.7976931348623157e308,
+    2.2250738585072014e-308,
+    123_456_789.123_456_78,
+];
+
+/// Text in every script direction and plane: emoji (with joiners and modifiers), combining
+/// marks, right-to-left text, astral-plane characters, escapes JSON must keep.
+const AWKWARD_TEXT: [&str; 7] = [
+    "emoji 🎉 👩‍👩‍👧‍👦 👍🏽 🏳️‍🌈",
+    "combining e\u{301} a\u{30a}\u{323} Z\u{335}\u{31b}",
+    "right to left: שלום עולם / مرحبا بالعالم",
+    "astral 𝄞 𐍈 𠜎 🀄",
+    "quotes \" \\ / \u{8} \u{c} \n \r \t and \u{1f} control",
+    "bom \u{feff} and line separator \u{2028} paragraph \u{2029}",
+    "",
+];
+
+fn awkward_value() -> Value {
+    let floats: Vec<Value> = AWKWARD_FLOATS.iter().map(|&f| json!(f)).collect();
+    json!({
+        "floats": floats,
+        "negative_zero": -0.0_f64,
+        "integers": [i64::MAX, i64::MIN, u64::MAX, 0, -1, 9_007_199_254_740_993_i64],
+        "text": AWKWARD_TEXT,
+        "🔑 ключ مفتاح": {"𝄞": "nested key in the astral plane"},
+    })
+}
+
+fn assert_floats_exact(value: &Value, what: &str) {
+    let floats = value["floats"].as_array().unwrap();
+    assert_eq!(floats.len(), AWKWARD_FLOATS.len(), "{what}");
+    for (stored, expected) in floats.iter().zip(AWKWARD_FLOATS) {
+        let stored = stored.as_f64().unwrap();
+        assert_eq!(
+            stored.to_bits(),
+            expected.to_bits(),
+            "{what}: {expected:e} read back as {stored:e}"
+        );
+    }
+    // The sign of zero may be lost (Postgres `jsonb` numbers have no negative zero), the
+    // value may not.
+    assert_eq!(value["negative_zero"].as_f64(), Some(0.0), "{what}");
+    assert_eq!(value["integers"][0].as_i64(), Some(i64::MAX), "{what}");
+    assert_eq!(value["integers"][1].as_i64(), Some(i64::MIN), "{what}");
+    assert_eq!(value["integers"][2].as_u64(), Some(u64::MAX), "{what}");
+}
+
+/// Floats read back bit for bit, integers at the limits of `i64` and `u64` exactly, and any
+/// Unicode text unchanged: in session state, extra data, component data and run records.
+pub async fn exact_numbers_and_unicode_round_trip(storage: Arc<dyn Storage>) {
+    let value = awkward_value();
+    let mut record = run("ünï-🎉", 1);
+    record.input = value.clone();
+    record.response = RunResponse::from_json(value.clone());
+    record.response.metrics = Some(Metrics {
+        input_tokens: u64::MAX,
+        output_tokens: u64::MAX - 1,
+        total_tokens: (1 << 53) | 1,
+        time_to_first_token_ms: Some(0.11910699999999999),
+        duration_ms: 5e-324,
+    });
+    record.response.extra_data = Some(obj(json!({"awkward": value})));
+    record.error = Some(AWKWARD_TEXT.concat());
+    let at = SessionKey::new("ünï-🎉", SessionKind::Agent).scope("שלום/👩‍👩‍👧‍👦");
+    let written = SessionWrite {
+        session_name: Some(AWKWARD_TEXT[0].to_owned()),
+        component_data: obj(json!({"awkward": value})),
+        state_patch: StatePatch::set_all(&obj(json!({"awkward": value, "f": 0.1}))),
+        extra_data: Some(obj(json!({"awkward": value}))),
+        run: Some(record.clone()),
+        ..SessionWrite::new(at.clone())
+    };
+    let committed = storage.commit(written).await.unwrap();
+    let session = read(&*storage, &at, 1).await;
+    for (what, stored) in [
+        ("session state", &session.session_state["awkward"]),
+        ("component data", &session.component_data["awkward"]),
+        (
+            "extra data",
+            &session.extra_data.as_ref().unwrap()["awkward"],
+        ),
+        ("run input", &session.runs[0].input),
+        (
+            "run content",
+            session.runs[0].response.content.as_ref().unwrap(),
+        ),
+        (
+            "run extra data",
+            &session.runs[0].response.extra_data.as_ref().unwrap()["awkward"],
+        ),
+    ] {
+        assert_eq!(stored, &value, "{what}");
+        assert_floats_exact(stored, what);
+    }
+    assert_eq!(
+        session.session_state["f"].as_f64().map(f64::to_bits),
+        Some(0.1_f64.to_bits())
+    );
+    let metrics = session.runs[0].response.metrics.unwrap();
+    assert_eq!(metrics, record.response.metrics.unwrap());
+    assert_eq!(metrics.duration_ms.to_bits(), 5e-324_f64.to_bits());
+    assert_eq!(
+        metrics.time_to_first_token_ms.map(f64::to_bits),
+        Some(0.11910699999999999_f64.to_bits())
+    );
+    assert_eq!(session.session_name.as_deref(), Some(AWKWARD_TEXT[0]));
+    assert_eq!(session.key(), at);
+    assert_eq!(session.runs, [record]);
+    let mut without_runs = session.clone();
+    without_runs.runs.clear();
+    assert_eq!(without_runs, committed);
+    let listed = storage
+        .list_sessions(&SessionQuery::all().scope(at.scope.clone()))
+        .await
+        .unwrap();
+    assert_eq!(listed, [committed]);
+}
+
+/// Each writer's state changes are merged into the state stored at commit time.
+pub async fn state_patch_merges_into_current_state(storage: Arc<dyn Storage>) {
+    let initial = obj(json!({"a": 1, "b": 2, "nested": {"x": 1, "y": 1}}));
+    storage
+        .commit(SessionWrite {
+            state_patch: StatePatch::set_all(&initial),
+            ..write("s")
+        })
+        .await
+        .unwrap();
+    // Two writers loaded `initial`; each changes its own keys.
+    let first = StatePatch::diff(
+        &initial,
+        &obj(json!({"a": 10, "b": 2, "nested": {"x": 5, "y": 1}})),
+    );
+    let second = StatePatch::diff(
+        &initial,
+        &obj(json!({"a": 1, "nested": {"x": 1, "y": 1}, "c": 3})),
+    );
+    for patch in [first, second] {
+        storage
+            .commit(SessionWrite {
+                state_patch: patch,
+                ..write("s")
+            })
+            .await
+            .unwrap();
+    }
+    let session = read(&*storage, &key("s"), 0).await;
+    assert_eq!(
+        session.session_state,
+        obj(json!({"a": 10, "nested": {"x": 5, "y": 1}, "c": 3})),
+        "both writers' changes are kept; `b` was removed by the second"
+    );
+}
+
+/// Identity set at creation is kept; component data and extra data are merged.
+pub async fn identity_is_kept_and_metadata_merged(storage: Arc<dyn Storage>) {
+    storage
+        .commit(SessionWrite {
+            component_id: Some("wf".into()),
+            user_id: Some("ann".into()),
+            session_name: Some("one".into()),
+            component_data: obj(json!({"name": "wf", "description": "d"})),
+            extra_data: Some(obj(json!({"a": {"x": 1}, "b": 1}))),
+            ..write("s")
+        })
+        .await
+        .unwrap();
+    let after = storage
+        .commit(SessionWrite {
+            component_id: Some("other".into()),
+            user_id: Some("bob".into()),
+            session_name: None,
+            component_data: obj(json!({"name": "wf2"})),
+            extra_data: Some(obj(json!({"a": {"y": 2}}))),
+            ..write("s")
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.kind, SessionKind::Workflow);
+    assert_eq!(after.component_id.as_deref(), Some("wf"));
+    assert_eq!(after.user_id.as_deref(), Some("ann"));
+    assert_eq!(after.session_name.as_deref(), Some("one"));
+    assert_eq!(
+        after.component_data,
+        obj(json!({"name": "wf2", "description": "d"}))
+    );
+    assert_eq!(
+        after.extra_data,
+        Some(obj(json!({"a": {"x": 1, "y": 2}, "b": 1})))
+    );
+    let renamed = storage
+        .commit(SessionWrite {
+            session_name: Some("two".into()),
+            ..write("s")
+        })
+        .await
+        .unwrap();
+    assert_eq!(renamed.session_name.as_deref(), Some("two"));
+    assert_eq!(read(&*storage, &key("s"), 0).await, renamed);
+}
+
+/// `created_at` is set once; `updated_at` moves forward with every write.
+pub async fn created_at_never_changes(storage: Arc<dyn Storage>) {
+    let first = storage.commit(run_write("s", 1, "a")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = storage.commit(run_write("s", 2, "a")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let third = storage.commit(write("s")).await.unwrap();
+    for session in [&second, &third] {
+        assert_eq!(session.created_at, first.created_at);
+    }
+    assert!(second.updated_at > first.updated_at);
+    assert!(third.updated_at > second.updated_at);
+    let read = read(&*storage, &key("s"), 0).await;
+    assert_eq!(read.created_at, first.created_at);
+    assert_eq!(read.updated_at, third.updated_at);
+}
+
+/// A read for another user than the session's finds nothing.
+pub async fn read_filters_by_user(storage: Arc<dyn Storage>) {
+    storage
+        .commit(SessionWrite {
+            user_id: Some("ann".into()),
+            ..write("s")
+        })
+        .await
+        .unwrap();
+    storage.commit(write("anonymous")).await.unwrap();
+    let ann = ReadOptions::default().user("ann");
+    let bob = ReadOptions::default().user("bob");
+    assert!(storage.read(&key("s"), &ann).await.unwrap().is_some());
+    assert!(storage.read(&key("s"), &bob).await.unwrap().is_none());
+    assert!(
+        storage
+            .read(&key("anonymous"), &ann)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        storage
+            .read(&key("anonymous"), &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn listed_ids(storage: &dyn Storage, query: SessionQuery) -> Vec<String> {
+    storage
+        .list_sessions(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|session| session.session_id)
+        .collect()
+}
+
+/// Listing filters by user, component, kind and scope, newest first, with a limit.
+pub async fn list_sessions_newest_first_with_filters(storage: Arc<dyn Storage>) {
+    let specs = [
+        ("a", SessionKind::Workflow, "wf1", "ann"),
+        ("b", SessionKind::Workflow, "wf2", "bob"),
+        ("c", SessionKind::Agent, "ag1", "ann"),
+        ("d", SessionKind::Team, "wf1", "ann"),
+    ];
+    for (id, kind, component, user) in specs {
+        storage
+            .commit(SessionWrite {
+                component_id: Some(component.into()),
+                user_id: Some(user.into()),
+                ..SessionWrite::new(SessionKey::new(id, kind))
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // Touch `a` again: it becomes the newest.
+    storage.commit(run_write("a", 1, "k")).await.unwrap();
+    let ids = |query| listed_ids(&*storage, query);
+    assert_eq!(ids(SessionQuery::all()).await, ["a", "d", "c", "b"]);
+    assert_eq!(ids(SessionQuery::all().user("ann")).await, ["a", "d", "c"]);
+    assert_eq!(ids(SessionQuery::all().component("wf1")).await, ["a", "d"]);
+    assert_eq!(
+        ids(SessionQuery::all().kind(SessionKind::Agent)).await,
+        ["c"]
+    );
+    assert_eq!(
+        ids(SessionQuery::all()
+            .user("ann")
+            .kind(SessionKind::Workflow)
+            .component("wf1"))
+        .await,
+        ["a"]
+    );
+    assert_eq!(ids(SessionQuery::all().limit(2)).await, ["a", "d"]);
+    assert!(ids(SessionQuery::all().user("nobody")).await.is_empty());
+    assert_eq!(ids(SessionQuery::all().scope("")).await.len(), 4);
+    assert!(ids(SessionQuery::all().scope("writer")).await.is_empty());
+    let sessions = storage.list_sessions(&SessionQuery::all()).await.unwrap();
+    assert!(sessions.iter().all(|session| session.runs.is_empty()));
+    assert_eq!(sessions[0].run_count, 1);
+}
+
+/// Sessions with equal `updated_at` are listed by session id (descending), then kind and
+/// scope (ascending), strings compared byte-wise.
+pub async fn list_sessions_order_is_deterministic(storage: Arc<dyn Storage>) {
+    let keys = [
+        SessionKey::new("s", SessionKind::Workflow),
+        SessionKey::new("s", SessionKind::Agent).scope("b"),
+        SessionKey::new("s", SessionKind::Agent).scope("a"),
+        SessionKey::new("s", SessionKind::Agent).scope("B"),
+        SessionKey::new("s", SessionKind::Team).scope("a"),
+        SessionKey::new("s", SessionKind::Agent),
+        SessionKey::new("S", SessionKind::Workflow),
+        SessionKey::new("t", SessionKind::Workflow),
+        SessionKey::new("é", SessionKind::Workflow),
+    ];
+    for at in &keys {
+        storage.commit(SessionWrite::new(at.clone())).await.unwrap();
+    }
+    let listed = storage.list_sessions(&SessionQuery::all()).await.unwrap();
+    let mut expected = listed.clone();
+    expected.sort_by(|x, y| {
+        y.updated_at
+            .cmp(&x.updated_at)
+            .then_with(|| y.session_id.cmp(&x.session_id))
+            .then_with(|| x.kind.as_str().cmp(y.kind.as_str()))
+            .then_with(|| x.scope.cmp(&y.scope))
+    });
+    let listed_keys: Vec<SessionKey> = listed.iter().map(Session::key).collect();
+    let expected_keys: Vec<SessionKey> = expected.iter().map(Session::key).collect();
+    assert_eq!(listed_keys, expected_keys);
+    assert_eq!(listed.len(), keys.len());
+
+    // Commits within one millisecond share `updated_at`, so the key order above decides
+    // most of the list. A limit keeps the first ones of the same order.
+    let limited = storage
+        .list_sessions(&SessionQuery::all().limit(3))
+        .await
+        .unwrap();
+    let limited_keys: Vec<SessionKey> = limited.iter().map(Session::key).collect();
+    assert_eq!(limited_keys, expected_keys[..3]);
+}
+
+/// Deleting a session removes it and its runs; its id can be used again from scratch.
+pub async fn delete_session_removes_runs(storage: Arc<dyn Storage>) {
+    for n in 1..=3 {
+        storage.commit(run_write("s", n, "k")).await.unwrap();
+    }
+    storage.commit(run_write("other", 1, "k")).await.unwrap();
+    storage.delete_session(&key("s")).await.unwrap();
+    storage.delete_session(&key("s")).await.unwrap();
+    storage.delete_session(&key("never-existed")).await.unwrap();
+    assert!(
+        storage
+            .read(&key("s"), &ReadOptions::with_runs(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(storage.runs(&key("s"), None).await.unwrap().is_empty());
+    assert_eq!(storage.runs(&key("other"), None).await.unwrap().len(), 1);
+    let again = storage.commit(run_write("s", 9, "k")).await.unwrap();
+    assert_eq!((again.version, again.run_count), (1, 1));
+    assert_eq!(
+        run_ids(&storage.runs(&key("s"), None).await.unwrap()),
+        ["s-run-9"]
+    );
+}
+
+/// Sessions with one id but another kind or scope are other sessions.
+pub async fn kind_and_scope_are_part_of_the_key(storage: Arc<dyn Storage>) {
+    let workflow = key("s");
+    let agent = SessionKey::new("s", SessionKind::Agent);
+    let scoped = SessionKey::new("s", SessionKind::Workflow).scope("inner");
+    storage
+        .commit(run_write_at(workflow.clone(), 1, "w"))
+        .await
+        .unwrap();
+    storage
+        .commit(run_write_at(agent.clone(), 2, "a"))
+        .await
+        .unwrap();
+    storage
+        .commit(run_write_at(scoped.clone(), 3, "i"))
+        .await
+        .unwrap();
+    for (at, state_key, run_id) in [
+        (&workflow, "w", "s-run-1"),
+        (&agent, "a", "s-run-2"),
+        (&scoped, "i", "s-run-3"),
+    ] {
+        let session = read(&*storage, at, 10).await;
+        assert_eq!(&session.key(), at);
+        assert_eq!(
+            session.session_state.keys().collect::<Vec<_>>(),
+            [state_key]
+        );
+        assert_eq!(run_ids(&session.runs), [run_id]);
+        assert_eq!((session.version, session.run_count), (1, 1));
+    }
+    assert!(
+        storage
+            .read(
+                &SessionKey::new("s", SessionKind::Team),
+                &ReadOptions::default()
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Deleting a member's key leaves the top-level sessions.
+    storage.delete_session(&scoped).await.unwrap();
+    assert!(
+        storage
+            .read(&scoped, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    read(&*storage, &workflow, 0).await;
+    read(&*storage, &agent, 0).await;
+    // Deleting a top-level key (scope "") leaves the other kinds' top-level sessions.
+    storage
+        .commit(run_write_at(scoped.clone(), 4, "i"))
+        .await
+        .unwrap();
+    storage.delete_session(&agent).await.unwrap();
+    assert!(
+        storage
+            .read(&agent, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        storage
+            .read(&scoped, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none(),
+        "members below a top-level key go with it"
+    );
+    read(&*storage, &workflow, 0).await;
+}
+
+/// The sessions of one workflow run: the workflow's own, two agents, a team and the team's
+/// member, all with the same session id.
+fn workflow_tree() -> [SessionKey; 5] {
+    [
+        SessionKey::new("conversation", SessionKind::Workflow),
+        SessionKey::new("conversation", SessionKind::Agent).scope("researcher"),
+        SessionKey::new("conversation", SessionKind::Agent).scope("writer"),
+        SessionKey::new("conversation", SessionKind::Team).scope("writers"),
+        SessionKey::new("conversation", SessionKind::Agent).scope("writers/critic"),
+    ]
+}
+
+async fn write_tree(storage: &dyn Storage) -> [SessionKey; 5] {
+    let tree = workflow_tree();
+    for (index, at) in tree.iter().enumerate() {
+        for n in 0..=index {
+            storage
+                .commit(SessionWrite {
+                    component_id: Some(format!("component-{index}")),
+                    ..run_write_at(at.clone(), index * 10 + n, &format!("key_{index}"))
+                })
+                .await
+                .unwrap();
+        }
+    }
+    tree
+}
+
+/// A workflow and its members share a session id and a store without overwriting each
+/// other's state, runs or counters, and each is listed under its scope.
+pub async fn member_sessions_never_overwrite_each_other(storage: Arc<dyn Storage>) {
+    let tree = write_tree(&*storage).await;
+    for (index, at) in tree.iter().enumerate() {
+        let session = read(&*storage, at, 100).await;
+        assert_eq!(&session.key(), at);
+        assert_eq!(
+            session.session_state,
+            obj(json!({ format!("key_{index}"): index * 11 })),
+            "{at}"
+        );
+        assert_eq!(session.run_count, i64::try_from(index + 1).unwrap(), "{at}");
+        assert_eq!(session.version, i64::try_from(index + 1).unwrap(), "{at}");
+        assert_eq!(
+            session.component_id.as_deref(),
+            Some(format!("component-{index}").as_str())
+        );
+        let expected: Vec<String> = (0..=index)
+            .map(|n| format!("conversation-run-{}", index * 10 + n))
+            .collect();
+        assert_eq!(run_ids(&session.runs), expected, "{at}");
+        assert_eq!(
+            run_ids(&storage.runs(at, None).await.unwrap()),
+            expected,
+            "{at}"
+        );
+    }
+    let scopes = |query: SessionQuery| {
+        let storage = storage.clone();
+        async move {
+            let mut keys: Vec<SessionKey> = storage
+                .list_sessions(&query)
+                .await
+                .unwrap()
+                .iter()
+                .map(Session::key)
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+    let mut all = tree.to_vec();
+    all.sort();
+    assert_eq!(scopes(SessionQuery::all()).await, all);
+    assert_eq!(
+        scopes(SessionQuery::all().scope("")).await,
+        [tree[0].clone()]
+    );
+    assert_eq!(
+        scopes(SessionQuery::all().scope("writers")).await,
+        [tree[3].clone()]
+    );
+    assert_eq!(
+        scopes(SessionQuery::all().scope("writers/critic")).await,
+        [tree[4].clone()]
+    );
+    assert_eq!(
+        scopes(SessionQuery::all().kind(SessionKind::Agent))
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        scopes(SessionQuery::all().component("component-2")).await,
+        [tree[2].clone()]
+    );
+}
+
+/// Deleting a session deletes the members stored under it and nothing else.
+pub async fn delete_covers_members_below_the_key(storage: Arc<dyn Storage>) {
+    let tree = write_tree(&*storage).await;
+    // A standalone agent with the same session id, scope "", and another conversation.
+    let standalone = SessionKey::new("conversation", SessionKind::Agent);
+    storage
+        .commit(run_write_at(standalone.clone(), 99, "alone"))
+        .await
+        .unwrap();
+    let other = SessionKey::new("other", SessionKind::Agent).scope("researcher");
+    storage
+        .commit(run_write_at(other.clone(), 1, "k"))
+        .await
+        .unwrap();
+    let exists = |at: SessionKey| {
+        let storage = storage.clone();
+        async move {
+            storage
+                .read(&at, &ReadOptions::default())
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+
+    // The team: itself and its member, not the siblings nor the workflow.
+    storage.delete_session(&tree[3]).await.unwrap();
+    for (at, kept) in [
+        (&tree[0], true),
+        (&tree[1], true),
+        (&tree[2], true),
+        (&tree[3], false),
+        (&tree[4], false),
+    ] {
+        assert_eq!(exists(at.clone()).await, kept, "{at}");
+    }
+    assert!(storage.runs(&tree[4], None).await.unwrap().is_empty());
+    // Deleting a member's key does not reach its parent or siblings.
+    storage.delete_session(&tree[1]).await.unwrap();
+    assert!(!exists(tree[1].clone()).await);
+    assert!(exists(tree[2].clone()).await);
+    assert!(exists(tree[0].clone()).await);
+
+    // Write the tree again; delete the workflow's key: everything under it goes.
+    let tree = write_tree(&*storage).await;
+    storage.delete_session(&tree[0]).await.unwrap();
+    for at in &tree {
+        assert!(!exists(at.clone()).await, "{at}");
+        assert!(storage.runs(at, None).await.unwrap().is_empty(), "{at}");
+    }
+    assert!(
+        exists(standalone.clone()).await,
+        "a standalone agent survives"
+    );
+    assert_eq!(
+        run_ids(&storage.runs(&standalone, None).await.unwrap()),
+        ["conversation-run-99"]
+    );
+    assert!(exists(other.clone()).await, "another session id survives");
+}
+
+/// Scopes are compared as plain strings: `_` and `%` match only themselves, and a scope is
+/// below another only after a `/`.
+pub async fn scopes_are_compared_literally(storage: Arc<dyn Storage>) {
+    let at = |scope: &str| SessionKey::new("s", SessionKind::Agent).scope(scope);
+    let all = [
+        "a_c", "abc", "a_c/x", "abc/x", "a%", "a%/x", "aXY/x", "a_cd", "a_c/", "a_c//y",
+    ];
+    for scope in all {
+        storage.commit(SessionWrite::new(at(scope))).await.unwrap();
+    }
+    storage
+        .delete_session(&SessionKey::new("s", SessionKind::Team).scope("a_c"))
+        .await
+        .unwrap();
+    storage
+        .delete_session(&SessionKey::new("s", SessionKind::Team).scope("a%"))
+        .await
+        .unwrap();
+    let mut left: Vec<String> = storage
+        .list_sessions(&SessionQuery::all())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|session| session.scope)
+        .collect();
+    left.sort();
+    // Another kind at the same scope is not the same session ("a_c", "a%" stay); the rest
+    // below them is removed.
+    assert_eq!(left, ["a%", "aXY/x", "a_c", "a_cd", "abc", "abc/x"]);
+    let memory = MemoryStorage::new();
+    for scope in all {
+        memory.commit(SessionWrite::new(at(scope))).await.unwrap();
+    }
+    for scope in ["a_c", "a%"] {
+        memory
+            .delete_session(&SessionKey::new("s", SessionKind::Team).scope(scope))
+            .await
+            .unwrap();
+    }
+    let mut reference: Vec<String> = memory
+        .list_sessions(&SessionQuery::all())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|session| session.scope)
+        .collect();
+    reference.sort();
+    assert_eq!(left, reference, "the same as the reference");
+}
+
+/// Dropped tables are created again on next use.
+pub async fn drop_tables_then_use_again(storage: Arc<dyn Storage>) {
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    storage.drop_tables().await.unwrap();
+    assert!(
+        storage
+            .read(&key("s"), &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    storage.commit(run_write("s", 2, "k")).await.unwrap();
+    assert_eq!(
+        run_ids(&storage.runs(&key("s"), None).await.unwrap()),
+        ["s-run-2"]
+    );
+    storage.drop_tables().await.unwrap();
+    storage.drop_tables().await.unwrap();
+}
+
+/// `create` and `upgrade_schema` may be called any number of times, before or after use.
+pub async fn create_and_upgrade_are_idempotent(storage: Arc<dyn Storage>) {
+    storage.create().await.unwrap();
+    storage.create().await.unwrap();
+    storage.upgrade_schema().await.unwrap();
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    storage.upgrade_schema().await.unwrap();
+    storage.create().await.unwrap();
+    assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 1);
+}
+
+/// 200 runs on one session from 8 concurrent tasks: every run and every state key is kept.
+pub async fn concurrent_runs_on_one_session(storage: Arc<dyn Storage>) {
+    const TASKS: usize = 8;
+    const RUNS: usize = 200;
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let storage = storage.clone();
+        handles.push(tokio::spawn(async move {
+            for n in (task..RUNS).step_by(TASKS) {
+                storage
+                    .commit(run_write("shared", n, &format!("key_{n}")))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert_all_runs_kept(&*storage, &key("shared"), 0..RUNS).await;
+}
+
+/// The members of one session written concurrently: each keeps exactly its own runs.
+pub async fn concurrent_members_of_one_session(storage: Arc<dyn Storage>) {
+    const RUNS: usize = 40;
+    let tree = workflow_tree();
+    let mut handles = Vec::new();
+    for at in tree.clone() {
+        let storage = storage.clone();
+        handles.push(tokio::spawn(async move {
+            for n in 0..RUNS {
+                storage
+                    .commit(run_write_at(at.clone(), n, &format!("key_{n}")))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    for at in &tree {
+        assert_all_runs_kept(&*storage, at, 0..RUNS).await;
+    }
+}
+
+/// Checks that the session `at` holds exactly the runs `expected` (run `n` has input
+/// `{"n": n}`, as [`run_write`] writes them), one version per run, and a state key `key_{n}`
+/// for each of them.
+///
+/// # Panics
+///
+/// When it does not.
+pub async fn assert_all_runs_kept(
+    storage: &dyn Storage,
+    at: &SessionKey,
+    expected: impl Iterator<Item = usize>,
+) {
+    let expected: BTreeSet<usize> = expected.collect();
+    let session = read(storage, at, expected.len() + 10).await;
+    let count = i64::try_from(expected.len()).unwrap();
+    assert_eq!(session.run_count, count, "{at}");
+    assert_eq!(session.version, count, "{at}");
+    assert_eq!(session.runs.len(), expected.len(), "{at}");
+    let ns: BTreeSet<usize> = session
+        .runs
+        .iter()
+        .map(|run| usize::try_from(run.input["n"].as_u64().unwrap()).unwrap())
+        .collect();
+    assert_eq!(ns, expected, "every run of {at} is recorded exactly once");
+    let keys: BTreeSet<String> = session.session_state.keys().cloned().collect();
+    let expected_keys: BTreeSet<String> = expected.iter().map(|n| format!("key_{n}")).collect();
+    assert_eq!(keys, expected_keys, "every run's state key of {at} is kept");
+}
+
+/// Writes to two sessions do not touch each other.
+pub async fn sessions_are_independent(storage: Arc<dyn Storage>) {
+    for n in 1..=3 {
+        storage.commit(run_write("x", n, "x")).await.unwrap();
+    }
+    storage.commit(run_write("y", 1, "y")).await.unwrap();
+    let x = read(&*storage, &key("x"), 10).await;
+    let y = read(&*storage, &key("y"), 10).await;
+    assert_eq!((x.run_count, y.run_count), (3, 1));
+    assert_eq!(x.session_state, obj(json!({"x": 3})));
+    assert_eq!(y.session_state, obj(json!({"y": 1})));
+    assert_eq!(run_ids(&y.runs), ["y-run-1"]);
+}
+
+/// A deterministic pseudo-random sequence of commits, reads, lists and deletes over several
+/// ids, kinds and scopes gives the same results on the storage as on `MemoryStorage`
+/// (timestamps aside: each store reads its own clock).
+pub async fn same_results_as_memory_storage(storage: Arc<dyn Storage>) {
+    fn normalize(mut session: Session) -> Session {
+        session.created_at = 0;
+        session.updated_at = 0;
+        session
+    }
+    let reference = MemoryStorage::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed % n as u64).unwrap()
+    };
+    let ids = ["a", "b", "c"];
+    let users = [None, Some("ann"), Some("bob")];
+    let kinds = [SessionKind::Workflow, SessionKind::Agent, SessionKind::Team];
+    let scopes = ["", "m", "m/n", "m/n/o", "mn", "x"];
+    for step in 0..400_usize {
+        let at = SessionKey::new(ids[next(3)], kinds[next(3)]).scope(scopes[next(6)]);
+        match next(10) {
+            0..=5 => {
+                let key = format!("k{}", next(6));
+                let mut after = Map::new();
+                if next(5) > 0 {
+                    after.insert(key.clone(), json!({"step": step, "nested": {"v": next(3)}}));
+                }
+                let before = obj(json!({ key: {"step": -1} }));
+                let write = SessionWrite {
+                    component_id: Some(format!("wf{}", next(2))),
+                    user_id: users[next(3)].map(str::to_owned),
+                    session_name: (next(3) == 0).then(|| format!("name {step}")),
+                    component_data: obj(json!({"step": step})),
+                    state_patch: StatePatch::diff(&before, &after),
+                    extra_data: (next(4) == 0).then(|| obj(json!({"e": {"s": step}}))),
+                    run: (next(3) > 0).then(|| run(&at.session_id, step)),
+                    ..SessionWrite::new(at.clone())
+                };
+                let expected = reference.commit(write.clone()).await.unwrap();
+                let actual = storage.commit(write).await.unwrap();
+                assert_eq!(
+                    normalize(actual),
+                    normalize(expected),
+                    "commit at step {step}"
+                );
+            }
+            6 => {
+                reference.delete_session(&at).await.unwrap();
+                storage.delete_session(&at).await.unwrap();
+            }
+            _ => {
+                let mut options = ReadOptions::with_runs(next(5));
+                if let Some(user) = users[next(3)] {
+                    options = options.user(user);
+                }
+                let expected = reference.read(&at, &options).await.unwrap().map(normalize);
+                let actual = storage.read(&at, &options).await.unwrap().map(normalize);
+                assert_eq!(actual, expected, "read at step {step}");
+                let limit = (next(2) == 0).then(|| next(4));
+                assert_eq!(
+                    storage.runs(&at, limit).await.unwrap(),
+                    reference.runs(&at, limit).await.unwrap(),
+                    "runs at step {step}"
+                );
+            }
+        }
+    }
+    for query in [
+        SessionQuery::all(),
+        SessionQuery::all().user("ann"),
+        SessionQuery::all().component("wf1"),
+        SessionQuery::all().kind(SessionKind::Agent),
+        SessionQuery::all().scope(""),
+        SessionQuery::all().scope("m/n"),
+        SessionQuery::all().kind(SessionKind::Team).scope("m"),
+    ] {
+        let sorted = |sessions: Vec<Session>| {
+            let mut sessions: Vec<Session> = sessions.into_iter().map(normalize).collect();
+            sessions.sort_by_key(Session::key);
+            sessions
+        };
+        assert_eq!(
+            sorted(storage.list_sessions(&query).await.unwrap()),
+            sorted(reference.list_sessions(&query).await.unwrap()),
+            "{query:?}"
+        );
+    }
+}
