@@ -20,7 +20,7 @@ pub mod testing;
 pub mod tool;
 pub mod workflow;
 
-pub use error::{BoxError, Error, Result, StorageError};
+pub use error::{BoxError, Error, Result, StorageError, StorageErrorKind};
 pub use run::{RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus};
 pub use session::{Session, SessionKind, SessionQuery, StateMerge, WorkflowSession};
 pub use storage::{MemoryStorage, Storage};
