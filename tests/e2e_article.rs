@@ -96,7 +96,10 @@ async fn article_workflow_on_sqlite_against_a_real_model() {
     assert!(!response.text().trim().is_empty(), "the article is empty");
     assert!(response.run_id.is_some() && response.workflow_id.is_some());
     let session = storage
-        .read(workflow.session_id().unwrap(), &ReadOptions::with_runs(5))
+        .read(
+            &workflow_key(workflow.session_id().unwrap()),
+            &ReadOptions::with_runs(5),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -127,4 +130,9 @@ async fn streamed_article_workflow_against_a_real_model() {
         panic!("the stream must end with run_completed");
     };
     assert_eq!(response.text(), deltas, "the response is the streamed text");
+}
+
+/// The key of the workflow session `session_id` (scope `""`).
+fn workflow_key(session_id: impl AsRef<str>) -> buddy::session::SessionKey {
+    buddy::session::SessionKey::new(session_id.as_ref(), buddy::session::SessionKind::Workflow)
 }

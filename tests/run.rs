@@ -100,7 +100,10 @@ async fn runs_are_recorded_in_memory_and_storage_with_their_input() {
     assert_eq!(last.status, RunStatus::Completed);
     assert_eq!(last.response, response);
 
-    let stored = storage.runs(&session_id, None).await.unwrap();
+    let stored = storage
+        .runs(&workflow_key(&session_id), None)
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].run_id, response.run_id.clone().unwrap());
     assert_eq!(stored[0].input, json!({"topic": "topic-1"}));
@@ -168,13 +171,16 @@ async fn stream_passes_events_as_they_come_and_persists_at_the_end() {
     );
 
     let session_id = workflow.session_id().unwrap().to_owned();
-    let runs = storage.runs(&session_id, None).await.unwrap();
+    let runs = storage
+        .runs(&workflow_key(&session_id), None)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Completed);
     assert_eq!(runs[0].response.text(), "rust:done");
     assert_eq!(workflow.state()["topic"], "rust");
     let session = storage
-        .read(&session_id, &Default::default())
+        .read(&workflow_key(&session_id), &Default::default())
         .await
         .unwrap()
         .unwrap();
@@ -244,7 +250,14 @@ async fn owned_streams_are_static_and_spawnable() {
         panic!("no run_completed");
     };
     assert_eq!(response.text(), "plain dyn");
-    assert_eq!(storage.runs("owned", None).await.unwrap().len(), 1);
+    assert_eq!(
+        storage
+            .runs(&workflow_key("owned"), None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -266,7 +279,10 @@ async fn dropping_an_owned_stream_records_the_run_cancelled() {
     drop(stream);
     let mut runs = Vec::new();
     for _ in 0..200 {
-        runs = storage.runs("owned-drop", None).await.unwrap();
+        runs = storage
+            .runs(&workflow_key("owned-drop"), None)
+            .await
+            .unwrap();
         if !runs.is_empty() {
             break;
         }
@@ -275,4 +291,9 @@ async fn dropping_an_owned_stream_records_the_run_cancelled() {
     assert_eq!(runs.len(), 1, "the dropped run was not recorded");
     assert_eq!(runs[0].status, RunStatus::Cancelled);
     assert_eq!(runs[0].response.text(), "t:");
+}
+
+/// The key of the workflow session `session_id` (scope `""`).
+fn workflow_key(session_id: impl AsRef<str>) -> buddy::session::SessionKey {
+    buddy::session::SessionKey::new(session_id.as_ref(), buddy::session::SessionKind::Workflow)
 }

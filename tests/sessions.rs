@@ -9,7 +9,8 @@ use buddy::prelude::*;
 use buddy::session::{Session, SessionKind, SessionWrite, StatePatch};
 use buddy::storage::ReadOptions;
 use buddy::{RunEventKind, RunStatus, StateMerge, Storage};
-use common::{FlakyStorage, eventually};
+use buddy_core::testing::{FaultyStorage, Operation};
+use common::{eventually, failing_storage};
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
@@ -54,7 +55,10 @@ async fn initial_state_starts_a_new_session() {
         .unwrap();
     notes.run("k".into(), json!(1)).await.unwrap();
     let session = storage
-        .read(notes.session_id().unwrap(), &ReadOptions::default())
+        .read(
+            &workflow_key(notes.session_id().unwrap()),
+            &ReadOptions::default(),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -89,7 +93,7 @@ async fn stored_values_win_and_missing_keys_are_added_recursively() {
     });
     assert_eq!(Value::Object(notes.state().clone()), expected);
     let session = storage
-        .read("s-merge", &ReadOptions::default())
+        .read(&workflow_key("s-merge"), &ReadOptions::default())
         .await
         .unwrap()
         .unwrap();
@@ -214,7 +218,7 @@ async fn undecodable_typed_state_is_an_error_naming_the_session() {
     assert!(error.to_string().contains("bad-typed"));
     // Nothing was reset: the stored state is untouched.
     let session = storage
-        .read("bad-typed", &ReadOptions::default())
+        .read(&workflow_key("bad-typed"), &ReadOptions::default())
         .await
         .unwrap()
         .unwrap();
@@ -270,7 +274,7 @@ async fn failed_and_panicked_runs_are_recorded_as_errors() {
     );
 
     let runs = storage
-        .runs(workflow.session_id().unwrap(), None)
+        .runs(&workflow_key(workflow.session_id().unwrap()), None)
         .await
         .unwrap();
     let statuses: Vec<_> = runs.iter().map(|run| run.status).collect();
@@ -330,11 +334,20 @@ async fn dropped_stream_is_recorded_cancelled_with_content_so_far() {
     } // dropped here, mid-run
     let recorded = eventually(|| {
         let storage = storage.clone();
-        async move { !storage.runs("cancel-me", None).await.unwrap().is_empty() }
+        async move {
+            !storage
+                .runs(&workflow_key("cancel-me"), None)
+                .await
+                .unwrap()
+                .is_empty()
+        }
     })
     .await;
     assert!(recorded, "the cancelled run was not recorded");
-    let runs = storage.runs("cancel-me", None).await.unwrap();
+    let runs = storage
+        .runs(&workflow_key("cancel-me"), None)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Cancelled);
     assert_eq!(runs[0].response.text(), "ab");
@@ -368,7 +381,7 @@ async fn stream_error_is_recorded_and_reaches_the_caller() {
             .map_or(true, |event| event.content_delta() != Some("never"))
     }));
     let runs = storage
-        .runs(workflow.session_id().unwrap(), None)
+        .runs(&workflow_key(workflow.session_id().unwrap()), None)
         .await
         .unwrap();
     assert_eq!(runs[0].status, RunStatus::Error);
@@ -378,7 +391,7 @@ async fn stream_error_is_recorded_and_reaches_the_caller() {
 #[tokio::test]
 async fn storage_write_failure_still_returns_the_response() {
     let mut workflow = Unreliable::builder()
-        .storage(FlakyStorage::failing())
+        .storage(failing_storage())
         .build()
         .unwrap();
     let error = workflow.run("ok".into()).await.unwrap_err();
@@ -400,10 +413,7 @@ async fn storage_write_failure_still_returns_the_response() {
 
 #[tokio::test]
 async fn streamed_storage_failure_ends_the_stream_with_the_response() {
-    let mut workflow = Slow::builder()
-        .storage(FlakyStorage::failing())
-        .build()
-        .unwrap();
+    let mut workflow = Slow::builder().storage(failing_storage()).build().unwrap();
     let events: Vec<_> = workflow.run().collect().await;
     let error = events.last().unwrap().as_ref().unwrap_err();
     assert_eq!(error.response().unwrap().text(), "abcde");
@@ -426,7 +436,7 @@ async fn new_session_starts_from_the_configured_initial_state() {
     // The new session exists in storage right away.
     assert!(
         storage
-            .read(&second, &ReadOptions::default())
+            .read(&workflow_key(&second), &ReadOptions::default())
             .await
             .unwrap()
             .is_some()
@@ -463,7 +473,7 @@ async fn clone_is_an_independent_instance_sharing_storage() {
     before.run("b".into(), json!(2)).await.unwrap();
     after.run("c".into(), json!(3)).await.unwrap();
     let session = storage
-        .read("shared", &ReadOptions::with_runs(10))
+        .read(&workflow_key("shared"), &ReadOptions::with_runs(10))
         .await
         .unwrap()
         .unwrap();
@@ -495,12 +505,19 @@ async fn concurrent_runs_of_one_session_keep_every_run_and_key() {
         task.await.unwrap().unwrap();
     }
     let session = storage
-        .read("busy", &ReadOptions::default())
+        .read(&workflow_key("busy"), &ReadOptions::default())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(session.run_count, 16);
-    assert_eq!(storage.runs("busy", None).await.unwrap().len(), 16);
+    assert_eq!(
+        storage
+            .runs(&workflow_key("busy"), None)
+            .await
+            .unwrap()
+            .len(),
+        16
+    );
     for i in 0..16 {
         assert_eq!(session.session_state[&format!("key-{i}")], json!(i));
     }
@@ -518,7 +535,7 @@ async fn session_operations() {
     let first = alice.load_session().await.unwrap();
     assert!(
         storage
-            .read(&first, &ReadOptions::default())
+            .read(&workflow_key(&first), &ReadOptions::default())
             .await
             .unwrap()
             .is_some(),
@@ -533,7 +550,7 @@ async fn session_operations() {
     alice.rename_session("Groceries").await.unwrap();
     alice.rename("notes_app").await.unwrap();
     let stored = storage
-        .read(&first, &ReadOptions::default())
+        .read(&workflow_key(&first), &ReadOptions::default())
         .await
         .unwrap()
         .unwrap();
@@ -586,7 +603,7 @@ async fn session_operations() {
     alice.delete_session(&first).await.unwrap();
     assert!(
         storage
-            .read(&first, &ReadOptions::default())
+            .read(&workflow_key(&first), &ReadOptions::default())
             .await
             .unwrap()
             .is_none()
@@ -658,7 +675,10 @@ async fn streamed_runs_share_the_session_rules() {
         RunEventKind::RunCompleted { .. }
     ));
     let session = storage
-        .read(workflow.session_id().unwrap(), &ReadOptions::with_runs(5))
+        .read(
+            &workflow_key(workflow.session_id().unwrap()),
+            &ReadOptions::with_runs(5),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -712,11 +732,20 @@ async fn stream_dropped_right_after_run_started_is_recorded_cancelled() {
     }
     let recorded = eventually(|| {
         let storage = storage.clone();
-        async move { !storage.runs("early-drop", None).await.unwrap().is_empty() }
+        async move {
+            !storage
+                .runs(&workflow_key("early-drop"), None)
+                .await
+                .unwrap()
+                .is_empty()
+        }
     })
     .await;
     assert!(recorded, "the cancelled run was not recorded");
-    let runs = storage.runs("early-drop", None).await.unwrap();
+    let runs = storage
+        .runs(&workflow_key("early-drop"), None)
+        .await
+        .unwrap();
     assert_eq!(runs[0].status, RunStatus::Cancelled);
     assert_eq!(runs[0].response.text(), "");
 }
@@ -747,7 +776,10 @@ async fn state_that_does_not_encode_is_a_typed_error_and_the_run_is_kept() {
     let error = workflow.run().await.unwrap_err();
     assert!(matches!(error, Error::StateEncode(_)), "{error:?}");
     assert!(error.to_string().contains("JSON object"));
-    let runs = storage.runs("bad-encode", None).await.unwrap();
+    let runs = storage
+        .runs(&workflow_key("bad-encode"), None)
+        .await
+        .unwrap();
     assert_eq!(
         runs.len(),
         1,
@@ -756,52 +788,14 @@ async fn state_that_does_not_encode_is_a_typed_error_and_the_run_is_kept() {
     assert_eq!(runs[0].response.text(), "ran");
 }
 
-/// Storage whose commits take a while.
-#[derive(Debug, Default)]
-struct SlowCommits(MemoryStorage);
-
-#[async_trait::async_trait]
-impl Storage for SlowCommits {
-    async fn read(
-        &self,
-        key: &buddy::session::SessionKey,
-        options: &ReadOptions,
-    ) -> buddy::storage::StorageResult<Option<Session>> {
-        self.0.read(key, options).await
-    }
-    async fn commit(&self, write: SessionWrite) -> buddy::storage::StorageResult<Session> {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        self.0.commit(write).await
-    }
-    async fn runs(
-        &self,
-        key: &buddy::session::SessionKey,
-        limit: Option<usize>,
-    ) -> buddy::storage::StorageResult<Vec<buddy::RunRecord>> {
-        self.0.runs(key, limit).await
-    }
-    async fn list_sessions(
-        &self,
-        query: &SessionQuery,
-    ) -> buddy::storage::StorageResult<Vec<Session>> {
-        self.0.list_sessions(query).await
-    }
-    async fn delete_session(
-        &self,
-        key: &buddy::session::SessionKey,
-    ) -> buddy::storage::StorageResult<()> {
-        self.0.delete_session(key).await
-    }
-    async fn drop_tables(&self) -> buddy::storage::StorageResult<()> {
-        self.0.drop_tables().await
-    }
-}
-
 #[tokio::test]
 async fn a_run_dropped_while_its_write_is_in_flight_is_still_written() {
     let inner = MemoryStorage::new();
     let mut workflow = Slow::builder()
-        .storage(SlowCommits(inner.clone()))
+        .storage(
+            FaultyStorage::new(inner.clone())
+                .delay(Operation::Commit, std::time::Duration::from_millis(100)),
+        )
         .session_id("in-flight")
         .build()
         .unwrap();
@@ -827,12 +821,23 @@ async fn a_run_dropped_while_its_write_is_in_flight_is_still_written() {
     } // dropped mid-write
     let written = eventually(|| {
         let inner = inner.clone();
-        async move { !inner.runs("in-flight", None).await.unwrap().is_empty() }
+        async move {
+            !inner
+                .runs(&workflow_key("in-flight"), None)
+                .await
+                .unwrap()
+                .is_empty()
+        }
     })
     .await;
     assert!(written, "the in-flight write was abandoned");
-    let runs = inner.runs("in-flight", None).await.unwrap();
+    let runs = inner.runs(&workflow_key("in-flight"), None).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Completed);
     assert_eq!(runs[0].response.text(), "abcde");
+}
+
+/// The key of the workflow session `session_id` (scope `""`).
+fn workflow_key(session_id: impl AsRef<str>) -> buddy::session::SessionKey {
+    buddy::session::SessionKey::new(session_id.as_ref(), buddy::session::SessionKind::Workflow)
 }

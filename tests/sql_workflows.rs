@@ -11,6 +11,10 @@ use buddy::storage::ReadOptions;
 use buddy::{RunStatus, Storage};
 use serde_json::json;
 
+fn workflow_key(session_id: &str) -> buddy::session::SessionKey {
+    buddy::session::SessionKey::new(session_id, buddy::session::SessionKind::Workflow)
+}
+
 /// Writes one state key per run; can close its own storage mid-run.
 #[workflow]
 struct Writer {
@@ -49,12 +53,19 @@ async fn concurrent_runs(storage: Arc<dyn Storage>, session: &str) {
         task.await.unwrap();
     }
     let stored = storage
-        .read(session, &ReadOptions::default())
+        .read(&workflow_key(session), &ReadOptions::default())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stored.run_count, 200);
-    assert_eq!(storage.runs(session, None).await.unwrap().len(), 200);
+    assert_eq!(
+        storage
+            .runs(&workflow_key(session), None)
+            .await
+            .unwrap()
+            .len(),
+        200
+    );
     for task in 0..8 {
         for run in 0..25 {
             assert_eq!(
@@ -161,5 +172,12 @@ async fn corrupt_stored_session_is_a_typed_error_and_is_not_overwritten() {
             .await
             .unwrap();
     assert_eq!(state, "{not json", "the corrupt row was left as it was");
-    assert_eq!(storage.runs("broken", None).await.unwrap().len(), 1);
+    assert_eq!(
+        storage
+            .runs(&workflow_key("broken"), None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
