@@ -133,7 +133,8 @@ async fn run() -> Result<()> {
     drop(events);
     let storage = workflow.storage().cloned();
     if let (Some(storage), Some(session)) = (storage, workflow.session_id()) {
-        let runs = storage.runs(session, None).await?.len();
+        let key = buddy::session::SessionKey::new(session, buddy::session::SessionKind::Workflow);
+        let runs = storage.runs(&key, None).await?.len();
         eprintln!(
             "[session] {runs} runs so far; run again with the same topic to answer from the cache"
         );

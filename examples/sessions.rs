@@ -93,7 +93,9 @@ async fn main() -> Result<()> {
         }
         Some("show") => {
             let options = buddy::storage::ReadOptions::with_runs(20);
-            let Some(session) = storage.read(&arg(1), &options).await? else {
+            let key =
+                buddy::session::SessionKey::new(arg(1), buddy::session::SessionKind::Workflow);
+            let Some(session) = storage.read(&key, &options).await? else {
                 eprintln!("no session `{}`", arg(1));
                 std::process::exit(1);
             };
