@@ -9,7 +9,8 @@ use buddy::prelude::*;
 use buddy::session::{Session, SessionKey, SessionKind, SessionWrite, StatePatch};
 use buddy::storage::ReadOptions;
 use buddy::{RunEventKind, RunStatus, StateMerge, Storage};
-use common::{FlakyStorage, eventually};
+use buddy_core::testing::{FaultyStorage, Operation};
+use common::{eventually, failing_storage};
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
@@ -389,7 +390,7 @@ async fn stream_error_is_recorded_and_reaches_the_caller() {
 #[tokio::test]
 async fn storage_write_failure_still_returns_the_response() {
     let mut workflow = Unreliable::builder()
-        .storage(FlakyStorage::failing())
+        .storage(failing_storage())
         .build()
         .unwrap();
     let error = workflow.run("ok".into()).await.unwrap_err();
@@ -411,10 +412,7 @@ async fn storage_write_failure_still_returns_the_response() {
 
 #[tokio::test]
 async fn streamed_storage_failure_ends_the_stream_with_the_response() {
-    let mut workflow = Slow::builder()
-        .storage(FlakyStorage::failing())
-        .build()
-        .unwrap();
+    let mut workflow = Slow::builder().storage(failing_storage()).build().unwrap();
     let events: Vec<_> = workflow.run().collect().await;
     let error = events.last().unwrap().as_ref().unwrap_err();
     assert_eq!(error.response().unwrap().text(), "abcde");
@@ -782,49 +780,14 @@ async fn state_that_does_not_encode_is_a_typed_error_and_the_run_is_kept() {
     assert_eq!(runs[0].response.text(), "ran");
 }
 
-/// Storage whose commits take a while.
-#[derive(Debug, Default)]
-struct SlowCommits(MemoryStorage);
-
-#[async_trait::async_trait]
-impl Storage for SlowCommits {
-    async fn read(
-        &self,
-        id: &SessionKey,
-        options: &ReadOptions,
-    ) -> buddy::storage::StorageResult<Option<Session>> {
-        self.0.read(id, options).await
-    }
-    async fn commit(&self, write: SessionWrite) -> buddy::storage::StorageResult<Session> {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        self.0.commit(write).await
-    }
-    async fn runs(
-        &self,
-        id: &SessionKey,
-        limit: Option<usize>,
-    ) -> buddy::storage::StorageResult<Vec<buddy::RunRecord>> {
-        self.0.runs(id, limit).await
-    }
-    async fn list_sessions(
-        &self,
-        query: &SessionQuery,
-    ) -> buddy::storage::StorageResult<Vec<Session>> {
-        self.0.list_sessions(query).await
-    }
-    async fn delete_session(&self, id: &SessionKey) -> buddy::storage::StorageResult<()> {
-        self.0.delete_session(id).await
-    }
-    async fn drop_tables(&self) -> buddy::storage::StorageResult<()> {
-        self.0.drop_tables().await
-    }
-}
-
 #[tokio::test]
 async fn a_run_dropped_while_its_write_is_in_flight_is_still_written() {
     let inner = MemoryStorage::new();
     let mut workflow = Slow::builder()
-        .storage(SlowCommits(inner.clone()))
+        .storage(
+            FaultyStorage::new(inner.clone())
+                .delay(Operation::Commit, std::time::Duration::from_millis(100)),
+        )
         .session_id("in-flight")
         .build()
         .unwrap();

@@ -201,23 +201,150 @@ pub enum StorageError {
     Database {
         /// The storage operation that failed (`read`, `commit`, ...).
         operation: &'static str,
+        /// What kind of failure it is, as far as the backend can tell.
+        kind: StorageErrorKind,
         /// The driver's error.
         #[source]
         source: BoxError,
     },
 }
 
+/// What kind of storage failure an error is: what a caller branches on (retry, report,
+/// give up) without looking at driver errors.
+///
+/// Backends classify the errors they know; anything else is [`Other`](Self::Other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// The database is locked by another writer (SQLite `SQLITE_BUSY` or `SQLITE_LOCKED`,
+    /// a Postgres lock timeout, serialization failure or deadlock): trying again later may
+    /// succeed.
+    Busy,
+    /// A write collided with a row that already exists (a unique or primary key violation).
+    Conflict,
+    /// A stored row does not decode ([`StorageError::Corrupt`]).
+    Corrupt,
+    /// The database cannot be reached: the pool is closed or timed out, the connection was
+    /// refused or lost, or the server is shutting down.
+    Unavailable,
+    /// A table or schema name is not a plain SQL identifier
+    /// ([`StorageError::InvalidTableName`]).
+    InvalidName,
+    /// A value could not be encoded for storage ([`StorageError::Encode`]).
+    Encode,
+    /// Any other failure.
+    Other,
+}
+
+impl StorageErrorKind {
+    /// The kind in words (`busy`, `conflict`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageErrorKind::Busy => "busy",
+            StorageErrorKind::Conflict => "conflict",
+            StorageErrorKind::Corrupt => "corrupt",
+            StorageErrorKind::Unavailable => "unavailable",
+            StorageErrorKind::InvalidName => "invalid name",
+            StorageErrorKind::Encode => "encode",
+            StorageErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for StorageErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl StorageError {
-    /// Whether a stored row failed to decode.
-    pub fn is_corrupt(&self) -> bool {
-        matches!(self, StorageError::Corrupt { .. })
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StorageErrorKind {
+        match self {
+            StorageError::InvalidTableName { .. } => StorageErrorKind::InvalidName,
+            StorageError::Corrupt { .. } => StorageErrorKind::Corrupt,
+            StorageError::Encode { .. } => StorageErrorKind::Encode,
+            StorageError::Database { kind, .. } => *kind,
+        }
     }
 
-    /// Wraps a driver error for `operation`.
+    /// Whether a stored row failed to decode.
+    pub fn is_corrupt(&self) -> bool {
+        self.kind() == StorageErrorKind::Corrupt
+    }
+
+    /// Whether the database was busy (locked by another writer); trying again may succeed.
+    pub fn is_busy(&self) -> bool {
+        self.kind() == StorageErrorKind::Busy
+    }
+
+    /// Whether a write collided with an existing row.
+    pub fn is_conflict(&self) -> bool {
+        self.kind() == StorageErrorKind::Conflict
+    }
+
+    /// Whether the database could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind() == StorageErrorKind::Unavailable
+    }
+
+    /// Wraps a driver error for `operation`, of kind [`StorageErrorKind::Other`].
     pub fn database(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        StorageError::database_with_kind(operation, StorageErrorKind::Other, source)
+    }
+
+    /// Wraps a driver error for `operation` that the backend knows to be of `kind`.
+    pub fn database_with_kind(
+        operation: &'static str,
+        kind: StorageErrorKind,
+        source: impl Into<BoxError>,
+    ) -> Self {
         StorageError::Database {
             operation,
+            kind,
             source: source.into(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_a_kind() {
+        let corrupt = StorageError::Corrupt {
+            session_id: "s".into(),
+            what: "row",
+            source: "bad".into(),
+        };
+        assert_eq!(corrupt.kind(), StorageErrorKind::Corrupt);
+        assert!(corrupt.is_corrupt());
+        let name = StorageError::InvalidTableName {
+            name: "x y".into(),
+            reason: "space",
+        };
+        assert_eq!(name.kind(), StorageErrorKind::InvalidName);
+        let encode = StorageError::Encode {
+            session_id: "s".into(),
+            source: serde_json::from_str::<u8>("x").unwrap_err(),
+        };
+        assert_eq!(encode.kind(), StorageErrorKind::Encode);
+        let other = StorageError::database("read", "boom");
+        assert_eq!(other.kind(), StorageErrorKind::Other);
+        assert!(!other.is_busy() && !other.is_unavailable() && !other.is_conflict());
+        let busy = StorageError::database_with_kind("commit", StorageErrorKind::Busy, "locked");
+        assert!(busy.is_busy());
+        assert_eq!(busy.to_string(), "database error during commit");
+        assert!(
+            StorageError::database_with_kind("read", StorageErrorKind::Unavailable, "gone")
+                .is_unavailable()
+        );
+        assert!(
+            StorageError::database_with_kind("commit", StorageErrorKind::Conflict, "dup")
+                .is_conflict()
+        );
+        assert_eq!(StorageErrorKind::Unavailable.to_string(), "unavailable");
     }
 }

@@ -28,7 +28,7 @@ pub mod workflow;
 /// `#[derive(buddy::schemars::JsonSchema)] #[schemars(crate = "buddy::schemars")]`.
 pub use ::schemars;
 pub use engine::RunStream;
-pub use error::{BoxError, Error, Result, StorageError};
+pub use error::{BoxError, Error, Result, StorageError, StorageErrorKind};
 pub use member::{Member, MemberContext};
 pub use run::{RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus};
 pub use session::{Session, SessionKey, SessionKind, SessionQuery, StateMerge, WorkflowSession};

@@ -165,7 +165,7 @@ pub(crate) fn row_error(
                 source: Box::new(error),
             }
         }
-        error => StorageError::database(operation, error),
+        error => crate::error::database(operation, error),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The storage conformance suite: what every [`Storage`] must do, as runnable cases.
 //!
 //! Each case is written once against an `Arc<dyn Storage>`; the in-memory
-//! [`MemoryStorage`](buddy_core::storage::MemoryStorage) defines what is right, and the
+//! [`MemoryStorage`] defines what is right, and the
 //! project's SQLite and Postgres backends run the same cases. A backend of your own passes
 //! when [`run_all`] returns:
 //!

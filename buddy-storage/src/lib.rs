@@ -127,6 +127,12 @@
 //! the session is never silently reset. Fields unknown to this version (written by a newer
 //! one) are ignored.
 //!
+//! Every error has a [`kind`](buddy_core::StorageError::kind): a database locked by another
+//! writer is `Busy` (SQLite `SQLITE_BUSY`/`SQLITE_LOCKED`; Postgres lock timeouts,
+//! serialization failures, deadlocks), a unique or primary key violation is `Conflict`, a
+//! closed or timed-out pool, a refused or lost connection or a server shutting down is
+//! `Unavailable`; anything else the driver reports is `Other`.
+//!
 //! [`Storage::commit`]: buddy_core::storage::Storage::commit
 //! [`Storage::create`]: buddy_core::storage::Storage::create
 //! [`Storage::upgrade_schema`]: buddy_core::storage::Storage::upgrade_schema
@@ -137,6 +143,8 @@
 mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod ident;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

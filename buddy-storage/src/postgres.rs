@@ -17,6 +17,7 @@ use crate::codec::{
     EncodedSession, PG_SESSION_COLUMNS, PG_V2_SESSION_COLUMNS, SessionRow, decode_run, encode_run,
     row_error, sql_limit,
 };
+use crate::error::db;
 use crate::ident::{self, index_name, quote, runs_table};
 use crate::migrate::{Layout, V1Row, check_v2_run};
 
@@ -279,10 +280,6 @@ impl Sql {
 
 /// The default table name.
 const DEFAULT_TABLE: &str = "workflow_sessions";
-
-fn db(operation: &'static str) -> impl Fn(sqlx::Error) -> StorageError {
-    move |error| StorageError::database(operation, error)
-}
 
 impl PostgresStorage {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`)

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use buddy_core::StorageError;
 use buddy_core::run::{RunRecord, now_millis};
 use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
+use buddy_core::{StorageError, StorageErrorKind};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -23,6 +23,7 @@ use crate::codec::{
     EncodedSession, SQLITE_SESSION_COLUMNS, SQLITE_V2_SESSION_COLUMNS, SessionRow, decode_run,
     encode_run, row_error, sql_limit,
 };
+use crate::error::db;
 use crate::ident::{self, index_name, quote, runs_table};
 use crate::migrate::{Layout, V1Row, check_v2_run};
 
@@ -283,10 +284,6 @@ impl Sql {
 /// The default table name.
 const DEFAULT_TABLE: &str = "workflow_sessions";
 
-fn db(operation: &'static str) -> impl Fn(sqlx::Error) -> StorageError {
-    move |error| StorageError::database(operation, error)
-}
-
 impl SqliteStorage {
     /// Opens (creating if needed) the database file at `path`, or a private in-memory
     /// database for `":memory:"`, with the settings described on [`SqliteStorage`]. Missing
@@ -436,7 +433,7 @@ impl SqliteStorage {
         let mut tries = 0;
         loop {
             match attempt().await {
-                Err(error) if tries < BUSY_RETRIES && is_busy(&error) => {
+                Err(error) if tries < BUSY_RETRIES && error.is_busy() => {
                     tries += 1;
                     tracing::debug!(tries, "sqlite database busy; retrying the transaction");
                     tokio::time::sleep(Duration::from_millis(5 << tries)).await;
@@ -612,21 +609,7 @@ impl SqliteStorage {
 }
 
 fn db_io(operation: &'static str) -> impl Fn(std::io::Error) -> StorageError {
-    move |error| StorageError::database(operation, error)
-}
-
-/// Whether `error` is SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code).
-fn is_busy(error: &StorageError) -> bool {
-    let StorageError::Database { source, .. } = error else {
-        return false;
-    };
-    let Some(sqlx::Error::Database(db_error)) = source.downcast_ref::<sqlx::Error>() else {
-        return false;
-    };
-    db_error
-        .code()
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+    move |error| StorageError::database_with_kind(operation, StorageErrorKind::Unavailable, error)
 }
 
 fn decode_row(row: &SqliteRow, operation: &'static str) -> StorageResult<Session> {

@@ -636,3 +636,87 @@ async fn a_corrupt_v2_row_aborts_the_upgrade_and_keeps_the_tables() {
         assert_eq!(counts, (2, 2), "{corruption}");
     }
 }
+
+/// Errors carry the kind a caller branches on: conflict, unavailable.
+#[tokio::test]
+async fn database_errors_have_a_kind() {
+    use buddy_core::StorageErrorKind;
+
+    let Some((storage, guard)) = storage().await else {
+        return;
+    };
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    // A run row already at the next `seq` (written behind the store's back).
+    let sql = format!(
+        "INSERT INTO \"{0}\".sessions_runs
+            SELECT session_id, kind, scope, seq + 1, run_id || '-copy', status, created_at, record
+            FROM \"{0}\".sessions_runs WHERE seq = 1",
+        guard.schema
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let error = storage.commit(run_write("s", 2, "k")).await.unwrap_err();
+    assert_eq!(error.kind(), StorageErrorKind::Conflict, "{error:?}");
+    assert!(error.is_conflict());
+    assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 2);
+    let session = storage
+        .read(&key("s"), &ReadOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.run_count, 1, "the failed commit was rolled back");
+
+    storage.close().await;
+    let error = storage.commit(run_write("s", 2, "k")).await.unwrap_err();
+    assert_eq!(error.kind(), StorageErrorKind::Unavailable, "{error:?}");
+}
+
+/// A row locked by another transaction past the lock timeout is a busy error.
+#[tokio::test]
+async fn a_lock_timeout_is_busy() {
+    use buddy_core::StorageErrorKind;
+
+    let Some((storage, guard)) = storage().await else {
+        return;
+    };
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+    let options: sqlx::postgres::PgConnectOptions = guard
+        .url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .options([("lock_timeout", "50ms")]);
+    let impatient = PostgresStorage::from_pool(sqlx::PgPool::connect_with(options).await.unwrap())
+        .schema(&guard.schema)
+        .unwrap()
+        .table("sessions")
+        .unwrap();
+    impatient.create().await.unwrap();
+    // Another transaction holds the session row.
+    let mut holder = storage.pool().begin().await.unwrap();
+    let sql = format!(
+        "SELECT 1 FROM \"{}\".sessions WHERE session_id = 's' FOR UPDATE",
+        guard.schema
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let error = impatient.commit(run_write("s", 2, "k")).await.unwrap_err();
+    assert_eq!(error.kind(), StorageErrorKind::Busy, "{error:?}");
+    assert!(
+        matches!(
+            error,
+            StorageError::Database {
+                operation: "commit",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_busy());
+    holder.rollback().await.unwrap();
+    impatient.commit(run_write("s", 2, "k")).await.unwrap();
+    impatient.close().await;
+}

@@ -774,3 +774,60 @@ async fn upgrade_schema_takes_v1_to_the_current_layout() {
         .await
         .unwrap();
 }
+
+/// Errors carry the kind a caller branches on: busy, conflict, unavailable.
+#[tokio::test]
+async fn database_errors_have_a_kind() {
+    use buddy_core::StorageErrorKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let storage = SqliteStorage::open(&path).await.unwrap();
+    storage.commit(run_write("s", 1, "k")).await.unwrap();
+
+    // Another connection holds the write lock while a store that does not wait writes.
+    let impatient = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .busy_timeout(std::time::Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    let impatient = SqliteStorage::from_pool(impatient);
+    let mut holder = storage.pool().acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let error = impatient.commit(run_write("s", 2, "k")).await.unwrap_err();
+    assert_eq!(error.kind(), StorageErrorKind::Busy, "{error:?}");
+    assert!(error.is_busy());
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    impatient.commit(run_write("s", 2, "k")).await.unwrap();
+
+    // A run row already at the next `seq` (written behind the store's back).
+    sqlx::query(
+        "INSERT INTO workflow_sessions_runs
+            SELECT session_id, kind, scope, seq + 1, run_id || '-copy', status, created_at, record
+            FROM workflow_sessions_runs WHERE seq = 2",
+    )
+    .execute(storage.pool())
+    .await
+    .unwrap();
+    let error = storage.commit(run_write("s", 3, "k")).await.unwrap_err();
+    assert_eq!(error.kind(), StorageErrorKind::Conflict, "{error:?}");
+    assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 3);
+
+    storage.close().await;
+    let error = storage
+        .read(&key("s"), &ReadOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), StorageErrorKind::Unavailable, "{error:?}");
+    assert!(error.is_unavailable());
+}

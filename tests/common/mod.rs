@@ -2,15 +2,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use async_trait::async_trait;
 use buddy::prelude::*;
-use buddy::run::RunRecord;
-use buddy::session::{Session, SessionKey, SessionQuery, SessionWrite};
-use buddy::storage::{ReadOptions, StorageResult};
-use buddy::{Storage, StorageError, storage::MemoryStorage};
+use buddy::storage::MemoryStorage;
+use buddy_core::testing::FaultyStorage;
 
 /// A member that remembers what the workflow handed it.
 #[derive(Clone, Debug, Default)]
@@ -44,46 +38,9 @@ impl Member for Agent {
     }
 }
 
-/// Storage whose reads succeed and whose writes fail after `ok_commits` successful ones.
-#[derive(Debug, Default)]
-pub struct FlakyStorage {
-    pub inner: MemoryStorage,
-    pub ok_commits: usize,
-    pub commits: AtomicUsize,
-}
-
-impl FlakyStorage {
-    pub fn failing() -> Arc<Self> {
-        Arc::new(FlakyStorage::default())
-    }
-}
-
-#[async_trait]
-impl Storage for FlakyStorage {
-    async fn read(&self, id: &SessionKey, options: &ReadOptions) -> StorageResult<Option<Session>> {
-        self.inner.read(id, options).await
-    }
-    async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
-        if self.commits.fetch_add(1, Ordering::SeqCst) >= self.ok_commits {
-            return Err(StorageError::database(
-                "commit",
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "database went away"),
-            ));
-        }
-        self.inner.commit(write).await
-    }
-    async fn runs(&self, id: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
-        self.inner.runs(id, limit).await
-    }
-    async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
-        self.inner.list_sessions(query).await
-    }
-    async fn delete_session(&self, id: &SessionKey) -> StorageResult<()> {
-        self.inner.delete_session(id).await
-    }
-    async fn drop_tables(&self) -> StorageResult<()> {
-        self.inner.drop_tables().await
-    }
+/// Storage whose reads succeed and whose every commit fails (as if the database went away).
+pub fn failing_storage() -> FaultyStorage {
+    FaultyStorage::new(MemoryStorage::new()).fail_commits_from(1)
 }
 
 /// Polls `check` until it holds or a generous deadline passes (for background writes).

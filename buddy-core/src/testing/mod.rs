@@ -1,4 +1,4 @@
-//! A test kit for code that uses models and agents (cargo feature `testing`).
+//! A test kit for code that uses models, agents and storage (cargo feature `testing`).
 //!
 //! - [`ScriptedModel`]: a [`Model`](crate::model::Model) that answers from a queue of
 //!   scripted replies and records every request;
@@ -7,12 +7,17 @@
 //!   scripted per test with canned JSON, SSE streams, status codes, delays and cut-off
 //!   streams, recording the requests it receives. Point
 //!   [`OpenAIChat::base_url`](crate::model::OpenAIChat::base_url) at
-//!   [`TestServer::base_url`].
+//!   [`TestServer::base_url`];
+//! - [`FaultyStorage`]: a [`Storage`](crate::storage::Storage) wrapper that counts
+//!   operations and fails or delays them on demand, for tests of what happens when the
+//!   database misbehaves.
 
 mod scripted;
 mod server;
+mod storage;
 
 pub mod openai;
 
 pub use scripted::{FunctionModel, Reply, ScriptedModel};
 pub use server::{Canned, RecordedRequest, TestServer};
+pub use storage::{FaultyStorage, InjectedFault, Operation};
