@@ -419,6 +419,22 @@ async fn streamed_storage_failure_ends_the_stream_with_the_response() {
 }
 
 #[tokio::test]
+async fn use_session_and_new_session_forget_the_previous_last_response() {
+    let mut notes = Notes::builder()
+        .storage(MemoryStorage::new())
+        .build()
+        .unwrap();
+    notes.run("k".into(), json!(1)).await.unwrap();
+    assert!(notes.last_response().is_some());
+    notes.use_session("another");
+    assert!(notes.last_response().is_none(), "use_session");
+    notes.run("k".into(), json!(2)).await.unwrap();
+    assert!(notes.last_response().is_some());
+    notes.new_session().await.unwrap();
+    assert!(notes.last_response().is_none(), "new_session");
+}
+
+#[tokio::test]
 async fn new_session_starts_from_the_configured_initial_state() {
     let storage = MemoryStorage::new();
     let mut notes = Notes::builder()

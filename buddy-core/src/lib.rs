@@ -64,19 +64,9 @@ pub mod __private {
     };
     pub use crate::workflow::{
         Body, IntoRunResult, JsonState, Parameter, RunStream, RunWorkflow, Typed, Workflow,
-        WorkflowBuilder, WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState, box_stream,
-        run_to_response, run_to_stream,
+        WorkflowBuilder, WorkflowCore, WorkflowMemory, WorkflowSettings, WorkflowState,
+        assert_run_workflow, box_stream, expansion_failed, run_to_response, run_to_stream,
     };
-
-    /// `W` has a `#[workflow]` `run`: the check `#[workflow]` on a struct emits, so that
-    /// forgetting the attribute on the `impl` block is a compile error.
-    pub const fn assert_run_workflow<W: RunWorkflow>() {}
-
-    /// Stands for generated code that cannot be written because the input had an error;
-    /// it is only compiled next to that `compile_error!`, so it never runs.
-    pub fn expansion_failed() -> ! {
-        ::std::unreachable!("code generated next to a `#[workflow]` compile error ran")
-    }
 
     // `#[tool]` support.
     pub use ::std::sync::OnceLock;

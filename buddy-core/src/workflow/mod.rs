@@ -22,7 +22,8 @@ pub use crate::engine::RunStream;
 pub use memory::WorkflowMemory;
 pub use params::Parameter;
 pub use run::{
-    Body, IntoRunResult, box_stream, run_to_response, run_to_stream, run_to_stream_owned,
+    Body, IntoRunResult, assert_run_workflow, box_stream, expansion_failed, run_to_response,
+    run_to_stream, run_to_stream_owned,
 };
 pub use settings::{DEFAULT_HISTORY_RUNS, WorkflowBuilder, WorkflowSettings};
 pub use state::{JsonState, Typed, WorkflowState};

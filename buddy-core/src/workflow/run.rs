@@ -55,6 +55,18 @@ where
     Box::pin(stream)
 }
 
+/// `W` has a `#[workflow]` `run`: the check `#[workflow]` on a struct emits, so that
+/// forgetting the attribute on the `impl` block is a compile error.
+#[doc(hidden)]
+pub const fn assert_run_workflow<W: RunWorkflow>() {}
+
+/// Stands for generated code that cannot be written because the input had an error; it is
+/// only compiled next to that `compile_error!`, so it never runs.
+#[doc(hidden)]
+pub fn expansion_failed() -> ! {
+    unreachable!("code generated next to a `#[workflow]` compile error ran")
+}
+
 fn encode_input<T: serde::Serialize>(workflow: &'static str, input: &T) -> Result<Value> {
     serde_json::to_value(input).map_err(|source| Error::Input { workflow, source })
 }
