@@ -11,8 +11,11 @@ mod anthropic;
 pub(crate) mod call;
 mod error;
 mod http;
+mod limits;
 mod openai;
 mod request;
+mod sse;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use futures::stream::BoxStream;
 pub use crate::run::{Message, Role, ToolCall};
 pub use anthropic::Claude;
 pub use error::ModelError;
+pub use limits::Limits;
 pub use openai::OpenAIChat;
 pub use request::{
     FinishReason, ModelRequest, ModelResponse, ModelStreamEvent, ResponseFormat, ToolChoice,
