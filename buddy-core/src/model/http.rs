@@ -147,7 +147,10 @@ impl<'a> Call<'a> {
                 Some(wait) => wait.min(MAX_RETRY_AFTER),
                 None => backoff(policy.initial, policy.max, attempt),
             };
-            if Instant::now() + delay >= self.deadline {
+            if Instant::now()
+                .checked_add(delay)
+                .is_none_or(|resume| resume >= self.deadline)
+            {
                 return Err(error);
             }
             attempt = attempt.saturating_add(1);
@@ -414,7 +417,8 @@ pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duratio
         .saturating_mul(2u32.saturating_pow(attempt.min(16)))
         .min(max);
     let random = (uuid::Uuid::new_v4().as_u128() % 1_000) as u32;
-    full / 2 + (full / 2) * random / 1_000
+    // `(full / 2 / 1000) * random` is at most `full / 2`: no overflow for any setting.
+    full / 2 + (full / 2 / 1_000) * random
 }
 
 pub(crate) fn transport_error(error: reqwest::Error) -> ModelError {

@@ -316,12 +316,10 @@ mod tests {
         let mut stream = b"data: ".to_vec();
         stream.extend(std::iter::repeat_n(b'x', 8 * 1024 * 1024));
         stream.extend_from_slice(b"\n\n");
-        let started = std::time::Instant::now();
+        // No timing assertion (shared machines): a quadratic parser makes this test take
+        // minutes instead of well under a second, which is noticed.
         let chunks: Vec<&[u8]> = stream.chunks(1024).collect();
         let events = parse_chunks(&chunks, 16 * 1024 * 1024).unwrap();
         assert_eq!(events[0].data.len(), 8 * 1024 * 1024);
-        // Not a timing assertion on a shared machine: only a guard against quadratic time,
-        // which took minutes here.
-        assert!(started.elapsed().as_secs() < 30);
     }
 }
