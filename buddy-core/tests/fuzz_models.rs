@@ -8,7 +8,9 @@
 //! `OpenAIChat` or `Claude` directly (`response`, `stream`) or through `Agent::run`,
 //! `Agent::run_stream` and `Agent::run_typed`, inside a tokio task, and asserts that the
 //! call ends (no hang), with a valid response or a typed error, no panic (a panic in the
-//! task is caught by its `JoinHandle`), and no API key in a model error.
+//! task is caught by its `JoinHandle`; a panic anywhere else, even one the run engine
+//! turns into an error record, is counted by a panic hook), and no API key in a model
+//! error.
 //!
 //! `cargo test -p buddy-core --features testing --test fuzz_models` runs a CI-sized number
 //! of cases (`DEFAULT_CASES` per client). A longer run:
@@ -53,6 +55,21 @@ fn cases() -> u32 {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_CASES)
+}
+
+/// Panics seen by the hook, on any thread.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts every panic of the process, then prints it as usual.
+fn count_panics() {
+    static HOOK: OnceLock<()> = OnceLock::new();
+    HOOK.get_or_init(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            default(info);
+        }));
+    });
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -536,7 +553,9 @@ fn run_case(
     script: impl FnOnce(&TestServer) -> std::sync::Arc<dyn Model> + Send + 'static,
     entry: Entry,
 ) -> Result<(), TestCaseError> {
-    runtime().block_on(async move {
+    count_panics();
+    let panics = PANICS.load(Ordering::SeqCst);
+    let result = runtime().block_on(async move {
         let task = tokio::spawn(async move {
             let server = TestServer::start().await;
             let model = script(&server);
@@ -551,7 +570,13 @@ fn run_case(
             Ok(Err(join)) => Err(TestCaseError::fail(format!("task failed: {join}"))),
             Ok(Ok(result)) => result,
         }
-    })
+    });
+    prop_assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        panics,
+        "a panic happened during the case"
+    );
+    result
 }
 
 fn config() -> Config {

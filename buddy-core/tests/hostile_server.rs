@@ -505,6 +505,64 @@ async fn a_server_that_never_answers_costs_the_first_byte_timeout_per_attempt() 
     task.abort();
 }
 
+/// A raw TCP server answering every connection with `reply` and then closing it.
+async fn raw_server(reply: &'static [u8]) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request head (enough for these small requests), then answer.
+                let mut buffer = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket.write_all(reply).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn raw_garbage_and_short_bodies_are_typed_errors() {
+    let replies: [&'static [u8]; 4] = [
+        // Not HTTP at all.
+        b"SSH-2.0-hello\r\n",
+        // A body shorter than its Content-Length.
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"cho",
+        // A chunked SSE body cut inside a chunk, after a BOM.
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n20\r\n\xEF\xBB\xBFdata: {\"choices\": [",
+        // A redirect without a body.
+        b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://elsewhere.test/v1\r\ncontent-length: 0\r\n\r\n",
+    ];
+    for reply in replies {
+        let (addr, task) = raw_server(reply).await;
+        let openai = OpenAIChat::new("m")
+            .base_url(format!("http://{addr}/v1"))
+            .api_key(KEY)
+            .max_retries(0);
+        let claude = Claude::new("m")
+            .base_url(format!("http://{addr}"))
+            .api_key(KEY)
+            .max_retries(0);
+        for error in [
+            openai.response(&request()).await.unwrap_err(),
+            streamed(&openai).await.unwrap_err(),
+            claude.response(&request()).await.unwrap_err(),
+            streamed(&claude).await.unwrap_err(),
+        ] {
+            assert!(
+                error.is_connect() || error.is_protocol() || error.is_redirect(),
+                "{:?}: {error:?}",
+                String::from_utf8_lossy(reply)
+            );
+            assert_no_secret(&error);
+        }
+        task.abort();
+    }
+}
+
 #[tokio::test]
 async fn a_stalled_body_costs_the_idle_timeout() {
     let server = TestServer::start().await;

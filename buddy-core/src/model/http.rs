@@ -229,6 +229,10 @@ impl<'a> Call<'a> {
                 let wait_until = (Instant::now() + idle).min(deadline);
                 let next = tokio::time::timeout_at(wait_until.into(), body.next()).await;
                 match next {
+                    Err(_) if wait_until >= deadline => {
+                        yield Err(ModelError::timeout("the call's total time limit passed"));
+                        return;
+                    }
                     Err(_) => {
                         yield Err(ModelError::timeout("no data from the model provider within the idle timeout"));
                         return;
