@@ -608,3 +608,28 @@ async fn the_call_timeout_bounds_every_retry() {
     assert_eq!(error.retry_after(), Some(Duration::from_secs(60)));
     assert_eq!(server.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn an_answer_from_another_origin_is_refused_even_with_a_following_client() {
+    // A caller-supplied client that follows redirects: the answer from the other origin is
+    // not used (the docs ask callers to turn redirects off on their own clients).
+    let elsewhere = TestServer::start().await;
+    elsewhere.fallback(Canned::json(openai::text_completion("from elsewhere")));
+    let server = TestServer::start().await;
+    server.push(Canned::redirect(
+        307,
+        &format!(
+            "http://localhost:{}/v1/chat/completions",
+            elsewhere.addr().port()
+        ),
+    ));
+    let error = model(&server)
+        .http_client(reqwest::Client::new())
+        .response(&request())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ModelError::Redirect { status: 200, target } if target == "localhost"),
+        "{error:?}"
+    );
+}
