@@ -1,19 +1,20 @@
 //! `Claude`: Anthropic's Messages API over reqwest.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::http::{self, RetryPolicy, provider_message};
+use super::http::{self, Call, HttpSettings, provider_message};
+use super::wire::null_default;
 use super::{
-    FinishReason, Message, Model, ModelError, ModelRequest, ModelResponse, ModelStream,
-    ModelStreamEvent, ResponseFormat, Role, ToolCall, ToolChoice,
+    FinishReason, Limits, Message, Model, ModelError, ModelRequest, ModelResponse, ModelStream,
+    ModelStreamEvent, ResponseFormat, Role, ToolCall, ToolChoice, sse,
 };
 use crate::run::Metrics;
 
@@ -24,8 +25,11 @@ const API_VERSION: &str = "2023-06-01";
 ///
 /// The key comes from `ANTHROPIC_API_KEY` and the base URL from `ANTHROPIC_BASE_URL`
 /// (default `https://api.anthropic.com`), unless set with [`api_key`](Claude::api_key) and
-/// [`base_url`](Claude::base_url). Requests go through the same retry loop and shared
-/// client as [`OpenAIChat`](super::OpenAIChat); the key prints as `[redacted]`.
+/// [`base_url`](Claude::base_url). Requests go through the same retry loop, shared client
+/// (redirects never followed), timeouts and [`Limits`] as [`OpenAIChat`](super::OpenAIChat),
+/// with the same defaults, so one call takes at most **300 s** at default settings (see
+/// [`OpenAIChat`'s time and size bounds](super::OpenAIChat#time-and-size-bounds)). The key
+/// prints as `[redacted]`, and is scrubbed from error messages that echo it.
 ///
 /// The Messages API has no JSON mode: a [`ResponseFormat`] other than text is sent as an
 /// instruction in the system prompt (with the schema), and the agent decodes the answer.
@@ -52,9 +56,7 @@ struct Config {
     top_p: Option<f32>,
     top_k: Option<u32>,
     stop: Vec<String>,
-    timeout: Option<Duration>,
-    retry: RetryPolicy,
-    client: Option<reqwest::Client>,
+    http: HttpSettings,
 }
 
 impl fmt::Debug for Claude {
@@ -62,12 +64,14 @@ impl fmt::Debug for Claude {
         let c = &*self.inner;
         f.debug_struct("Claude")
             .field("id", &c.id)
-            .field("base_url", &c.base_url)
-            .field("api_key", &c.api_key.as_ref().map(|_| "[redacted]"))
+            .field("base_url", &http::redact_url(&c.base_url))
+            .field("api_key", &c.api_key.as_ref().map(|_| http::REDACTED))
             .field("max_tokens", &c.max_tokens)
             .field("temperature", &c.temperature)
-            .field("timeout", &c.timeout)
-            .field("max_retries", &c.retry.max_retries)
+            .field("timeout", &c.http.attempt_timeout)
+            .field("call_timeout", &c.http.call_timeout)
+            .field("max_retries", &c.http.retry.max_retries)
+            .field("limits", &c.http.limits)
             .finish_non_exhaustive()
     }
 }
@@ -93,9 +97,7 @@ impl Claude {
                 top_p: None,
                 top_k: None,
                 stop: Vec::new(),
-                timeout: Some(Duration::from_secs(120)),
-                retry: RetryPolicy::default(),
-                client: None,
+                http: HttpSettings::default(),
             }),
         }
     }
@@ -146,30 +148,67 @@ impl Claude {
         self
     }
 
-    /// The time limit of one attempt, including reading a streamed body (default 120 s).
+    /// The time limit of one attempt, from sending to the last byte of the body, streamed
+    /// or not (default 120 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.config().timeout = Some(timeout);
+        self.config().http.attempt_timeout = timeout;
+        self
+    }
+
+    /// How long one attempt waits for the response headers (default 60 s).
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.config().http.first_byte_timeout = timeout;
+        self
+    }
+
+    /// The longest wait between two chunks of a body, streamed or not (default 60 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config().http.idle_timeout = timeout;
+        self
+    }
+
+    /// The time limit of the whole call: every attempt, every backoff and the body
+    /// (default 300 s). No retry starts once it would begin after this limit.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config().http.call_timeout = timeout;
         self
     }
 
     /// How many times a failed request is retried (default 3).
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.config().retry.max_retries = retries;
+        self.config().http.retry.max_retries = retries;
         self
     }
 
-    /// The first retry's backoff, doubled on every further retry, and the longest backoff.
+    /// The first retry's backoff, doubled on every further retry (default 500 ms), and the
+    /// longest backoff (default 20 s).
     pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
         let config = self.config();
-        config.retry.initial = initial;
-        config.retry.max = max;
+        config.http.retry.initial = initial;
+        config.http.retry.max = max;
         self
     }
 
-    /// Uses `client` instead of the process-wide shared client.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.config().client = Some(client);
+    /// The size and count limits on answers (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config().http.limits = limits;
         self
+    }
+
+    /// Uses `client` instead of the process-wide shared client. Build it with
+    /// `redirect(reqwest::redirect::Policy::none())`: a client that follows redirects
+    /// sends `x-api-key` along before buddy can refuse the answer from another origin.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.config().http.client = Some(client);
+        self
+    }
+
+    /// The secrets scrubbed from errors: the key and URL user-info.
+    fn secrets(&self) -> Vec<String> {
+        let c = &*self.inner;
+        let mut secrets: Vec<String> = c.api_key.iter().cloned().collect();
+        secrets.extend(http::url_secrets(&c.base_url));
+        secrets
     }
 
     /// The JSON body of a Messages API request for `request`.
@@ -244,14 +283,11 @@ impl Claude {
         Value::Object(body)
     }
 
-    async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
+    async fn send(&self, call: &Call<'_>, body: &Value) -> Result<reqwest::Response, ModelError> {
         let c = &*self.inner;
-        let client = match &c.client {
-            Some(client) => client,
-            None => http::shared_client()?,
-        };
+        let client = call.client()?;
         let url = format!("{}/v1/messages", c.base_url.trim_end_matches('/'));
-        http::send_with_retry(c.retry, || {
+        call.send(&url, || {
             let mut builder = client
                 .post(&url)
                 .header("anthropic-version", API_VERSION)
@@ -261,9 +297,6 @@ impl Claude {
                     .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
                 value.set_sensitive(true);
                 builder = builder.header("x-api-key", value);
-            }
-            if let Some(timeout) = c.timeout {
-                builder = builder.timeout(timeout);
             }
             builder
         })
@@ -322,13 +355,14 @@ fn wire_messages(messages: &[Message]) -> Vec<Value> {
     wire
 }
 
+// Fields the format allows to be absent may also be `null` (`null_default`).
 #[derive(Deserialize)]
 struct WireResponse {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     content: Vec<WireBlock>,
     #[serde(default)]
     stop_reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     usage: WireUsage,
     #[serde(default)]
     model: Option<String>,
@@ -338,13 +372,13 @@ struct WireResponse {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireBlock {
     Text {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_default")]
         text: String,
     },
     ToolUse {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_default")]
         id: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_default")]
         name: String,
         #[serde(default)]
         input: Value,
@@ -353,11 +387,12 @@ enum WireBlock {
     Other,
 }
 
+/// Token counts: a negative, fractional or too large count is a malformed answer.
 #[derive(Deserialize, Default, Clone, Copy)]
 struct WireUsage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     input_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     output_tokens: u64,
 }
 
@@ -366,18 +401,19 @@ struct WireUsage {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireEvent {
     MessageStart {
+        #[serde(default, deserialize_with = "null_default")]
         message: WireStartMessage,
     },
     ContentBlockStart {
-        index: usize,
+        index: u64,
         content_block: WireBlock,
     },
     ContentBlockDelta {
-        index: usize,
+        index: u64,
         delta: WireDelta,
     },
     MessageDelta {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_default")]
         delta: WireMessageDelta,
         #[serde(default)]
         usage: Option<WireUsage>,
@@ -391,9 +427,9 @@ enum WireEvent {
     Other,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireStartMessage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     usage: WireUsage,
     #[serde(default)]
     model: Option<String>,
@@ -403,11 +439,11 @@ struct WireStartMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireDelta {
     TextDelta {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_default")]
         text: String,
     },
     InputJsonDelta {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_default")]
         partial_json: String,
     },
     #[serde(other)]
@@ -438,7 +474,7 @@ fn millis(since: Instant) -> f64 {
 fn usage_metrics(usage: WireUsage, mut metrics: Metrics) -> Metrics {
     metrics.input_tokens = usage.input_tokens;
     metrics.output_tokens = usage.output_tokens;
-    metrics.total_tokens = usage.input_tokens + usage.output_tokens;
+    metrics.total_tokens = usage.input_tokens.saturating_add(usage.output_tokens);
     metrics
 }
 
@@ -453,166 +489,221 @@ impl Model for Claude {
     }
 
     async fn response(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let started = Instant::now();
-        let response = self.send(&self.request_body(request, false)).await?;
-        let bytes = response
-            .bytes()
+        let call = Call::start(&self.inner.http, self.secrets());
+        respond(self, &call, request)
             .await
-            .map_err(|error| ModelError::StreamInterrupted {
-                what: "response body".into(),
-                source: Some(Box::new(error.without_url())),
-            })?;
-        let wire: WireResponse = serde_json::from_slice(&bytes)
-            .map_err(|error| ModelError::malformed("messages response", Some(Box::new(error))))?;
-        let mut text = String::new();
-        let mut calls = Vec::new();
-        for block in wire.content {
-            match block {
-                WireBlock::Text { text: piece } => text.push_str(&piece),
-                WireBlock::ToolUse { id, name, input } => {
-                    calls.push(ToolCall::new(id, name, input.to_string()));
-                }
-                WireBlock::Other => {}
-            }
-        }
-        let finish_reason = finish_reason(wire.stop_reason.as_deref(), !calls.is_empty())?;
-        let metrics = usage_metrics(
-            wire.usage,
-            Metrics {
-                duration_ms: millis(started),
-                ..Metrics::default()
-            },
-        );
-        Ok(ModelResponse {
-            message: Message::assistant_tool_calls((!text.is_empty()).then_some(text), calls),
-            finish_reason,
-            metrics,
-            model: wire.model,
-            extra: Map::new(),
-        })
+            .map_err(|error| call.scrub_error(error))
     }
 
     fn stream<'a>(&'a self, request: &'a ModelRequest) -> ModelStream<'a> {
-        Box::pin(async_stream::stream! {
-            let started = Instant::now();
-            let response = match self.send(&self.request_body(request, true)).await {
-                Ok(response) => response,
-                Err(error) => {
-                    yield Err(error);
-                    return;
+        let secrets = self.secrets();
+        Box::pin(
+            stream(self, request)
+                .map(move |item| item.map_err(|error| http::scrub_error(error, &secrets))),
+        )
+    }
+}
+
+/// A tool-use block's input as arguments text: a missing or `null` input is `{}`.
+fn input_arguments(input: Value) -> String {
+    match input {
+        Value::Null => "{}".to_owned(),
+        input => input.to_string(),
+    }
+}
+
+/// The non-streamed answer to `request`, errors not yet scrubbed.
+async fn respond(
+    model: &Claude,
+    call: &Call<'_>,
+    request: &ModelRequest,
+) -> Result<ModelResponse, ModelError> {
+    let started = Instant::now();
+    let response = model
+        .send(call, &model.request_body(request, false))
+        .await?;
+    let bytes = call.read_body(response).await?;
+    let wire: WireResponse = serde_json::from_slice(&bytes)
+        .map_err(|error| ModelError::malformed("messages response", Some(Box::new(error))))?;
+    let limits = call.limits();
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for block in wire.content {
+        match block {
+            WireBlock::Text { text: piece } => text.push_str(&piece),
+            WireBlock::ToolUse { id, name, input } => {
+                if calls.len() >= limits.max_tool_calls {
+                    return Err(ModelError::limit("tool calls", limits.max_tool_calls));
                 }
-            };
-            let mut events = response
-                .bytes_stream()
-                .map(|chunk| chunk.map_err(reqwest::Error::without_url))
-                .eventsource();
-            let mut text = String::new();
-            // Tool calls by content-block index.
-            let mut calls: Vec<(usize, ToolCall)> = Vec::new();
-            let mut usage = WireUsage::default();
-            let mut model = None;
-            let mut stop_reason: Option<String> = None;
-            let mut stopped = false;
-            let mut first_token: Option<f64> = None;
-            while let Some(event) = events.next().await {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(error) => {
-                        yield Err(ModelError::StreamInterrupted {
-                            what: "transport error mid-stream".into(),
-                            source: Some(Box::new(error)),
-                        });
-                        return;
-                    }
-                };
-                if event.data.trim().is_empty() {
-                    continue;
-                }
-                let parsed: WireEvent = match serde_json::from_str(&event.data) {
-                    Ok(parsed) => parsed,
-                    Err(error) => {
-                        yield Err(ModelError::malformed("stream event", Some(Box::new(error))));
-                        return;
-                    }
-                };
-                match parsed {
-                    WireEvent::MessageStart { message } => {
-                        usage.input_tokens = message.usage.input_tokens;
-                        model = message.model;
-                    }
-                    WireEvent::ContentBlockStart { index, content_block } => {
-                        if let WireBlock::ToolUse { id, name, .. } = content_block {
-                            first_token.get_or_insert_with(|| millis(started));
-                            calls.push((index, ToolCall::new(id, name, "")));
-                        }
-                    }
-                    WireEvent::ContentBlockDelta { index, delta } => match delta {
-                        WireDelta::TextDelta { text: piece } if !piece.is_empty() => {
-                            first_token.get_or_insert_with(|| millis(started));
-                            text.push_str(&piece);
-                            yield Ok(ModelStreamEvent::Content(piece));
-                        }
-                        WireDelta::InputJsonDelta { partial_json } => {
-                            if let Some((_, call)) = calls.iter_mut().find(|(i, _)| *i == index) {
-                                call.arguments.push_str(&partial_json);
-                            }
-                        }
-                        _ => {}
-                    },
-                    WireEvent::MessageDelta { delta, usage: delta_usage } => {
-                        if delta.stop_reason.is_some() {
-                            stop_reason = delta.stop_reason;
-                        }
-                        if let Some(delta_usage) = delta_usage {
-                            usage.output_tokens = delta_usage.output_tokens;
-                        }
-                    }
-                    WireEvent::MessageStop => {
-                        stopped = true;
-                        break;
-                    }
-                    WireEvent::Error { error } => {
-                        let message = provider_message(&json!({"error": error}).to_string())
-                            .unwrap_or_else(|| error.to_string());
-                        yield Err(ModelError::Status { status: 200, message, retry_after: None });
-                        return;
-                    }
-                    WireEvent::Other => {}
-                }
+                calls.push(ToolCall::new(id, name, input_arguments(input)));
             }
-            if !stopped {
-                yield Err(ModelError::StreamInterrupted {
-                    what: "connection closed before message_stop".into(),
-                    source: None,
-                });
+            WireBlock::Other => {}
+        }
+    }
+    let finish_reason = finish_reason(wire.stop_reason.as_deref(), !calls.is_empty())?;
+    let metrics = usage_metrics(
+        wire.usage,
+        Metrics {
+            duration_ms: millis(started),
+            ..Metrics::default()
+        },
+    );
+    Ok(ModelResponse {
+        message: Message::assistant_tool_calls((!text.is_empty()).then_some(text), calls),
+        finish_reason,
+        metrics,
+        model: wire.model,
+        extra: Map::new(),
+    })
+}
+
+/// Adds a tool-use block of a streamed answer, keyed by its content-block index within the
+/// call's [`Limits`].
+fn start_call(
+    calls: &mut BTreeMap<u64, ToolCall>,
+    limits: Limits,
+    index: u64,
+    call: ToolCall,
+) -> Result<(), ModelError> {
+    if index > limits.max_tool_call_index {
+        return Err(ModelError::limit(
+            "tool-call index",
+            limits.max_tool_call_index,
+        ));
+    }
+    if !calls.contains_key(&index) && calls.len() >= limits.max_tool_calls {
+        return Err(ModelError::limit("tool calls", limits.max_tool_calls));
+    }
+    calls.insert(index, call);
+    Ok(())
+}
+
+/// The streamed answer to `request`, errors not yet scrubbed.
+fn stream<'a>(
+    model: &'a Claude,
+    request: &'a ModelRequest,
+) -> impl futures::Stream<Item = Result<ModelStreamEvent, ModelError>> + Send + 'a {
+    async_stream::stream! {
+        let call = Call::start(&model.inner.http, model.secrets());
+        let started = Instant::now();
+        let response = match model.send(&call, &model.request_body(request, true)).await {
+            Ok(response) => response,
+            Err(error) => {
+                yield Err(error);
                 return;
             }
-            let calls: Vec<ToolCall> = calls.into_iter().map(|(_, call)| call).collect();
-            for call in &calls {
-                if let Err(source) = call.parse_arguments() {
-                    yield Err(ModelError::invalid_tool_arguments(call, source));
-                    return;
-                }
-            }
-            let finish = match finish_reason(stop_reason.as_deref(), !calls.is_empty()) {
-                Ok(finish) => finish,
+        };
+        let limits = call.limits();
+        let mut events = std::pin::pin!(sse::events(
+            call.chunks(response, limits.max_response_bytes),
+            limits.max_sse_event_bytes,
+        ));
+        let mut text = String::new();
+        // Tool calls by content-block index.
+        let mut calls: BTreeMap<u64, ToolCall> = BTreeMap::new();
+        let mut usage = WireUsage::default();
+        let mut model_name = None;
+        let mut stop_reason: Option<String> = None;
+        let mut stopped = false;
+        let mut first_token: Option<f64> = None;
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
                 Err(error) => {
                     yield Err(error);
                     return;
                 }
             };
-            let metrics = usage_metrics(usage, Metrics {
-                time_to_first_token_ms: first_token,
-                duration_ms: millis(started),
-                ..Metrics::default()
+            if event.data.trim().is_empty() {
+                continue;
+            }
+            let parsed: WireEvent = match serde_json::from_str(&event.data) {
+                Ok(parsed) => parsed,
+                Err(error) => {
+                    yield Err(ModelError::malformed("stream event", Some(Box::new(error))));
+                    return;
+                }
+            };
+            match parsed {
+                WireEvent::MessageStart { message } => {
+                    usage.input_tokens = message.usage.input_tokens;
+                    model_name = message.model;
+                }
+                WireEvent::ContentBlockStart { index, content_block } => {
+                    if let WireBlock::ToolUse { id, name, .. } = content_block {
+                        first_token.get_or_insert_with(|| millis(started));
+                        if let Err(error) = start_call(&mut calls, limits, index, ToolCall::new(id, name, "")) {
+                            yield Err(error);
+                            return;
+                        }
+                    }
+                }
+                WireEvent::ContentBlockDelta { index, delta } => match delta {
+                    WireDelta::TextDelta { text: piece } if !piece.is_empty() => {
+                        first_token.get_or_insert_with(|| millis(started));
+                        text.push_str(&piece);
+                        yield Ok(ModelStreamEvent::Content(piece));
+                    }
+                    WireDelta::InputJsonDelta { partial_json } => {
+                        if let Some(call) = calls.get_mut(&index) {
+                            call.arguments.push_str(&partial_json);
+                        }
+                    }
+                    _ => {}
+                },
+                WireEvent::MessageDelta { delta, usage: delta_usage } => {
+                    if delta.stop_reason.is_some() {
+                        stop_reason = delta.stop_reason;
+                    }
+                    if let Some(delta_usage) = delta_usage {
+                        usage.output_tokens = delta_usage.output_tokens;
+                    }
+                }
+                WireEvent::MessageStop => {
+                    stopped = true;
+                    break;
+                }
+                WireEvent::Error { error } => {
+                    let message = provider_message(&json!({"error": error}).to_string())
+                        .unwrap_or_else(|| error.to_string());
+                    yield Err(ModelError::Status { status: 200, message, retry_after: None });
+                    return;
+                }
+                WireEvent::Other => {}
+            }
+        }
+        if !stopped {
+            yield Err(ModelError::StreamInterrupted {
+                what: "connection closed before message_stop".into(),
+                source: None,
             });
-            yield Ok(ModelStreamEvent::Done(Box::new(ModelResponse {
-                message: Message::assistant_tool_calls((!text.is_empty()).then_some(text), calls),
-                finish_reason: finish,
-                metrics,
-                model,
-                extra: Map::new(),
-            })));
-        })
+            return;
+        }
+        let calls: Vec<ToolCall> = calls.into_values().collect();
+        for call in &calls {
+            if let Err(source) = call.parse_arguments() {
+                yield Err(ModelError::invalid_tool_arguments(call, source));
+                return;
+            }
+        }
+        let finish = match finish_reason(stop_reason.as_deref(), !calls.is_empty()) {
+            Ok(finish) => finish,
+            Err(error) => {
+                yield Err(error);
+                return;
+            }
+        };
+        let metrics = usage_metrics(usage, Metrics {
+            time_to_first_token_ms: first_token,
+            duration_ms: millis(started),
+            ..Metrics::default()
+        });
+        yield Ok(ModelStreamEvent::Done(Box::new(ModelResponse {
+            message: Message::assistant_tool_calls((!text.is_empty()).then_some(text), calls),
+            finish_reason: finish,
+            metrics,
+            model: model_name,
+            extra: Map::new(),
+        })));
     }
 }

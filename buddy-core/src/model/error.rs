@@ -60,6 +60,29 @@ pub enum ModelError {
         #[source]
         source: serde_json::Error,
     },
+    /// The provider answered with a redirect (3xx). Model clients never follow redirects,
+    /// so the API key, extra headers and the prompt stay with the configured origin.
+    #[error(
+        "model provider redirected with status {status} to host `{target}`; redirects are not followed"
+    )]
+    Redirect {
+        /// The HTTP status code (301, 302, 307, ...), or the final status when a
+        /// caller-supplied client followed the redirect itself.
+        status: u16,
+        /// The host the redirect pointed at (never the full URL), or `unknown` when the
+        /// `Location` header is missing or unreadable.
+        target: String,
+    },
+    /// The answer broke one of the client's [`Limits`](super::Limits): a body larger than
+    /// the maximum response size, an SSE line or event too long, too many tool calls or a
+    /// tool-call index out of range.
+    #[error("model response exceeds the limit on {what} ({limit})")]
+    LimitExceeded {
+        /// What was too large (`response bytes`, `tool calls`, ...).
+        what: String,
+        /// The limit that was exceeded.
+        limit: u64,
+    },
     /// The provider refused to answer (content filter, refusal).
     #[error("the model refused to answer: {0}")]
     Refused(String),
@@ -129,14 +152,25 @@ impl ModelError {
     }
 
     /// Whether the answer broke the wire format (malformed JSON, cut stream, unknown finish
-    /// reason).
+    /// reason, a limit exceeded).
     pub fn is_protocol(&self) -> bool {
         matches!(
             self,
             ModelError::MalformedResponse { .. }
                 | ModelError::StreamInterrupted { .. }
                 | ModelError::UnknownFinishReason(_)
+                | ModelError::LimitExceeded { .. }
         )
+    }
+
+    /// Whether the provider answered with a redirect, which is never followed.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self, ModelError::Redirect { .. })
+    }
+
+    /// Whether the answer broke one of the client's [`Limits`](super::Limits).
+    pub fn is_limit_exceeded(&self) -> bool {
+        matches!(self, ModelError::LimitExceeded { .. })
     }
 
     /// Whether the model wrote tool-call arguments that are not valid JSON.
@@ -150,6 +184,17 @@ impl ModelError {
             ModelError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+
+    pub(crate) fn limit(what: impl Into<String>, limit: impl TryInto<u64>) -> Self {
+        ModelError::LimitExceeded {
+            what: what.into(),
+            limit: limit.try_into().unwrap_or(u64::MAX),
+        }
+    }
+
+    pub(crate) fn timeout(what: &str) -> Self {
+        ModelError::Timeout(what.to_owned().into())
     }
 
     pub(crate) fn malformed(what: impl Into<String>, source: Option<BoxError>) -> Self {

@@ -1,15 +1,25 @@
-//! What every HTTP model client shares: the process-wide `reqwest::Client`, and the one
-//! retry loop (exponential backoff with jitter, `Retry-After`, bounded attempts).
+//! What every HTTP model client shares: the process-wide `reqwest::Client` (redirects
+//! off), the per-call deadline and timeouts, the one retry loop (exponential backoff with
+//! jitter, `Retry-After`, bounded attempts), bounded body reading, and scrubbing the
+//! client's secrets out of errors built from what the server sent.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::ModelError;
+use super::{Limits, ModelError};
 
 /// The longest `Retry-After` honoured; a provider asking for more gets this.
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Durations longer than this are treated as this (so deadlines never overflow).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What replaces a secret in text that came from the server.
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// How failed requests are retried.
 #[derive(Clone, Copy, Debug)]
@@ -29,13 +39,46 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The client shared by every model without its own.
+/// The transport settings every HTTP model client has: retries, timeouts, limits and an
+/// optional caller-supplied client. Defaults: see [`OpenAIChat`](super::OpenAIChat).
+#[derive(Clone, Debug)]
+pub(crate) struct HttpSettings {
+    pub(crate) retry: RetryPolicy,
+    /// One attempt, from sending to the last body byte.
+    pub(crate) attempt_timeout: Duration,
+    /// From sending until the response headers arrive.
+    pub(crate) first_byte_timeout: Duration,
+    /// The longest wait between two body chunks.
+    pub(crate) idle_timeout: Duration,
+    /// The whole call: every attempt, every backoff, the body.
+    pub(crate) call_timeout: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) client: Option<reqwest::Client>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            retry: RetryPolicy::default(),
+            attempt_timeout: Duration::from_secs(120),
+            first_byte_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(300),
+            limits: Limits::default(),
+            client: None,
+        }
+    }
+}
+
+/// The client shared by every model without its own: connect timeout 10 s, and
+/// redirects are never followed (a 3xx is a [`ModelError::Redirect`]).
 pub(crate) fn shared_client() -> Result<&'static reqwest::Client, ModelError> {
     static SHARED: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|error| error.without_url().to_string())
         })
@@ -43,36 +86,332 @@ pub(crate) fn shared_client() -> Result<&'static reqwest::Client, ModelError> {
         .map_err(|message| ModelError::Config(format!("cannot build HTTP client: {message}")))
 }
 
-/// Sends the request `build` makes, retrying retryable failures (408, 429, 5xx, connection
-/// failures, timeouts) as `policy` says; the one place retries happen.
-pub(crate) async fn send_with_retry(
-    policy: RetryPolicy,
-    build: impl Fn() -> reqwest::RequestBuilder,
-) -> Result<reqwest::Response, ModelError> {
-    let mut attempt: u32 = 0;
-    loop {
-        let error = match build().send().await {
-            Ok(response) if response.status().is_success() => return Ok(response),
-            Ok(response) => status_error(response).await,
-            Err(error) => transport_error(error),
-        };
-        if attempt >= policy.max_retries || !error.is_retryable() {
-            return Err(error);
+/// One model call: its settings, its deadline, and the secrets to keep out of errors.
+pub(crate) struct Call<'a> {
+    settings: &'a HttpSettings,
+    deadline: Instant,
+    secrets: Vec<String>,
+}
+
+impl<'a> Call<'a> {
+    /// Starts a call now; `secrets` are scrubbed from every error it returns.
+    pub(crate) fn start(settings: &'a HttpSettings, secrets: Vec<String>) -> Self {
+        Call {
+            settings,
+            deadline: Instant::now() + settings.call_timeout.min(MAX_DURATION),
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
         }
-        let delay = match error.retry_after() {
-            Some(wait) => wait.min(MAX_RETRY_AFTER),
-            None => backoff(policy.initial, policy.max, attempt),
-        };
-        attempt += 1;
-        tracing::warn!(
-            attempt,
-            max_retries = policy.max_retries,
-            delay_ms = delay.as_millis() as u64,
-            error = %error,
-            "retrying model request"
-        );
-        tokio::time::sleep(delay).await;
     }
+
+    /// The client to send with.
+    pub(crate) fn client(&self) -> Result<&'a reqwest::Client, ModelError> {
+        match &self.settings.client {
+            Some(client) => Ok(client),
+            None => shared_client(),
+        }
+    }
+
+    /// The limits of this call.
+    pub(crate) fn limits(&self) -> Limits {
+        self.settings.limits
+    }
+
+    fn remaining(&self) -> Result<Duration, ModelError> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            Err(ModelError::timeout("the call's total time limit passed"))
+        } else {
+            Ok(remaining)
+        }
+    }
+
+    /// Sends the request `build` makes to `url`, retrying retryable failures (408, 429,
+    /// 5xx, connection failures, timeouts) as the settings say; the one place retries
+    /// happen. No retry starts that could not begin before the call's deadline.
+    pub(crate) async fn send(
+        &self,
+        url: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ModelError> {
+        let policy = self.settings.retry;
+        let mut attempt: u32 = 0;
+        loop {
+            let error = match self.attempt(url, &build).await {
+                Ok(response) => return Ok(response),
+                Err(error) => self.scrub_error(error),
+            };
+            if attempt >= policy.max_retries || !error.is_retryable() {
+                return Err(error);
+            }
+            let delay = match error.retry_after() {
+                Some(wait) => wait.min(MAX_RETRY_AFTER),
+                None => backoff(policy.initial, policy.max, attempt),
+            };
+            if Instant::now()
+                .checked_add(delay)
+                .is_none_or(|resume| resume >= self.deadline)
+            {
+                return Err(error);
+            }
+            attempt = attempt.saturating_add(1);
+            tracing::warn!(
+                attempt,
+                max_retries = policy.max_retries,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error = %error,
+                "retrying model request"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        build: &impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ModelError> {
+        let remaining = self.remaining()?;
+        let request = build().timeout(self.settings.attempt_timeout.min(remaining));
+        let first_byte = self.settings.first_byte_timeout.min(remaining);
+        let response = match tokio::time::timeout(first_byte, request.send()).await {
+            Err(_) => {
+                return Err(ModelError::timeout(
+                    "no response within the first-byte timeout",
+                ));
+            }
+            Ok(Err(error)) => return Err(transport_error(error)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if status.is_redirection() {
+            let target = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|location| response.url().join(location).ok())
+                .and_then(|target| target.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".to_owned());
+            return Err(ModelError::Redirect {
+                status: status.as_u16(),
+                target,
+            });
+        }
+        // A caller-supplied client may follow redirects itself: refuse an answer from
+        // another origin.
+        if let Ok(expected) = reqwest::Url::parse(url)
+            && expected.origin() != response.url().origin()
+        {
+            return Err(ModelError::Redirect {
+                status: status.as_u16(),
+                target: response.url().host_str().unwrap_or("unknown").to_owned(),
+            });
+        }
+        if status.is_success() {
+            Ok(response)
+        } else {
+            Err(self.status_error(response).await)
+        }
+    }
+
+    /// The body as chunks: at most the idle timeout between two, all before the call's
+    /// deadline, at most `max` bytes in all (more is [`ModelError::LimitExceeded`]).
+    pub(crate) fn chunks(
+        &self,
+        response: reqwest::Response,
+        max: usize,
+    ) -> impl Stream<Item = Result<Bytes, ModelError>> + Send + 'static {
+        let idle = self.settings.idle_timeout.min(MAX_DURATION);
+        let deadline = self.deadline;
+        async_stream::stream! {
+            let mut body = response.bytes_stream();
+            let mut total: usize = 0;
+            loop {
+                let wait_until = (Instant::now() + idle).min(deadline);
+                let next = tokio::time::timeout_at(wait_until.into(), body.next()).await;
+                match next {
+                    Err(_) if wait_until >= deadline => {
+                        yield Err(ModelError::timeout("the call's total time limit passed"));
+                        return;
+                    }
+                    Err(_) => {
+                        yield Err(ModelError::timeout("no data from the model provider within the idle timeout"));
+                        return;
+                    }
+                    Ok(None) => return,
+                    Ok(Some(Err(error))) => {
+                        yield Err(body_error(error));
+                        return;
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        total = total.saturating_add(chunk.len());
+                        if total > max {
+                            yield Err(ModelError::limit("response bytes", max));
+                            return;
+                        }
+                        yield Ok(chunk);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole body, at most the maximum response size.
+    pub(crate) async fn read_body(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<Vec<u8>, ModelError> {
+        let mut chunks =
+            std::pin::pin!(self.chunks(response, self.settings.limits.max_response_bytes));
+        let mut body = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            body.extend_from_slice(&chunk?);
+        }
+        Ok(body)
+    }
+
+    async fn status_error(&self, response: reqwest::Response) -> ModelError {
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let max = self.settings.limits.max_error_body_bytes;
+        // Read at most `max` bytes of an error body; a cut or slow one gives what came.
+        let mut body = Vec::new();
+        let mut chunks = std::pin::pin!(self.chunks(response, usize::MAX));
+        while body.len() < max {
+            match chunks.next().await {
+                Some(Ok(chunk)) => {
+                    let room = max - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                _ => break,
+            }
+        }
+        let body = String::from_utf8_lossy(&body);
+        let message = provider_message(&body).unwrap_or_else(|| {
+            let trimmed = body.trim();
+            if trimmed.is_empty() {
+                "no error message".to_owned()
+            } else {
+                trimmed.chars().take(500).collect()
+            }
+        });
+        ModelError::Status {
+            status,
+            message: self.scrub(&message),
+            retry_after,
+        }
+    }
+
+    /// `text` with every secret of this call replaced by `[redacted]`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        scrub(text, &self.secrets)
+    }
+
+    /// `error` with the call's secrets scrubbed from every text the server could have
+    /// chosen (messages, tool names and arguments, decoder messages).
+    pub(crate) fn scrub_error(&self, error: ModelError) -> ModelError {
+        scrub_error(error, &self.secrets)
+    }
+}
+
+/// `text` with every one of `secrets` replaced by `[redacted]`.
+pub(crate) fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), REDACTED);
+        }
+    }
+    text
+}
+
+fn scrub_source(
+    source: Option<crate::error::BoxError>,
+    secrets: &[String],
+) -> Option<crate::error::BoxError> {
+    let source = source?;
+    let text = source.to_string();
+    let debug = format!("{source:?}");
+    if secrets
+        .iter()
+        .any(|s| !s.is_empty() && (text.contains(s.as_str()) || debug.contains(s.as_str())))
+    {
+        Some(scrub(&text, secrets).into())
+    } else {
+        Some(source)
+    }
+}
+
+/// `error` with `secrets` scrubbed from every text the server could have chosen.
+pub(crate) fn scrub_error(error: ModelError, secrets: &[String]) -> ModelError {
+    if secrets.is_empty() {
+        return error;
+    }
+    match error {
+        ModelError::Status {
+            status,
+            message,
+            retry_after,
+        } => ModelError::Status {
+            status,
+            message: scrub(&message, secrets),
+            retry_after,
+        },
+        ModelError::MalformedResponse { what, source } => ModelError::MalformedResponse {
+            what: scrub(&what, secrets),
+            source: scrub_source(source, secrets),
+        },
+        ModelError::StreamInterrupted { what, source } => ModelError::StreamInterrupted {
+            what: scrub(&what, secrets),
+            source: scrub_source(source, secrets),
+        },
+        ModelError::UnknownFinishReason(reason) => {
+            ModelError::UnknownFinishReason(scrub(&reason, secrets))
+        }
+        ModelError::Refused(message) => ModelError::Refused(scrub(&message, secrets)),
+        ModelError::InvalidToolArguments {
+            tool,
+            call_id,
+            arguments,
+            source,
+        } => ModelError::InvalidToolArguments {
+            tool: scrub(&tool, secrets),
+            call_id: scrub(&call_id, secrets),
+            arguments: scrub(&arguments, secrets),
+            source,
+        },
+        ModelError::Redirect { status, target } => ModelError::Redirect {
+            status,
+            target: scrub(&target, secrets),
+        },
+        other => other,
+    }
+}
+
+/// `url` with any user-info (`user:password@`) replaced by `[redacted]`, for `Debug`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{REDACTED}@{}{path}", &authority[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The user-info password of `url`, if any: a secret to scrub.
+pub(crate) fn url_secrets(url: &str) -> Vec<String> {
+    reqwest::Url::parse(url)
+        .ok()
+        .map(|url| {
+            let mut secrets: Vec<String> = url.password().map(str::to_owned).into_iter().collect();
+            if !url.username().is_empty() {
+                secrets.push(url.username().to_owned());
+            }
+            secrets
+        })
+        .unwrap_or_default()
 }
 
 /// Exponential backoff with jitter: a random wait between half and all of
@@ -82,7 +421,8 @@ pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duratio
         .saturating_mul(2u32.saturating_pow(attempt.min(16)))
         .min(max);
     let random = (uuid::Uuid::new_v4().as_u128() % 1_000) as u32;
-    full / 2 + (full / 2) * random / 1_000
+    // `(full / 2 / 1000) * random` is at most `full / 2`: no overflow for any setting.
+    full / 2 + (full / 2 / 1_000) * random
 }
 
 pub(crate) fn transport_error(error: reqwest::Error) -> ModelError {
@@ -94,22 +434,16 @@ pub(crate) fn transport_error(error: reqwest::Error) -> ModelError {
     }
 }
 
-pub(crate) async fn status_error(response: reqwest::Response) -> ModelError {
-    let status = response.status().as_u16();
-    let retry_after = retry_after(response.headers());
-    let body = response.text().await.unwrap_or_default();
-    let message = provider_message(&body).unwrap_or_else(|| {
-        let trimmed = body.trim();
-        if trimmed.is_empty() {
-            "no error message".to_owned()
-        } else {
-            trimmed.chars().take(500).collect()
+/// An error while reading a body: a timeout, or a cut connection.
+fn body_error(error: reqwest::Error) -> ModelError {
+    let error = error.without_url();
+    if error.is_timeout() {
+        ModelError::Timeout(Box::new(error))
+    } else {
+        ModelError::StreamInterrupted {
+            what: "transport error while reading the body".into(),
+            source: Some(Box::new(error)),
         }
-    });
-    ModelError::Status {
-        status,
-        message,
-        retry_after,
     }
 }
 

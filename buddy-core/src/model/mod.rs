@@ -6,13 +6,21 @@
 //! [`ModelStreamEvent`]s ending in the full response. [`Claude`] speaks Anthropic's
 //! Messages API. Agents hold models as
 //! `Arc<dyn Model>`, so one model value is shared by every clone of an agent.
+//!
+//! Both HTTP clients treat the server as untrusted: answers are read within [`Limits`]
+//! (body size, SSE event size, tool calls), every call has a bounded duration (at most
+//! 300 s at default settings), redirects are never followed, and credentials never reach
+//! an error message or `Debug` output.
 
 mod anthropic;
 pub(crate) mod call;
 mod error;
 mod http;
+mod limits;
 mod openai;
 mod request;
+mod sse;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +31,7 @@ use futures::stream::BoxStream;
 pub use crate::run::{Message, Role, ToolCall};
 pub use anthropic::Claude;
 pub use error::ModelError;
+pub use limits::Limits;
 pub use openai::OpenAIChat;
 pub use request::{
     FinishReason, ModelRequest, ModelResponse, ModelStreamEvent, ResponseFormat, ToolChoice,

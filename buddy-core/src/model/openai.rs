@@ -1,19 +1,20 @@
 //! `OpenAIChat`: the OpenAI chat-completions wire format over reqwest.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::http::{self, RetryPolicy, provider_message};
+use super::http::{self, Call, HttpSettings, provider_message};
+use super::wire::null_default;
 use super::{
-    FinishReason, Message, Model, ModelError, ModelRequest, ModelResponse, ModelStream,
-    ModelStreamEvent, ResponseFormat, Role, ToolCall, ToolChoice,
+    FinishReason, Limits, Message, Model, ModelError, ModelRequest, ModelResponse, ModelStream,
+    ModelStreamEvent, ResponseFormat, Role, ToolCall, ToolChoice, sse,
 };
 use crate::run::Metrics;
 
@@ -31,7 +32,28 @@ const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// Failed requests are retried in one place: on 408, 429, 5xx, connection failures and
 /// timeouts, up to [`max_retries`](OpenAIChat::max_retries) times, with exponential backoff
 /// and jitter, waiting as long as a `Retry-After` header asks (at most 60 s). The API key is
-/// never printed: `Debug` shows `[redacted]` and errors carry neither key nor URL.
+/// never printed: `Debug` shows `[redacted]` (also for user-info in the base URL), errors
+/// carry neither key nor URL, and a key or header value the server echoes back in an error
+/// is replaced by `[redacted]`. Redirects are never followed (a 3xx is
+/// [`ModelError::Redirect`]), so credentials and prompts only go to the configured origin.
+///
+/// # Time and size bounds
+///
+/// | setting | default |
+/// |---|---|
+/// | connect (shared client) | 10 s |
+/// | [`first_byte_timeout`](OpenAIChat::first_byte_timeout): until the response headers | 60 s |
+/// | [`idle_timeout`](OpenAIChat::idle_timeout): between two body chunks | 60 s |
+/// | [`timeout`](OpenAIChat::timeout): one attempt, body included | 120 s |
+/// | [`call_timeout`](OpenAIChat::call_timeout): the whole call, retries and backoff included | 300 s |
+/// | [`max_retries`](OpenAIChat::max_retries) | 3 |
+/// | `Retry-After` honoured up to | 60 s |
+/// | [`limits`](OpenAIChat::limits) | [`Limits::default`]: 16 MiB body, 4 MiB SSE event, 128 tool calls |
+///
+/// So at default settings one call takes at most **300 s (5 minutes)**, whatever the
+/// server does: a server that accepts connections and never answers costs
+/// 4 × 60 s + backoff (about 4 minutes); one that sends a byte a minute is cut by the
+/// per-attempt and per-call limits.
 ///
 /// ```no_run
 /// use buddy_core::model::{Message, Model, ModelRequest, OpenAIChat};
@@ -64,11 +86,7 @@ struct Config {
     frequency_penalty: Option<f32>,
     presence_penalty: Option<f32>,
     user: Option<String>,
-    timeout: Option<Duration>,
-    max_retries: u32,
-    retry_backoff: Duration,
-    max_backoff: Duration,
-    client: Option<reqwest::Client>,
+    http: HttpSettings,
 }
 
 impl fmt::Debug for OpenAIChat {
@@ -76,15 +94,24 @@ impl fmt::Debug for OpenAIChat {
         let c = &*self.inner;
         f.debug_struct("OpenAIChat")
             .field("id", &c.id)
-            .field("base_url", &c.base_url)
-            .field("api_key", &c.api_key.as_ref().map(|_| "[redacted]"))
+            .field("base_url", &http::redact_url(&c.base_url))
+            .field("api_key", &c.api_key.as_ref().map(|_| http::REDACTED))
+            .field(
+                "headers",
+                &c.headers
+                    .iter()
+                    .map(|(name, _)| (name.as_str(), http::REDACTED))
+                    .collect::<Vec<_>>(),
+            )
             .field("temperature", &c.temperature)
             .field("max_tokens", &c.max_tokens)
             .field("top_p", &c.top_p)
             .field("stop", &c.stop)
             .field("seed", &c.seed)
-            .field("timeout", &c.timeout)
-            .field("max_retries", &c.max_retries)
+            .field("timeout", &c.http.attempt_timeout)
+            .field("call_timeout", &c.http.call_timeout)
+            .field("max_retries", &c.http.retry.max_retries)
+            .field("limits", &c.http.limits)
             .finish_non_exhaustive()
     }
 }
@@ -114,11 +141,7 @@ impl OpenAIChat {
                 frequency_penalty: None,
                 presence_penalty: None,
                 user: None,
-                timeout: Some(Duration::from_secs(120)),
-                max_retries: 3,
-                retry_backoff: Duration::from_millis(500),
-                max_backoff: Duration::from_secs(20),
-                client: None,
+                http: HttpSettings::default(),
             }),
         }
     }
@@ -207,15 +230,35 @@ impl OpenAIChat {
         self
     }
 
-    /// The time limit of one attempt, including reading a streamed body (default 120 s).
+    /// The time limit of one attempt, from sending to the last byte of the body, streamed
+    /// or not (default 120 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.config().timeout = Some(timeout);
+        self.config().http.attempt_timeout = timeout;
+        self
+    }
+
+    /// How long one attempt waits for the response headers (default 60 s).
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.config().http.first_byte_timeout = timeout;
+        self
+    }
+
+    /// The longest wait between two chunks of a body, streamed or not (default 60 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config().http.idle_timeout = timeout;
+        self
+    }
+
+    /// The time limit of the whole call: every attempt, every backoff and the body
+    /// (default 300 s). No retry starts once it would begin after this limit.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config().http.call_timeout = timeout;
         self
     }
 
     /// How many times a failed request is retried (default 3; 0 disables retries).
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.config().max_retries = retries;
+        self.config().http.retry.max_retries = retries;
         self
     }
 
@@ -223,22 +266,32 @@ impl OpenAIChat {
     /// longest backoff (default 20 s).
     pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
         let config = self.config();
-        config.retry_backoff = initial;
-        config.max_backoff = max;
+        config.http.retry.initial = initial;
+        config.http.retry.max = max;
         self
     }
 
-    /// Uses `client` instead of the process-wide shared client.
+    /// The size and count limits on answers (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config().http.limits = limits;
+        self
+    }
+
+    /// Uses `client` instead of the process-wide shared client. Build it with
+    /// `redirect(reqwest::redirect::Policy::none())`: a client that follows redirects
+    /// sends the key along before buddy can refuse the answer from another origin.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.config().client = Some(client);
+        self.config().http.client = Some(client);
         self
     }
 
-    fn client(&self) -> Result<&reqwest::Client, ModelError> {
-        match &self.inner.client {
-            Some(client) => Ok(client),
-            None => http::shared_client(),
-        }
+    /// The secrets scrubbed from errors: the key, every extra header value, URL user-info.
+    fn secrets(&self) -> Vec<String> {
+        let c = &*self.inner;
+        let mut secrets: Vec<String> = c.api_key.iter().cloned().collect();
+        secrets.extend(c.headers.iter().map(|(_, value)| value.clone()));
+        secrets.extend(http::url_secrets(&c.base_url));
+        secrets
     }
 
     /// The JSON body of a chat-completions request for `request`.
@@ -317,16 +370,11 @@ impl OpenAIChat {
     }
 
     /// Sends `body` through the shared retry loop.
-    async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
+    async fn send(&self, call: &Call<'_>, body: &Value) -> Result<reqwest::Response, ModelError> {
         let c = &*self.inner;
-        let client = self.client()?;
+        let client = call.client()?;
         let url = format!("{}/chat/completions", c.base_url.trim_end_matches('/'));
-        let policy = RetryPolicy {
-            max_retries: c.max_retries,
-            initial: c.retry_backoff,
-            max: c.max_backoff,
-        };
-        http::send_with_retry(policy, || {
+        call.send(&url, || {
             let mut builder = client.post(&url).json(body);
             if let Some(key) = &c.api_key {
                 builder = builder.bearer_auth(key);
@@ -337,12 +385,116 @@ impl OpenAIChat {
                     builder = builder.header(name.as_str(), value);
                 }
             }
-            if let Some(timeout) = c.timeout {
-                builder = builder.timeout(timeout);
-            }
             builder
         })
         .await
+    }
+
+    async fn respond(
+        &self,
+        call: &Call<'_>,
+        request: &ModelRequest,
+    ) -> Result<ModelResponse, ModelError> {
+        let started = Instant::now();
+        let body = self.request_body(request, false);
+        let response = self.send(call, &body).await?;
+        let bytes = call.read_body(response).await?;
+        let completion: WireCompletion = serde_json::from_slice(&bytes)
+            .map_err(|error| ModelError::malformed("chat completion", Some(Box::new(error))))?;
+        let choice = completion
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| ModelError::malformed("no choices", None))?;
+        if let Some(refusal) = choice.message.refusal.filter(|r| !r.is_empty()) {
+            return Err(ModelError::Refused(refusal));
+        }
+        let limits = call.limits();
+        if choice.message.tool_calls.len() > limits.max_tool_calls {
+            return Err(ModelError::limit("tool calls", limits.max_tool_calls));
+        }
+        let tool_calls = choice
+            .message
+            .tool_calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, call)| ToolCall {
+                id: call.id.unwrap_or_else(|| format!("call_{i}")),
+                name: call.function.name.unwrap_or_default(),
+                arguments: call.function.arguments.unwrap_or_default(),
+            })
+            .collect();
+        let metrics = Metrics {
+            duration_ms: millis(started),
+            ..Metrics::default()
+        };
+        finish(
+            choice.message.content,
+            tool_calls,
+            choice.finish_reason.as_deref(),
+            completion.usage,
+            completion.model,
+            metrics,
+        )
+    }
+}
+
+/// Tool calls of a streamed answer, keyed by the `index` the server gives each delta (a
+/// map, so an absurd index costs nothing), within the call's [`Limits`].
+struct StreamedCalls {
+    calls: BTreeMap<u64, ToolCall>,
+    last: Option<u64>,
+    limits: Limits,
+}
+
+impl StreamedCalls {
+    fn new(limits: Limits) -> Self {
+        StreamedCalls {
+            calls: BTreeMap::new(),
+            last: None,
+            limits,
+        }
+    }
+
+    /// Adds one delta; a delta without an index continues the last call.
+    fn add(&mut self, delta: WireToolCall) -> Result<(), ModelError> {
+        let index = delta.index.or(self.last).unwrap_or(0);
+        if index > self.limits.max_tool_call_index {
+            return Err(ModelError::limit(
+                "tool-call index",
+                self.limits.max_tool_call_index,
+            ));
+        }
+        if !self.calls.contains_key(&index) && self.calls.len() >= self.limits.max_tool_calls {
+            return Err(ModelError::limit("tool calls", self.limits.max_tool_calls));
+        }
+        self.last = Some(index);
+        let slot = self.calls.entry(index).or_default();
+        if let Some(id) = delta.id.filter(|id| !id.is_empty()) {
+            slot.id = id;
+        }
+        // Servers send the name once; some repeat it in every delta.
+        if let Some(name) = delta.function.name.filter(|n| *n != slot.name) {
+            slot.name.push_str(&name);
+        }
+        if let Some(arguments) = delta.function.arguments {
+            slot.arguments.push_str(&arguments);
+        }
+        Ok(())
+    }
+
+    /// The calls in index order, a missing id filled in by position.
+    fn into_calls(self) -> Vec<ToolCall> {
+        self.calls
+            .into_values()
+            .enumerate()
+            .map(|(i, mut call)| {
+                if call.id.is_empty() {
+                    call.id = format!("call_{i}");
+                }
+                call
+            })
+            .collect()
     }
 }
 
@@ -384,9 +536,10 @@ fn wire_message(message: &Message) -> Value {
     Value::Object(map)
 }
 
+// Every field may be absent or `null` (`null_default`): the wire format allows both.
 #[derive(Deserialize)]
 struct WireCompletion {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     choices: Vec<WireChoice>,
     #[serde(default)]
     usage: Option<WireUsage>,
@@ -396,7 +549,7 @@ struct WireCompletion {
 
 #[derive(Deserialize)]
 struct WireChoice {
-    #[serde(default, alias = "delta")]
+    #[serde(default, alias = "delta", deserialize_with = "null_default")]
     message: WireMessage,
     #[serde(default)]
     finish_reason: Option<String>,
@@ -408,17 +561,18 @@ struct WireMessage {
     content: Option<String>,
     #[serde(default)]
     refusal: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     tool_calls: Vec<WireToolCall>,
 }
 
 #[derive(Deserialize)]
 struct WireToolCall {
+    /// Any `u64` decodes; [`StreamedCalls`] checks it against the limits.
     #[serde(default)]
-    index: Option<usize>,
+    index: Option<u64>,
     #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     function: WireFunction,
 }
 
@@ -430,13 +584,14 @@ struct WireFunction {
     arguments: Option<String>,
 }
 
+/// Token counts: a negative, fractional or too large count is a malformed answer.
 #[derive(Deserialize, Clone, Copy)]
 struct WireUsage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     completion_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     total_tokens: u64,
 }
 
@@ -467,7 +622,7 @@ fn finish(
         metrics.total_tokens = if usage.total_tokens > 0 {
             usage.total_tokens
         } else {
-            usage.prompt_tokens + usage.completion_tokens
+            usage.prompt_tokens.saturating_add(usage.completion_tokens)
         };
     }
     Ok(ModelResponse {
@@ -494,163 +649,119 @@ impl Model for OpenAIChat {
     }
 
     async fn response(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let started = Instant::now();
-        let body = self.request_body(request, false);
-        let response = self.send(&body).await?;
-        let bytes = response
-            .bytes()
+        let call = Call::start(&self.inner.http, self.secrets());
+        self.respond(&call, request)
             .await
-            .map_err(|error| ModelError::StreamInterrupted {
-                what: "response body".into(),
-                source: Some(Box::new(error.without_url())),
-            })?;
-        let completion: WireCompletion = serde_json::from_slice(&bytes)
-            .map_err(|error| ModelError::malformed("chat completion", Some(Box::new(error))))?;
-        let choice = completion
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| ModelError::malformed("no choices", None))?;
-        if let Some(refusal) = choice.message.refusal.filter(|r| !r.is_empty()) {
-            return Err(ModelError::Refused(refusal));
-        }
-        let tool_calls = choice
-            .message
-            .tool_calls
-            .into_iter()
-            .enumerate()
-            .map(|(i, call)| ToolCall {
-                id: call.id.unwrap_or_else(|| format!("call_{i}")),
-                name: call.function.name.unwrap_or_default(),
-                arguments: call.function.arguments.unwrap_or_default(),
-            })
-            .collect();
-        let metrics = Metrics {
-            duration_ms: millis(started),
-            ..Metrics::default()
-        };
-        finish(
-            choice.message.content,
-            tool_calls,
-            choice.finish_reason.as_deref(),
-            completion.usage,
-            completion.model,
-            metrics,
-        )
+            .map_err(|error| call.scrub_error(error))
     }
 
     fn stream<'a>(&'a self, request: &'a ModelRequest) -> ModelStream<'a> {
-        Box::pin(async_stream::stream! {
-            let started = Instant::now();
-            let body = self.request_body(request, true);
-            let response = match self.send(&body).await {
-                Ok(response) => response,
+        let secrets = self.secrets();
+        Box::pin(
+            stream(self, request)
+                .map(move |item| item.map_err(|error| http::scrub_error(error, &secrets))),
+        )
+    }
+}
+
+/// The streamed answer to `request`, errors not yet scrubbed.
+fn stream<'a>(
+    model: &'a OpenAIChat,
+    request: &'a ModelRequest,
+) -> impl futures::Stream<Item = Result<ModelStreamEvent, ModelError>> + Send + 'a {
+    async_stream::stream! {
+        let call = Call::start(&model.inner.http, model.secrets());
+        let started = Instant::now();
+        let body = model.request_body(request, true);
+        let response = match model.send(&call, &body).await {
+            Ok(response) => response,
+            Err(error) => {
+                yield Err(error);
+                return;
+            }
+        };
+        let limits = call.limits();
+        let mut events = std::pin::pin!(sse::events(
+            call.chunks(response, limits.max_response_bytes),
+            limits.max_sse_event_bytes,
+        ));
+        let mut content = String::new();
+        let mut calls = StreamedCalls::new(limits);
+        let mut finish_reason: Option<String> = None;
+        let mut usage: Option<WireUsage> = None;
+        let mut model_name: Option<String> = None;
+        let mut first_token: Option<f64> = None;
+        let mut done = false;
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
                 Err(error) => {
                     yield Err(error);
                     return;
                 }
             };
-            let mut events = response
-                .bytes_stream()
-                .map(|chunk| chunk.map_err(reqwest::Error::without_url))
-                .eventsource();
-            let mut content = String::new();
-            let mut calls: Vec<ToolCall> = Vec::new();
-            let mut finish_reason: Option<String> = None;
-            let mut usage: Option<WireUsage> = None;
-            let mut model: Option<String> = None;
-            let mut first_token: Option<f64> = None;
-            let mut done = false;
-            while let Some(event) = events.next().await {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(error) => {
-                        yield Err(ModelError::StreamInterrupted {
-                            what: "transport error mid-stream".into(),
-                            source: Some(Box::new(error)),
-                        });
-                        return;
-                    }
-                };
-                let data = event.data.trim();
-                if data == "[DONE]" {
-                    done = true;
-                    break;
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                if let Some(message) = provider_message(data) {
-                    yield Err(ModelError::Status { status: 200, message, retry_after: None });
-                    return;
-                }
-                let chunk: WireCompletion = match serde_json::from_str(data) {
-                    Ok(chunk) => chunk,
-                    Err(error) => {
-                        yield Err(ModelError::malformed("stream chunk", Some(Box::new(error))));
-                        return;
-                    }
-                };
-                if chunk.model.is_some() {
-                    model = chunk.model;
-                }
-                if chunk.usage.is_some() {
-                    usage = chunk.usage;
-                }
-                for choice in chunk.choices {
-                    let delta = choice.message;
-                    if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
-                        first_token.get_or_insert_with(|| millis(started));
-                        content.push_str(&text);
-                        yield Ok(ModelStreamEvent::Content(text));
-                    }
-                    if let Some(refusal) = delta.refusal.filter(|r| !r.is_empty()) {
-                        yield Err(ModelError::Refused(refusal));
-                        return;
-                    }
-                    for call in delta.tool_calls {
-                        first_token.get_or_insert_with(|| millis(started));
-                        let index = call.index.unwrap_or(calls.len().saturating_sub(1));
-                        while calls.len() <= index {
-                            calls.push(ToolCall::default());
-                        }
-                        let slot = &mut calls[index];
-                        if let Some(id) = call.id.filter(|id| !id.is_empty()) {
-                            slot.id = id;
-                        }
-                        // Servers send the name once; some repeat it in every delta.
-                        if let Some(name) = call.function.name.filter(|n| *n != slot.name) {
-                            slot.name.push_str(&name);
-                        }
-                        if let Some(arguments) = call.function.arguments {
-                            slot.arguments.push_str(&arguments);
-                        }
-                    }
-                    if choice.finish_reason.is_some() {
-                        finish_reason = choice.finish_reason;
-                    }
-                }
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                done = true;
+                break;
             }
-            if finish_reason.is_none() {
-                let what = if done { "no finish reason before [DONE]" } else { "connection closed before a finish reason" };
-                yield Err(ModelError::StreamInterrupted { what: what.into(), source: None });
+            if data.is_empty() {
+                continue;
+            }
+            if let Some(message) = provider_message(data) {
+                yield Err(ModelError::Status { status: 200, message, retry_after: None });
                 return;
             }
-            for (i, call) in calls.iter_mut().enumerate() {
-                if call.id.is_empty() {
-                    call.id = format!("call_{i}");
+            let chunk: WireCompletion = match serde_json::from_str(data) {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    yield Err(ModelError::malformed("stream chunk", Some(Box::new(error))));
+                    return;
+                }
+            };
+            if chunk.model.is_some() {
+                model_name = chunk.model;
+            }
+            if chunk.usage.is_some() {
+                usage = chunk.usage;
+            }
+            for choice in chunk.choices {
+                let delta = choice.message;
+                if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
+                    first_token.get_or_insert_with(|| millis(started));
+                    content.push_str(&text);
+                    yield Ok(ModelStreamEvent::Content(text));
+                }
+                if let Some(refusal) = delta.refusal.filter(|r| !r.is_empty()) {
+                    yield Err(ModelError::Refused(refusal));
+                    return;
+                }
+                for tool_call in delta.tool_calls {
+                    first_token.get_or_insert_with(|| millis(started));
+                    if let Err(error) = calls.add(tool_call) {
+                        yield Err(error);
+                        return;
+                    }
+                }
+                if choice.finish_reason.is_some() {
+                    finish_reason = choice.finish_reason;
                 }
             }
-            let metrics = Metrics {
-                time_to_first_token_ms: first_token,
-                duration_ms: millis(started),
-                ..Metrics::default()
-            };
-            let content = (!content.is_empty()).then_some(content);
-            match finish(content, calls, finish_reason.as_deref(), usage, model, metrics) {
-                Ok(response) => yield Ok(ModelStreamEvent::Done(Box::new(response))),
-                Err(error) => yield Err(error),
-            }
-        })
+        }
+        if finish_reason.is_none() {
+            let what = if done { "no finish reason before [DONE]" } else { "connection closed before a finish reason" };
+            yield Err(ModelError::StreamInterrupted { what: what.into(), source: None });
+            return;
+        }
+        let metrics = Metrics {
+            time_to_first_token_ms: first_token,
+            duration_ms: millis(started),
+            ..Metrics::default()
+        };
+        let content = (!content.is_empty()).then_some(content);
+        match finish(content, calls.into_calls(), finish_reason.as_deref(), usage, model_name, metrics) {
+            Ok(response) => yield Ok(ModelStreamEvent::Done(Box::new(response))),
+            Err(error) => yield Err(error),
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`FunctionModel`]: a model that answers with a closure;
 //! - [`TestServer`]: a loopback HTTP server speaking OpenAI's chat-completions wire format,
 //!   scripted per test with canned JSON, SSE streams, status codes, delays and cut-off
-//!   streams, recording the requests it receives. Point
+//!   streams, raw byte bodies split into chosen reads, endless and stalled bodies and
+//!   redirects, recording the requests it receives. Point
 //!   [`OpenAIChat::base_url`](crate::model::OpenAIChat::base_url) at
 //!   [`TestServer::base_url`];
 //! - [`FaultyStorage`]: a [`Storage`](crate::storage::Storage) wrapper that counts

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 /// A usage object.
 pub fn usage(prompt: u64, completion: u64) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion)})
 }
 
 /// A non-streamed completion answering `content`.

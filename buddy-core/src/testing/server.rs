@@ -21,7 +21,17 @@ pub struct Canned {
 
 #[derive(Clone, Debug)]
 enum CannedBody {
-    Bytes(String),
+    Bytes(Vec<u8>),
+    /// Raw chunks, written as they are (byte-level framing tests).
+    Chunks {
+        chunks: Vec<Vec<u8>>,
+        cut: bool,
+        interval: Option<Duration>,
+    },
+    /// The same chunk forever.
+    Endless(Vec<u8>),
+    /// A first chunk, then nothing, never ending.
+    Stall(Vec<u8>),
     Sse {
         events: Vec<String>,
         done: bool,
@@ -36,7 +46,7 @@ impl Canned {
         Canned {
             status: 200,
             headers: vec![("content-type".into(), "application/json".into())],
-            body: CannedBody::Bytes(body.to_string()),
+            body: CannedBody::Bytes(body.to_string().into_bytes()),
             delay: None,
         }
     }
@@ -46,9 +56,59 @@ impl Canned {
         Canned {
             status: 200,
             headers: vec![("content-type".into(), "application/json".into())],
+            body: CannedBody::Bytes(body.into().into_bytes()),
+            delay: None,
+        }
+    }
+
+    /// A 200 response with `body` as raw bytes (invalid UTF-8, byte-order marks, ...).
+    pub fn bytes(body: impl Into<Vec<u8>>) -> Self {
+        Canned {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
             body: CannedBody::Bytes(body.into()),
             delay: None,
         }
+    }
+
+    /// A 200 `text/event-stream` response written as these raw chunks, each flushed on
+    /// its own (SSE framing split anywhere, invalid UTF-8, byte-order marks).
+    pub fn chunks(chunks: Vec<Vec<u8>>) -> Self {
+        Canned {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            body: CannedBody::Chunks {
+                chunks,
+                cut: false,
+                interval: None,
+            },
+            delay: None,
+        }
+    }
+
+    /// A 200 response whose body repeats `chunk` forever (a client must stop reading).
+    pub fn endless(chunk: impl Into<Vec<u8>>) -> Self {
+        Canned {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            body: CannedBody::Endless(chunk.into()),
+            delay: None,
+        }
+    }
+
+    /// A 200 response that sends `first` and then nothing more, never ending the body.
+    pub fn stall(first: impl Into<Vec<u8>>) -> Self {
+        Canned {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            body: CannedBody::Stall(first.into()),
+            delay: None,
+        }
+    }
+
+    /// A redirect: `status` (301, 302, 307, 308) with a `Location` header.
+    pub fn redirect(status: u16, location: &str) -> Self {
+        Canned::raw("").status(status).header("location", location)
     }
 
     /// An error response in OpenAI's shape: `{"error": {"message": ..., "type": ...}}`.
@@ -102,9 +162,11 @@ impl Canned {
         self
     }
 
-    /// For SSE: waits `interval` between events.
+    /// For SSE and raw chunks: waits `interval` between events (chunks).
     pub fn interval(mut self, interval: Duration) -> Self {
-        if let CannedBody::Sse { interval: slot, .. } = &mut self.body {
+        if let CannedBody::Sse { interval: slot, .. } | CannedBody::Chunks { interval: slot, .. } =
+            &mut self.body
+        {
             *slot = Some(interval);
         }
         self
@@ -118,13 +180,25 @@ impl Canned {
         self
     }
 
-    /// For SSE: breaks the connection after the events (no `[DONE]`, an aborted body).
+    /// For SSE and raw chunks: breaks the connection after the events (no `[DONE]`, an
+    /// aborted body).
     pub fn cut(mut self) -> Self {
-        if let CannedBody::Sse { done, cut, .. } = &mut self.body {
-            *done = false;
-            *cut = true;
+        match &mut self.body {
+            CannedBody::Sse { done, cut, .. } => {
+                *done = false;
+                *cut = true;
+            }
+            CannedBody::Chunks { cut, .. } => *cut = true,
+            _ => {}
         }
         self
+    }
+
+    /// Replaces the `content-type` header.
+    pub fn content_type(mut self, content_type: &str) -> Self {
+        self.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
+        self.header("content-type", content_type)
     }
 }
 
@@ -300,7 +374,33 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let body = match canned.body {
-        CannedBody::Bytes(text) => Body::from(text),
+        CannedBody::Bytes(bytes) => Body::from(bytes),
+        CannedBody::Chunks {
+            chunks,
+            cut,
+            interval,
+        } => Body::from_stream(async_stream::stream! {
+            for chunk in chunks {
+                if let Some(interval) = interval {
+                    tokio::time::sleep(interval).await;
+                }
+                yield Ok::<_, std::io::Error>(Bytes::from(chunk));
+            }
+            if cut {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                yield Err(std::io::Error::other("connection cut by the test server"));
+            }
+        }),
+        CannedBody::Endless(chunk) => {
+            let chunk = Bytes::from(chunk);
+            Body::from_stream(futures::stream::repeat_with(move || {
+                Ok::<_, std::io::Error>(chunk.clone())
+            }))
+        }
+        CannedBody::Stall(first) => Body::from_stream(async_stream::stream! {
+            yield Ok::<_, std::io::Error>(Bytes::from(first));
+            std::future::pending::<()>().await;
+        }),
         CannedBody::Sse {
             events,
             done,
