@@ -484,37 +484,48 @@ async fn unknown_finish_reason_is_a_typed_error() {
 }
 
 #[tokio::test]
-async fn invalid_tool_arguments_are_a_typed_error() {
+async fn invalid_tool_arguments_are_passed_on_and_answered_as_a_tool_error() {
     let server = TestServer::start().await;
+    // Cut at max_tokens: the arguments never close.
     server.push(Canned::json(openai::tool_call_completion(&[(
         "call_1",
         "get_weather",
         "{\"city\": \"Par",
     )])));
-    // Streamed, cut at max_tokens: the arguments never close.
-    server.push(Canned::sse(vec![
-        openai::tool_call_chunk(0, Some("call_1"), Some("get_weather"), "{\"city\": "),
-        openai::finish_chunk("length"),
-    ]));
     let model = model(&server);
     let request = ModelRequest::new(vec![Message::user("x")]).tools(vec![weather_tool()]);
-    let error = model.response(&request).await.unwrap_err();
-    match &error {
-        ModelError::InvalidToolArguments {
-            tool,
-            call_id,
-            arguments,
-            ..
-        } => {
-            assert_eq!(tool, "get_weather");
-            assert_eq!(call_id, "call_1");
-            assert_eq!(arguments, "{\"city\": \"Par");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-    assert!(error.is_invalid_tool_arguments());
-    let (_, result) = collect(&model, &request).await;
-    assert!(result.unwrap_err().is_invalid_tool_arguments());
+    let response = model.response(&request).await.unwrap();
+    assert_eq!(response.message.tool_calls[0].arguments, "{\"city\": \"Par");
+
+    // An agent answers the broken call with an error result, and the model tries again.
+    let weather = buddy_core::tool::FunctionTool::new(
+        "get_weather",
+        "Weather.",
+        json!({"type": "object"}),
+        |_| async { Ok(json!("sunny")) },
+    );
+    server.push(Canned::json(openai::tool_call_completion(&[(
+        "call_1",
+        "get_weather",
+        "{\"city\": \"Par",
+    )])));
+    server.push(Canned::json(openai::tool_call_completion(&[(
+        "call_2",
+        "get_weather",
+        "{\"city\": \"Paris\"}",
+    )])));
+    server.push(Canned::json(openai::text_completion("It is sunny.")));
+    let agent = buddy_core::agent::Agent::new(model).tool(weather);
+    let answer = agent.run("weather?").await.unwrap();
+    assert_eq!(answer.text(), "It is sunny.");
+    assert!(
+        answer.tools[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("invalid JSON arguments")
+    );
+    assert_eq!(answer.tools[1].result.as_deref(), Some("sunny"));
 }
 
 #[tokio::test]

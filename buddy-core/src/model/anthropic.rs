@@ -680,12 +680,8 @@ fn stream<'a>(
             return;
         }
         let calls: Vec<ToolCall> = calls.into_values().collect();
-        for call in &calls {
-            if let Err(source) = call.parse_arguments() {
-                yield Err(ModelError::invalid_tool_arguments(call, source));
-                return;
-            }
-        }
+        // Arguments that are not valid JSON are passed on as written: the agent answers
+        // them with an error result the model can act on.
         let finish = match finish_reason(stop_reason.as_deref(), !calls.is_empty()) {
             Ok(finish) => finish,
             Err(error) => {

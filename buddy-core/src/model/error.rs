@@ -47,19 +47,6 @@ pub enum ModelError {
     /// The provider gave a finish reason buddy does not know.
     #[error("unknown finish reason `{0}` from the model provider")]
     UnknownFinishReason(String),
-    /// The model called a tool with arguments that are not a JSON object.
-    #[error("model called tool `{tool}` (call `{call_id}`) with invalid JSON arguments")]
-    InvalidToolArguments {
-        /// The tool's name.
-        tool: String,
-        /// The call's id.
-        call_id: String,
-        /// The arguments as the model wrote them.
-        arguments: String,
-        /// What the JSON parser said.
-        #[source]
-        source: serde_json::Error,
-    },
     /// The provider answered with a redirect (3xx). Model clients never follow redirects,
     /// so the API key, extra headers and the prompt stay with the configured origin.
     #[error(
@@ -95,16 +82,6 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    /// The error for a tool call whose arguments are not valid JSON.
-    pub fn invalid_tool_arguments(call: &crate::run::ToolCall, source: serde_json::Error) -> Self {
-        ModelError::InvalidToolArguments {
-            tool: call.name.clone(),
-            call_id: call.id.clone(),
-            arguments: call.arguments.clone(),
-            source,
-        }
-    }
-
     /// An error carrying only a message (for custom models and tests).
     pub fn msg(message: impl std::fmt::Display) -> Self {
         ModelError::Other(message.to_string().into())
@@ -171,11 +148,6 @@ impl ModelError {
     /// Whether the answer broke one of the client's [`Limits`](super::Limits).
     pub fn is_limit_exceeded(&self) -> bool {
         matches!(self, ModelError::LimitExceeded { .. })
-    }
-
-    /// Whether the model wrote tool-call arguments that are not valid JSON.
-    pub fn is_invalid_tool_arguments(&self) -> bool {
-        matches!(self, ModelError::InvalidToolArguments { .. })
     }
 
     /// How long the provider asked to wait before retrying, if it said.

@@ -368,17 +368,6 @@ pub(crate) fn scrub_error(error: ModelError, secrets: &[String]) -> ModelError {
             ModelError::UnknownFinishReason(scrub(&reason, secrets))
         }
         ModelError::Refused(message) => ModelError::Refused(scrub(&message, secrets)),
-        ModelError::InvalidToolArguments {
-            tool,
-            call_id,
-            arguments,
-            source,
-        } => ModelError::InvalidToolArguments {
-            tool: scrub(&tool, secrets),
-            call_id: scrub(&call_id, secrets),
-            arguments: scrub(&arguments, secrets),
-            source,
-        },
         ModelError::Redirect { status, target } => ModelError::Redirect {
             status,
             target: scrub(&target, secrets),

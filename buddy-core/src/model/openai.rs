@@ -611,10 +611,8 @@ fn finish(
         None if !tool_calls.is_empty() => FinishReason::ToolCalls,
         None => FinishReason::Stop,
     };
-    for call in &tool_calls {
-        call.parse_arguments()
-            .map_err(|source| ModelError::invalid_tool_arguments(call, source))?;
-    }
+    // Arguments that are not valid JSON (a call cut off at `max_tokens`, say) are passed on
+    // as written: the agent answers them with an error result the model can act on.
     let mut metrics = metrics;
     if let Some(usage) = usage {
         metrics.input_tokens = usage.prompt_tokens;
