@@ -77,12 +77,22 @@ async fn main() -> Result<()> {
         }
         Some("rename") => {
             let mut workflow = journal(Some(arg(1)))?;
-            workflow.rename_session(arg(2)).await?;
-            println!("renamed");
+            match workflow.rename_session(arg(2)).await {
+                Ok(()) => println!("renamed"),
+                Err(Error::SessionNotFound { session_id }) => {
+                    eprintln!("no session `{session_id}`");
+                    std::process::exit(1);
+                }
+                Err(error) => return Err(error),
+            }
         }
         Some("list") => {
             let workflow = journal(None)?;
-            for session in workflow.sessions_of_user("me").await? {
+            let sessions = workflow.sessions_of_user("me").await?;
+            if sessions.is_empty() {
+                println!("no sessions yet; start one with `sessions -- new TEXT`");
+            }
+            for session in sessions {
                 println!(
                     "{}  {:<16}  {} runs",
                     session.session_id,
@@ -118,6 +128,12 @@ async fn main() -> Result<()> {
             }
         }
         Some("delete") => {
+            let key = SessionKey::new(arg(1), SessionKind::Workflow);
+            let options = buddy::storage::ReadOptions::default();
+            if storage.read(&key, &options).await?.is_none() {
+                eprintln!("no session `{}`", arg(1));
+                std::process::exit(1);
+            }
             let mut workflow = journal(None)?;
             workflow.delete_session(&arg(1)).await?;
             println!("deleted");

@@ -624,6 +624,28 @@ async fn session_operations() {
 }
 
 #[tokio::test]
+async fn renaming_a_session_that_does_not_exist_is_an_error_and_creates_nothing() {
+    let storage = MemoryStorage::new();
+    let mut notes = Notes::builder()
+        .storage(storage.clone())
+        .session_id("ghost")
+        .build()
+        .unwrap();
+    let error = notes.rename_session("Boo").await.unwrap_err();
+    assert!(
+        matches!(&error, Error::SessionNotFound { session_id } if session_id == "ghost"),
+        "{error:?}"
+    );
+    assert!(
+        storage
+            .list_sessions(&SessionQuery::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn session_operations_without_storage_are_no_ops() {
     let mut notes = Notes::builder().build().unwrap();
     let id = notes.load_session().await.unwrap();

@@ -492,9 +492,15 @@ impl<S: WorkflowState> WorkflowCore<S> {
         self.save().await
     }
 
-    /// Renames the current session and saves it.
+    /// Renames the current session and saves it; with storage, a session that is not
+    /// stored yet is [`Error::SessionNotFound`] (nothing is created).
     pub async fn rename_session(&mut self, session_name: impl Into<String>) -> Result<()> {
-        self.read_session().await?;
+        let found = self.read_session().await?;
+        if !found && self.storage.is_some() {
+            return Err(Error::SessionNotFound {
+                session_id: self.ensure_session_id(),
+            });
+        }
         self.session_name = Some(session_name.into());
         self.save().await
     }
