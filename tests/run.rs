@@ -282,3 +282,29 @@ async fn dropping_an_owned_stream_records_the_run_cancelled() {
     assert_eq!(runs[0].status, RunStatus::Cancelled);
     assert_eq!(runs[0].response.text(), "t:");
 }
+
+#[test]
+fn errors_debug_as_their_message_and_causes() {
+    // What `main` returning `Result<(), buddy::Error>` prints: not a struct dump.
+    let storage = buddy::StorageError::database(
+        "commit",
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, "database went away"),
+    );
+    let error = buddy::Error::Persist {
+        response: Box::new(RunResponse::from_text("kept")),
+        source: storage,
+    };
+    let shown = format!("{error:?}");
+    assert!(
+        shown.starts_with("run `?` finished but could not be persisted"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Caused by:\n    0: database error during commit"),
+        "{shown}"
+    );
+    assert!(shown.contains("    1: database went away"), "{shown}");
+    assert!(!shown.contains("RunResponse"), "{shown}");
+    // The fields stay available with `{:#?}`.
+    assert!(format!("{error:#?}").contains("Persist"));
+}

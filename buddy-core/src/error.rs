@@ -11,7 +11,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in a workflow, an agent or a team.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the message and its causes (what `main` returning
+/// `Result<(), buddy::Error>` shows), and `{:#?}` the variant's fields.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A run panicked (a workflow body, a model, a team's leader); the run was recorded with
@@ -116,7 +119,92 @@ pub enum Error {
     Other(BoxError),
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return self.fields(f);
+        }
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        if source.is_some() {
+            f.write_str("\n\nCaused by:")?;
+        }
+        let mut index = 0;
+        while let Some(cause) = source {
+            write!(f, "\n    {index}: {cause}")?;
+            index += 1;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 impl Error {
+    /// The variant and its fields, for `{:#?}`.
+    fn fields(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Panicked { message } => f
+                .debug_struct("Panicked")
+                .field("message", message)
+                .finish(),
+            Error::Storage(error) => f.debug_tuple("Storage").field(error).finish(),
+            Error::Persist { response, source } => f
+                .debug_struct("Persist")
+                .field("response", response)
+                .field("source", source)
+                .finish(),
+            Error::StateDecode {
+                session_id,
+                type_name,
+                source,
+            } => f
+                .debug_struct("StateDecode")
+                .field("session_id", session_id)
+                .field("type_name", type_name)
+                .field("source", source)
+                .finish(),
+            Error::StateEncode(source) => f.debug_tuple("StateEncode").field(source).finish(),
+            Error::Input { workflow, source } => f
+                .debug_struct("Input")
+                .field("workflow", workflow)
+                .field("source", source)
+                .finish(),
+            Error::SessionNotFound { session_id } => f
+                .debug_struct("SessionNotFound")
+                .field("session_id", session_id)
+                .finish(),
+            Error::MissingField { type_name, field } => f
+                .debug_struct("MissingField")
+                .field("type_name", type_name)
+                .field("field", field)
+                .finish(),
+            Error::Config(message) => f.debug_tuple("Config").field(message).finish(),
+            Error::Model(error) => f.debug_tuple("Model").field(error).finish(),
+            Error::MaxTurns { agent, max_turns } => f
+                .debug_struct("MaxTurns")
+                .field("agent", agent)
+                .field("max_turns", max_turns)
+                .finish(),
+            Error::StructuredOutput {
+                type_name,
+                content,
+                source,
+            } => f
+                .debug_struct("StructuredOutput")
+                .field("type_name", type_name)
+                .field("content", content)
+                .field("source", source)
+                .finish(),
+            Error::ToolArguments { tool, source } => f
+                .debug_struct("ToolArguments")
+                .field("tool", tool)
+                .field("source", source)
+                .finish(),
+            Error::Message(message) => f.debug_tuple("Message").field(message).finish(),
+            Error::Other(error) => f.debug_tuple("Other").field(error).finish(),
+        }
+    }
+
     /// An error carrying only a message.
     pub fn msg(message: impl fmt::Display) -> Self {
         Error::Message(message.to_string())
