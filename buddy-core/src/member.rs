@@ -142,6 +142,50 @@ impl<T: Member + Clone + Sync> Member for Arc<T> {
     }
 }
 
+/// What an agent or a team holds of the run that attached it: session, user, debug mode and
+/// member path (one copy of the rule for both).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Attachment {
+    pub(crate) session_id: Option<Arc<str>>,
+    pub(crate) user_id: Option<Arc<str>>,
+    pub(crate) debug_mode: bool,
+    pub(crate) path: Vec<String>,
+}
+
+impl Attachment {
+    /// Takes the parent's session, user and debug mode, and this member's path.
+    pub(crate) fn attach(&mut self, context: &MemberContext) {
+        self.debug_mode |= context.debug_mode;
+        if self.session_id.as_deref() != Some(context.session_id.as_str()) {
+            self.session_id = Some(Arc::from(context.session_id.as_str()));
+        }
+        if self.user_id.as_deref() != context.user_id.as_deref() {
+            self.user_id = context.user_id.as_deref().map(Arc::from);
+        }
+        if self.path != context.path {
+            self.path.clone_from(&context.path);
+        }
+    }
+
+    /// Whether debug output is on (here, or with `BUDDY_DEBUG=true`).
+    pub(crate) fn debug(&self) -> bool {
+        self.debug_mode || crate::debug::env_debug()
+    }
+
+    /// The session to run in: the attached one, or `default` (made once, on first use).
+    pub(crate) fn session_id<'a>(&'a self, default: &'a std::sync::OnceLock<String>) -> &'a str {
+        match &self.session_id {
+            Some(id) => id,
+            None => default.get_or_init(|| uuid::Uuid::new_v4().to_string()),
+        }
+    }
+
+    /// The user, owned.
+    pub(crate) fn user(&self) -> Option<String> {
+        self.user_id.as_deref().map(str::to_owned)
+    }
+}
+
 /// Attaches the member in field `field` of a workflow, with the context one level down
 /// (what `#[workflow]` generates for each member field).
 #[doc(hidden)]

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::engine::{EventSink, RunStream};
-use crate::member::{Member, MemberContext};
+use crate::member::{Attachment, Member, MemberContext};
 use crate::model::{IntoModel, Message, Model, ResponseFormat, ToolChoice};
 use crate::run::RunResponse;
 use crate::session::StateMerge;
@@ -52,11 +52,8 @@ pub const DEFAULT_MAX_TURNS: usize = 10;
 #[derive(Clone)]
 pub struct Agent {
     config: Arc<AgentConfig>,
-    session_id: Option<Arc<str>>,
-    user_id: Option<Arc<str>>,
-    debug_mode: bool,
-    /// Where the agent sits below the run that attached it (its session scope).
-    path: Vec<String>,
+    /// The session, user, debug mode and member path the parent run attached.
+    attached: Attachment,
 }
 
 #[derive(Clone)]
@@ -88,8 +85,8 @@ impl fmt::Debug for Agent {
             .field("name", &c.name)
             .field("agent_id", &c.agent_id.get())
             .field("model", &c.model)
-            .field("session_id", &self.session_id)
-            .field("user_id", &self.user_id)
+            .field("session_id", &self.attached.session_id)
+            .field("user_id", &self.attached.user_id)
             .field("description", &c.description)
             .field("instructions", &c.instructions)
             .field("expected_output", &c.expected_output)
@@ -101,8 +98,8 @@ impl fmt::Debug for Agent {
             .field("num_history_runs", &c.num_history_runs)
             .field("storage", &c.storage)
             .field("max_turns", &c.max_turns)
-            .field("debug_mode", &self.debug_mode)
-            .field("path", &self.path)
+            .field("debug_mode", &self.attached.debug_mode)
+            .field("path", &self.attached.path)
             .finish_non_exhaustive()
     }
 }
@@ -132,10 +129,7 @@ impl Agent {
                 tool_choice: None,
                 max_turns: DEFAULT_MAX_TURNS,
             }),
-            session_id: None,
-            user_id: None,
-            debug_mode: false,
-            path: Vec::new(),
+            attached: Attachment::default(),
         }
     }
 
@@ -206,13 +200,13 @@ impl Agent {
 
     /// The session to run in (a workflow sets its own with [`Member::attach`]).
     pub fn session_id(mut self, session_id: impl Into<String>) -> Self {
-        self.session_id = Some(Arc::from(session_id.into()));
+        self.attached.session_id = Some(Arc::from(session_id.into()));
         self
     }
 
     /// The user the agent's session belongs to.
     pub fn user_id(mut self, user_id: impl Into<String>) -> Self {
-        self.user_id = Some(Arc::from(user_id.into()));
+        self.attached.user_id = Some(Arc::from(user_id.into()));
         self
     }
 
@@ -248,7 +242,7 @@ impl Agent {
     /// a stderr subscriber if the program has none (also on with `BUDDY_DEBUG=true`, or when
     /// the workflow running the agent is in debug mode).
     pub fn debug_mode(mut self, debug: bool) -> Self {
-        self.debug_mode = debug;
+        self.attached.debug_mode = debug;
         self
     }
 
@@ -273,18 +267,12 @@ impl Agent {
 
     /// The session the next run belongs to.
     pub fn current_session_id(&self) -> &str {
-        match &self.session_id {
-            Some(id) => id,
-            None => self
-                .config
-                .default_session_id
-                .get_or_init(|| uuid::Uuid::new_v4().to_string()),
-        }
+        self.attached.session_id(&self.config.default_session_id)
     }
 
     /// The user the agent runs for, if any.
     pub fn current_user_id(&self) -> Option<&str> {
-        self.user_id.as_deref()
+        self.attached.user_id.as_deref()
     }
 
     /// The storage given with [`storage`](Agent::storage), if any.
@@ -380,16 +368,7 @@ impl Member for Agent {
     /// Runs in the parent's session, for its user, in debug mode when it is, and stores its
     /// session at its member path.
     fn attach(&mut self, context: &MemberContext) {
-        self.debug_mode |= context.debug_mode;
-        if self.session_id.as_deref() != Some(context.session_id.as_str()) {
-            self.session_id = Some(Arc::from(context.session_id.as_str()));
-        }
-        if self.user_id.as_deref() != context.user_id.as_deref() {
-            self.user_id = context.user_id.as_deref().map(Arc::from);
-        }
-        if self.path != context.path {
-            self.path.clone_from(&context.path);
-        }
+        self.attached.attach(context);
     }
 }
 

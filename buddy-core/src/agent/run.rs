@@ -10,9 +10,7 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::{Agent, prompt};
-use crate::engine::{
-    EventSink, RunScope, RunSpec, catch_panic, error_chain, message_input, panic_message,
-};
+use crate::engine::{EventSink, RunScope, RunSpec, catch_panic, error_chain, panic_message};
 use crate::error::{Error, Result};
 use crate::model::call::call_model;
 use crate::model::{Message, ModelRequest, ResponseFormat, Role, ToolCall};
@@ -31,17 +29,14 @@ impl Agent {
         sink: &EventSink,
     ) -> Result<RunResponse> {
         let config = &*self.config;
-        let spec = RunSpec {
-            kind: SessionKind::Agent,
-            component_id: self.id().to_owned(),
-            name: config.name.clone(),
-            session_id: self.current_session_id().to_owned(),
-            user_id: self.user_id.as_deref().map(str::to_owned),
-            path: self.path.clone(),
-            storage: self.effective_storage().cloned(),
-            input: message_input(&input),
-            debug: self.debug_enabled(),
-        };
+        let spec = RunSpec::member_run(
+            SessionKind::Agent,
+            (self.id(), config.name.as_ref()),
+            self.current_session_id(),
+            &self.attached,
+            self.effective_storage().cloned(),
+            &input,
+        );
         let mut scope = RunScope::start(spec, sink);
         scope.set_write(self.session_write());
         let span = scope.span().clone();
@@ -54,7 +49,7 @@ impl Agent {
     }
 
     fn debug_enabled(&self) -> bool {
-        self.debug_mode || crate::debug::env_debug()
+        self.attached.debug()
     }
 
     /// The session write's identity and metadata.
@@ -67,7 +62,7 @@ impl Agent {
         component_data.insert("model".into(), Value::String(config.model.id().to_owned()));
         SessionWrite {
             component_id: Some(self.id().to_owned()),
-            user_id: self.user_id.as_deref().map(str::to_owned),
+            user_id: self.attached.user(),
             component_data,
             ..SessionWrite::default()
         }

@@ -33,6 +33,30 @@ pub(crate) struct RunSpec {
     pub debug: bool,
 }
 
+impl RunSpec {
+    /// The spec of an agent's or a team's run on a message.
+    pub(crate) fn member_run(
+        kind: SessionKind,
+        component: (&str, Option<&String>),
+        session_id: &str,
+        attachment: &crate::member::Attachment,
+        storage: Option<Arc<dyn Storage>>,
+        input: &crate::run::Message,
+    ) -> RunSpec {
+        RunSpec {
+            kind,
+            component_id: component.0.to_owned(),
+            name: component.1.cloned(),
+            session_id: session_id.to_owned(),
+            user_id: attachment.user(),
+            path: attachment.path.clone(),
+            storage,
+            input: super::message_input(input),
+            debug: attachment.debug(),
+        }
+    }
+}
+
 /// One run in progress: its ids, its span, where its events go, and what is needed to
 /// record it.
 ///

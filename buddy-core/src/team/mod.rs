@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::agent::Agent;
 use crate::engine::{EventSink, RunStream};
-use crate::member::{Member, MemberContext};
+use crate::member::{Attachment, Member, MemberContext};
 use crate::model::{IntoModel, Message, Model, ResponseFormat};
 use crate::run::RunResponse;
 use crate::session::StateMerge;
@@ -133,11 +133,8 @@ impl Member for TeamMember {
 #[derive(Clone)]
 pub struct Team {
     config: Arc<TeamConfig>,
-    session_id: Option<Arc<str>>,
-    user_id: Option<Arc<str>>,
-    debug_mode: bool,
-    /// Where the team sits below the run that attached it (its session scope).
-    path: Vec<String>,
+    /// The session, user, debug mode and member path the parent run attached.
+    attached: Attachment,
 }
 
 #[derive(Clone)]
@@ -168,11 +165,11 @@ impl fmt::Debug for Team {
             .field("mode", &c.mode)
             .field("leader", &c.leader)
             .field("members", &c.members)
-            .field("session_id", &self.session_id)
-            .field("user_id", &self.user_id)
+            .field("session_id", &self.attached.session_id)
+            .field("user_id", &self.attached.user_id)
             .field("storage", &c.storage)
-            .field("debug_mode", &self.debug_mode)
-            .field("path", &self.path)
+            .field("debug_mode", &self.attached.debug_mode)
+            .field("path", &self.attached.path)
             .finish_non_exhaustive()
     }
 }
@@ -198,10 +195,7 @@ impl Team {
                 max_turns: DEFAULT_TEAM_MAX_TURNS,
                 max_depth: DEFAULT_MAX_DEPTH,
             }),
-            session_id: None,
-            user_id: None,
-            debug_mode: false,
-            path: Vec::new(),
+            attached: Attachment::default(),
         }
     }
 
@@ -253,13 +247,13 @@ impl Team {
 
     /// The session to run in (a workflow sets its own with [`Member::attach`]).
     pub fn session_id(mut self, session_id: impl Into<String>) -> Self {
-        self.session_id = Some(Arc::from(session_id.into()));
+        self.attached.session_id = Some(Arc::from(session_id.into()));
         self
     }
 
     /// The user the team runs for.
     pub fn user_id(mut self, user_id: impl Into<String>) -> Self {
-        self.user_id = Some(Arc::from(user_id.into()));
+        self.attached.user_id = Some(Arc::from(user_id.into()));
         self
     }
 
@@ -280,7 +274,7 @@ impl Team {
     /// Logs the run at `debug` level (see [`Agent::debug_mode`]); members run in debug mode
     /// too.
     pub fn debug_mode(mut self, debug: bool) -> Self {
-        self.debug_mode = debug;
+        self.attached.debug_mode = debug;
         self
     }
 
@@ -337,18 +331,12 @@ impl Team {
 
     /// The session the next run belongs to.
     pub fn current_session_id(&self) -> &str {
-        match &self.session_id {
-            Some(id) => id,
-            None => self
-                .config
-                .default_session_id
-                .get_or_init(|| uuid::Uuid::new_v4().to_string()),
-        }
+        self.attached.session_id(&self.config.default_session_id)
     }
 
     /// The user the team runs for, if any.
     pub fn current_user_id(&self) -> Option<&str> {
-        self.user_id.as_deref()
+        self.attached.user_id.as_deref()
     }
 
     /// Runs the team on `input` and returns its answer; `member_responses` holds every
@@ -388,15 +376,6 @@ impl Member for Team {
     /// Runs in the parent's session, for its user, in debug mode when it is, and stores its
     /// session at its member path; its members get the same, one level down.
     fn attach(&mut self, context: &MemberContext) {
-        self.debug_mode |= context.debug_mode;
-        if self.session_id.as_deref() != Some(context.session_id.as_str()) {
-            self.session_id = Some(Arc::from(context.session_id.as_str()));
-        }
-        if self.user_id.as_deref() != context.user_id.as_deref() {
-            self.user_id = context.user_id.as_deref().map(Arc::from);
-        }
-        if self.path != context.path {
-            self.path.clone_from(&context.path);
-        }
+        self.attached.attach(context);
     }
 }

@@ -11,9 +11,7 @@ use tracing::Instrument;
 
 use super::prompt::{self, FORWARD_TOOL, TRANSFER_TOOL};
 use super::{Team, TeamMember, TeamMode};
-use crate::engine::{
-    EventSink, RunScope, RunSpec, catch_panic, error_chain, merge_code_state, message_input,
-};
+use crate::engine::{EventSink, RunScope, RunSpec, catch_panic, error_chain, merge_code_state};
 use crate::error::{Error, Result};
 use crate::member::{Member, MemberContext};
 use crate::model::call::call_model;
@@ -45,17 +43,14 @@ impl Team {
     ) -> BoxFuture<'a, Result<RunResponse>> {
         Box::pin(async move {
             let config = &*self.config;
-            let spec = RunSpec {
-                kind: SessionKind::Team,
-                component_id: self.id().to_owned(),
-                name: config.name.clone(),
-                session_id: self.current_session_id().to_owned(),
-                user_id: self.user_id.as_deref().map(str::to_owned),
-                path: self.path.clone(),
-                storage: config.storage.clone(),
-                input: message_input(&input),
-                debug: self.debug_enabled(),
-            };
+            let spec = RunSpec::member_run(
+                SessionKind::Team,
+                (self.id(), config.name.as_ref()),
+                self.current_session_id(),
+                &self.attached,
+                config.storage.clone(),
+                &input,
+            );
             let mut scope = RunScope::start(spec, sink);
             scope.set_write(self.session_write());
             let span = scope.span().clone();
@@ -69,7 +64,7 @@ impl Team {
     }
 
     pub(crate) fn debug_enabled(&self) -> bool {
-        self.debug_mode || crate::debug::env_debug()
+        self.attached.debug()
     }
 
     fn session_write(&self) -> SessionWrite {
@@ -80,7 +75,7 @@ impl Team {
         component_data.insert("mode".into(), json!(self.config.mode.as_str()));
         SessionWrite {
             component_id: Some(self.id().to_owned()),
-            user_id: self.user_id.as_deref().map(str::to_owned),
+            user_id: self.attached.user(),
             component_data,
             ..SessionWrite::default()
         }
@@ -90,9 +85,9 @@ impl Team {
     /// its path below the team.
     fn attached_members(&self) -> Vec<TeamMember> {
         let context = MemberContext::new(self.current_session_id())
-            .user_id(self.user_id.as_deref().map(str::to_owned))
+            .user_id(self.attached.user())
             .debug_mode(self.debug_enabled())
-            .path(self.path.clone());
+            .path(self.attached.path.clone());
         self.config
             .members
             .iter()
