@@ -64,8 +64,9 @@ async fn agent_with_a_tool_runs_the_full_loop() {
         .instructions("Use the add tool to add numbers, then state the result.")
         .tool(Add)
         .max_turns(3);
-    // A tiny model may write tool arguments that are not JSON (the model call then fails
-    // with a typed error) or keep calling tools; try a few times, assert on shape only.
+    // A tiny model may answer without a tool (tried again), write tool arguments that are
+    // not JSON (they go back to it as an error result) or keep calling tools; assert on
+    // shape only.
     let mut outcomes = Vec::new();
     for attempt in 0..4 {
         let mut events = Vec::new();
@@ -90,7 +91,10 @@ async fn agent_with_a_tool_runs_the_full_loop() {
                 else {
                     panic!("no run_completed: {names:?}");
                 };
-                assert!(!response.tools.is_empty(), "the model called no tool");
+                if response.tools.is_empty() {
+                    outcomes.push("answered without a tool");
+                    continue;
+                }
                 assert_eq!(response.tools.len(), completed_tools);
                 // The loop sent the tool results back and got a final answer.
                 assert!(
