@@ -51,12 +51,10 @@ impl ArticleWorkflow {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let topic = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let topic = if topic.is_empty() {
-        "quantum computing".to_owned()
-    } else {
-        topic
-    };
+    let topic = common::text_argument(
+        "usage:\n  cargo run --example article_workflow                       # topic: quantum computing\n  cargo run --example article_workflow -- \"the printing press\"",
+        "quantum computing",
+    );
     let server = common::server();
     let mut workflow = ArticleWorkflow::builder()
         .name("article_pipeline")
@@ -71,7 +69,7 @@ async fn main() -> Result<()> {
         match event {
             Ok(event) => match &event.kind {
                 RunEventKind::Custom { name, data } => eprintln!("[{name}] {data}"),
-                RunEventKind::RunContent { content } => print!("{content}"),
+                RunEventKind::RunContent { content } => common::print_delta(content),
                 RunEventKind::RunCompleted { response } => {
                     println!();
                     eprintln!(

@@ -91,12 +91,10 @@ async fn main() {
 }
 
 async fn run() -> Result<()> {
-    let topic = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let topic = if topic.is_empty() {
-        "rust ownership".to_owned()
-    } else {
-        topic
-    };
+    let topic = common::text_argument(
+        "usage:\n  cargo run --example blog_post -- \"rust ownership\"   # searches, writes, caches\n  cargo run --example blog_post -- \"rust ownership\"   # answers from the session cache",
+        "rust ownership",
+    );
     let server = common::server();
     let mut workflow = BlogPost::builder()
         .searcher(
@@ -118,7 +116,7 @@ async fn run() -> Result<()> {
         let event = event?;
         match &event.kind {
             RunEventKind::Custom { name, data } => eprintln!("\n[{name}] {data}"),
-            RunEventKind::RunContent { content } => print!("{content}"),
+            RunEventKind::RunContent { content } => common::print_delta(content),
             RunEventKind::RunCompleted { response } => {
                 println!();
                 eprintln!(

@@ -139,12 +139,10 @@ async fn main() {
 }
 
 async fn run() -> Result<()> {
-    let message = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let message = if message.is_empty() {
-        "My order arrived broken and I want a refund.".to_owned()
-    } else {
-        message
-    };
+    let message = common::text_argument(
+        "usage:\n  cargo run --example branching_and_loops -- \"My order arrived broken, I want a refund\"",
+        "My order arrived broken and I want a refund.",
+    );
     let server = common::server();
     let agent = |name: &str, instructions: &str| {
         Agent::new(server.model("gpt-4o-mini"))

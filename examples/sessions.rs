@@ -61,6 +61,11 @@ async fn main() -> Result<()> {
     };
 
     match args.first().map(String::as_str) {
+        Some("-h" | "--help") => {
+            println!(
+                "usage: sessions new TEXT | add SESSION TEXT | rename SESSION NAME | list | show SESSION | delete SESSION"
+            );
+        }
         Some("new") => {
             let mut workflow = journal(None)?;
             let response = workflow.run(arg(1)).await?;

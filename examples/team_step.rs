@@ -68,12 +68,10 @@ async fn main() {
 }
 
 async fn run() -> Result<()> {
-    let topic = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let topic = if topic.is_empty() {
-        "the history of the transistor".to_owned()
-    } else {
-        topic
-    };
+    let topic = common::text_argument(
+        "usage:\n  cargo run --example team_step -- \"the history of the transistor\"",
+        "the history of the transistor",
+    );
     let server = common::server();
     let storage = common::storage("briefing_sessions").await?;
     let team = Team::new(server.model("gpt-4o"), TeamMode::Coordinate)
@@ -102,7 +100,7 @@ async fn run() -> Result<()> {
         match event {
             Ok(event) => match &event.kind {
                 RunEventKind::Custom { name, data } => eprintln!("[{name}] {data}"),
-                RunEventKind::RunContent { content } => print!("{content}"),
+                RunEventKind::RunContent { content } => common::print_delta(content),
                 RunEventKind::RunCompleted { .. } => println!(),
                 _ => {}
             },

@@ -83,6 +83,16 @@ async fn main() -> Result<()> {
             }
             (None, number)
         }
+        Some("-h" | "--help") => {
+            println!(
+                "usage:\n  cargo run --example typed_state -- \"buy milk\"   # adds a task\n  cargo run --example typed_state -- --done 1     # marks task 1 done\n  cargo run --example typed_state -- --reset      # starts a new, empty list"
+            );
+            return Ok(());
+        }
+        Some(flag) if flag.starts_with('-') => {
+            eprintln!("unknown flag `{flag}`; try --help");
+            std::process::exit(2);
+        }
         Some(_) => (Some(args.join(" ")), None),
         None => (None, None),
     };

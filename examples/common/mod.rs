@@ -123,3 +123,37 @@ pub fn fail(error: &Error) -> ! {
     }
     std::process::exit(1)
 }
+
+/// The example's text argument: its words joined, or `default`. `--help` prints `usage`
+/// and exits 0; an unknown flag is an error (exit 2), not input; `--` ends the flags.
+pub fn text_argument(usage: &str, default: &str) -> String {
+    let mut words = Vec::new();
+    let mut flags_done = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--" if !flags_done => flags_done = true,
+            "-h" | "--help" if !flags_done => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            flag if !flags_done && flag.starts_with('-') => {
+                eprintln!("unknown flag `{flag}`\n\n{usage}");
+                std::process::exit(2);
+            }
+            _ => words.push(arg),
+        }
+    }
+    if words.is_empty() {
+        default.to_owned()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// Prints streamed text as it arrives (stdout is line-buffered; flush after each piece).
+pub fn print_delta(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
