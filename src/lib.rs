@@ -6,6 +6,42 @@
 //! streaming events and typed run input.
 //!
 //! Start with the [`#[workflow]`](macro@workflow) attribute; see the README for a tour.
+//!
+//! ```no_run
+//! use buddy::prelude::*;
+//!
+//! #[workflow(description = "Research a topic, then write an article.")]
+//! pub struct ArticleWorkflow {
+//!     #[member(default = Agent::new(OpenAIChat::new("gpt-4o-mini")))]
+//!     researcher: Agent,
+//!     #[member(default = Agent::new(OpenAIChat::new("gpt-4o")))]
+//!     writer: Agent,
+//! }
+//!
+//! #[workflow]
+//! impl ArticleWorkflow {
+//!     async fn run(&mut self, topic: String) -> Result<RunResponse> {
+//!         let research = self.researcher.run(format!("Research: {topic}")).await?;
+//!         let article = self.writer.run(format!("Write about:\n{}", research.text())).await?;
+//!         Ok(RunResponse::from_text(article.text()))
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> buddy::Result<()> {
+//! let mut workflow = ArticleWorkflow::builder()
+//!     .session_state(serde_json::json!({"tone": "concise"}))
+//!     .storage(SqliteStorage::open("tmp/wf.db").await?.table("workflows")?)
+//!     .build()?;
+//! let article = workflow.run("quantum computing".into()).await?;   // recorded, persisted
+//! println!("{}", article.text());
+//! # Ok(()) }
+//! ```
+//!
+//! The pieces: [`Agent`], [`Team`] and workflows are run by one engine (every run recorded
+//! with its start, end, input and outcome; a failed run changes no state; a dropped run is
+//! recorded `cancelled`); [`SqliteStorage`] (default feature `sqlite`) and
+//! `PostgresStorage` (feature `postgres`) keep sessions; [`Component`] serves any of them
+//! from JSON.
 
 #![doc(test(attr(deny(warnings))))]
 
