@@ -137,7 +137,7 @@ pub trait Workflow: Send + 'static {
         self.__buddy_core_mut().rename(name)
     }
     /// Renames the current session and saves it; with storage, a session that does not exist
-    /// is [`Error::SessionNotFound`](crate::Error::SessionNotFound).
+    /// is [`Error::SessionNotFound`].
     fn rename_session(
         &mut self,
         session_name: impl Into<String> + Send,
