@@ -648,7 +648,36 @@ pub async fn nul_round_trips_in_every_field(storage: Arc<dyn Storage>) {
         .commit(SessionWrite::new(plain.clone()))
         .await
         .unwrap();
+    // Deleting covers the members below, compared with NUL as a character like any other.
+    let below = SessionKey::new(at.session_id.clone(), SessionKind::Agent)
+        .scope(format!("{}/sub\0", at.scope));
+    let beside = SessionKey::new(at.session_id.clone(), SessionKind::Agent)
+        .scope(format!("{}\0x/sub", at.scope));
+    let short = SessionKey::new(at.session_id.clone(), SessionKind::Agent).scope("team");
+    for member in [&below, &beside, &short] {
+        storage
+            .commit(SessionWrite::new(member.clone()))
+            .await
+            .unwrap();
+    }
     storage.delete_session(&at).await.unwrap();
+    assert!(
+        storage
+            .read(&below, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for kept in [&beside, &short] {
+        assert!(
+            storage
+                .read(kept, &ReadOptions::default())
+                .await
+                .unwrap()
+                .is_some(),
+            "{kept}"
+        );
+    }
     assert!(
         storage
             .read(&at, &ReadOptions::default())

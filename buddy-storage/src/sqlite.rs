@@ -120,10 +120,11 @@ fn sql(text: String) -> SqlStr {
 /// The condition selecting the sessions (or runs) that `SessionKey::covers` the key
 /// `(?1, ?2, ?3)`: the session itself and, below it, every scope under `?3` (every non-empty
 /// scope when `?3` is `''`). A prefix test by `substr`, not `LIKE`, so `_` and `%` in a scope
-/// are plain characters.
+/// are plain characters; on the bytes (`BLOB`), because SQLite's text `length` stops at a NUL.
 const COVERED: &str = "session_id = ?1 AND ((kind = ?2 AND scope = ?3)
     OR (?3 = '' AND scope <> '')
-    OR (?3 <> '' AND substr(scope, 1, length(?3) + 1) = ?3 || '/'))";
+    OR (?3 <> '' AND substr(CAST(scope AS BLOB), 1, length(CAST(?3 AS BLOB)) + 1)
+        = CAST(?3 || '/' AS BLOB)))";
 
 impl Sql {
     fn new(table: &str) -> Self {
