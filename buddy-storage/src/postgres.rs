@@ -53,6 +53,12 @@ const DDL_LOCK_KEY: i64 = 0x6275_6464_795f_6464; // "buddy_dd"
 /// state key is lost; for a key written by two runs the later commit wins. Durability is the
 /// server's (`synchronous_commit`).
 ///
+/// # NUL characters
+///
+/// Postgres text and `jsonb` cannot hold NUL, so every string is stored with NUL written as
+/// U+FDD0 `0` (and U+FDD0 as U+FDD0 U+FDD0), reversed exactly on read: any value round-trips
+/// (see the crate docs).
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), buddy_core::StorageError> {
 /// use buddy_storage::PostgresStorage;
