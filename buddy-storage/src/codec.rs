@@ -60,6 +60,7 @@ impl Text {
     }
 
     /// An optional string as stored.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // Only the Postgres backend uses it.
     pub fn store_opt(self, text: Option<&str>) -> Option<String> {
         text.map(|text| self.store(text).into_owned())
     }
@@ -413,5 +414,48 @@ pub(crate) fn to_millis(timestamp: i64) -> i64 {
         timestamp.saturating_mul(1000)
     } else {
         timestamp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_escape_round_trips_and_leaves_other_text_alone() {
+        let text = Text::EscapeNul;
+        for original in [
+            "",
+            "plain",
+            "\0",
+            "a\0b\0\0",
+            "\u{FDD0}",
+            "\u{FDD0}0",
+            "\u{FDD0}\u{FDD0}0\0\u{FDD0}",
+            "\\u0000",
+        ] {
+            let stored = text.store(original);
+            assert!(!stored.contains('\0'), "{original:?} stored as {stored:?}");
+            assert_eq!(text.load(stored.into_owned()), original);
+            assert_eq!(Text::Raw.store(original), original);
+        }
+        assert!(matches!(text.store("plain"), Cow::Borrowed(_)));
+        // An escape character not written by the escaping is read as it is.
+        assert_eq!(
+            text.load("x\u{FDD0}y\u{FDD0}".to_owned()),
+            "x\u{FDD0}y\u{FDD0}"
+        );
+    }
+
+    #[test]
+    fn nul_escape_covers_json_strings_and_keys() {
+        let text = Text::EscapeNul;
+        let value = serde_json::json!({"k\u{0}": ["\u{0}", {"\u{FDD0}": "\\u0000"}], "n": 1.5});
+        let stored = text.encode_json("s", &value).ok();
+        let stored = stored.as_deref().unwrap_or_default();
+        // No JSON escape of NUL is left once escaped backslashes are removed.
+        assert!(!stored.replace("\\\\", "").contains("\\u0000"), "{stored}");
+        let loaded = text.decode_json("s", "state", stored).ok();
+        assert_eq!(loaded, Some(value));
     }
 }
