@@ -284,6 +284,23 @@ pub enum StorageError {
         #[source]
         source: serde_json::Error,
     },
+    /// The database could not be opened or connected to, when a storage was created.
+    ///
+    /// `target` names what was being reached (the server's host, port and database, or the
+    /// database file's path), never a password or a whole connection URL.
+    #[error("cannot connect to {target}: {reason}")]
+    Connect {
+        /// What was being reached, for example `postgres server 10.0.0.5:5432, database app`
+        /// or `sqlite database /var/lib/app/sessions.db`.
+        target: String,
+        /// Why, in a few words: `connection refused`, `timed out`, `cannot open the file`.
+        reason: &'static str,
+        /// What kind of failure it is, as far as the backend can tell.
+        kind: StorageErrorKind,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
     /// The database answered with an error or could not be reached.
     #[error("database error during {operation}")]
     Database {
@@ -352,7 +369,7 @@ impl StorageError {
             StorageError::InvalidTableName { .. } => StorageErrorKind::InvalidName,
             StorageError::Corrupt { .. } => StorageErrorKind::Corrupt,
             StorageError::Encode { .. } => StorageErrorKind::Encode,
-            StorageError::Database { kind, .. } => *kind,
+            StorageError::Database { kind, .. } | StorageError::Connect { kind, .. } => *kind,
         }
     }
 
@@ -419,6 +436,17 @@ mod tests {
             source: serde_json::from_str::<u8>("x").unwrap_err(),
         };
         assert_eq!(encode.kind(), StorageErrorKind::Encode);
+        let connect = StorageError::Connect {
+            target: "postgres server 127.0.0.1:1, database app".into(),
+            reason: "connection refused",
+            kind: StorageErrorKind::Unavailable,
+            source: "refused".into(),
+        };
+        assert!(connect.is_unavailable());
+        assert_eq!(
+            connect.to_string(),
+            "cannot connect to postgres server 127.0.0.1:1, database app: connection refused"
+        );
         let other = StorageError::database("read", "boom");
         assert_eq!(other.kind(), StorageErrorKind::Other);
         assert!(!other.is_busy() && !other.is_unavailable() && !other.is_conflict());

@@ -2,11 +2,148 @@
 //!
 //! JSON columns are read as text and decoded here, so a bad value becomes
 //! [`StorageError::Corrupt`] naming the session instead of a driver error.
+//!
+//! # NUL in Postgres
+//!
+//! Postgres `TEXT` refuses NUL bytes and `jsonb` refuses the escape `\u0000`, so
+//! [`Text::EscapeNul`] (the Postgres backend's mode) stores every string, in text columns and
+//! inside JSON (object keys included), with NUL written as [`ESCAPE`] `0` and [`ESCAPE`]
+//! itself as [`ESCAPE`] [`ESCAPE`]; reads reverse it exactly. [`ESCAPE`] is U+FDD0, a Unicode
+//! noncharacter ("permanently reserved for internal use"), so ordinary text practically never
+//! contains it; when it does, it is escaped too, so every string round-trips. SQLite stores
+//! NUL as it is ([`Text::Raw`]).
+
+use std::borrow::Cow;
 
 use buddy_core::StorageError;
 use buddy_core::run::RunRecord;
 use buddy_core::session::{Session, SessionKind};
 use serde_json::{Map, Value};
+
+/// The character that escapes NUL (and itself) in [`Text::EscapeNul`] mode: U+FDD0, a
+/// Unicode noncharacter.
+pub(crate) const ESCAPE: char = '\u{FDD0}';
+
+/// How a backend stores strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Text {
+    /// As they are (SQLite).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // Only the SQLite backend uses it.
+    Raw,
+    /// NUL escaped (Postgres); see the module docs.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    // Only the Postgres backend uses it.
+    EscapeNul,
+}
+
+impl Text {
+    /// `text` as stored.
+    pub fn store<'a>(self, text: &'a str) -> Cow<'a, str> {
+        if self == Text::Raw || !text.contains(['\0', ESCAPE]) {
+            return Cow::Borrowed(text);
+        }
+        let mut stored = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            match c {
+                '\0' => {
+                    stored.push(ESCAPE);
+                    stored.push('0');
+                }
+                ESCAPE => {
+                    stored.push(ESCAPE);
+                    stored.push(ESCAPE);
+                }
+                c => stored.push(c),
+            }
+        }
+        Cow::Owned(stored)
+    }
+
+    /// An optional string as stored.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // Only the Postgres backend uses it.
+    pub fn store_opt(self, text: Option<&str>) -> Option<String> {
+        text.map(|text| self.store(text).into_owned())
+    }
+
+    /// A stored string as it was written (an escape character not followed by `0` or by
+    /// itself is kept as it is).
+    pub fn load(self, text: String) -> String {
+        if self == Text::Raw || !text.contains(ESCAPE) {
+            return text;
+        }
+        let mut loaded = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, chars.peek()) {
+                (ESCAPE, Some('0')) => {
+                    chars.next();
+                    loaded.push('\0');
+                }
+                (ESCAPE, Some(&ESCAPE)) => {
+                    chars.next();
+                    loaded.push(ESCAPE);
+                }
+                (c, _) => loaded.push(c),
+            }
+        }
+        loaded
+    }
+
+    fn load_opt(self, text: Option<String>) -> Option<String> {
+        text.map(|text| self.load(text))
+    }
+
+    /// Applies `f` to every string of `value`, object keys included.
+    fn map_strings(value: &mut Value, f: &impl Fn(String) -> String) {
+        match value {
+            Value::String(text) => *text = f(std::mem::take(text)),
+            Value::Array(items) => items.iter_mut().for_each(|item| Self::map_strings(item, f)),
+            Value::Object(map) => {
+                for (key, mut item) in std::mem::take(map) {
+                    Self::map_strings(&mut item, f);
+                    map.insert(f(key), item);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// Encodes `value` as stored JSON text.
+    fn encode_json<T: serde::Serialize + ?Sized>(
+        self,
+        session_id: &str,
+        value: &T,
+    ) -> Result<String, StorageError> {
+        let error = |source| StorageError::Encode {
+            session_id: session_id.to_owned(),
+            source,
+        };
+        let text = serde_json::to_string(value).map_err(error)?;
+        // `\u0000` is how serde_json writes NUL; a false match (an escaped backslash before
+        // `u0000`) only costs the slower path below.
+        if self == Text::Raw || !(text.contains("\\u0000") || text.contains(ESCAPE)) {
+            return Ok(text);
+        }
+        let mut value = serde_json::to_value(value).map_err(error)?;
+        Self::map_strings(&mut value, &|text| self.store(&text).into_owned());
+        serde_json::to_string(&value).map_err(error)
+    }
+
+    /// Decodes stored JSON text.
+    fn decode_json(
+        self,
+        session_id: &str,
+        what: &'static str,
+        text: &str,
+    ) -> Result<Value, StorageError> {
+        let mut value: Value =
+            serde_json::from_str(text).map_err(|error| corrupt(session_id, what, error))?;
+        if self == Text::EscapeNul && text.contains(ESCAPE) {
+            Self::map_strings(&mut value, &|text| self.load(text));
+        }
+        Ok(value)
+    }
+}
 
 /// The columns of a session row, JSON still as text.
 #[derive(Debug, sqlx::FromRow)]
@@ -20,10 +157,10 @@ pub(crate) struct SessionRow {
     pub component_data: Option<String>,
     pub session_state: Option<String>,
     pub extra_data: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub version: i64,
-    pub run_count: i64,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+    pub version: Option<i64>,
+    pub run_count: Option<i64>,
 }
 
 /// The column list every session `SELECT` uses, in [`SessionRow`] order (SQLite spelling:
@@ -53,57 +190,116 @@ pub(crate) const PG_SESSION_COLUMNS: &str = "session_id, kind, scope, component_
     session_name, component_data::text AS component_data, session_state::text AS session_state, \
     extra_data::text AS extra_data, created_at, updated_at, version, run_count";
 
-fn corrupt(session_id: &str, what: &'static str, source: serde_json::Error) -> StorageError {
+fn corrupt(
+    session_id: &str,
+    what: &'static str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StorageError {
     StorageError::Corrupt {
         session_id: session_id.to_owned(),
         what,
-        source: Box::new(source),
+        source: source.into(),
     }
 }
 
+/// A column that must hold a value: NULL is [`StorageError::Corrupt`].
+fn required<T>(session_id: &str, what: &'static str, value: Option<T>) -> Result<T, StorageError> {
+    value.ok_or_else(|| corrupt(session_id, what, format!("`{what}` is NULL")))
+}
+
+/// A JSON column that must hold an object (NULL only where `nullable`).
 fn object(
+    text_mode: Text,
     session_id: &str,
     what: &'static str,
     text: Option<&str>,
 ) -> Result<Option<Map<String, Value>>, StorageError> {
-    match text {
-        None => Ok(None),
-        Some(text) => serde_json::from_str(text)
-            .map(Some)
-            .map_err(|error| corrupt(session_id, what, error)),
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match text_mode.decode_json(session_id, what, text)? {
+        Value::Object(map) => Ok(Some(map)),
+        other => Err(corrupt(
+            session_id,
+            what,
+            format!("expected a JSON object, found {}", json_type(&other)),
+        )),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
 impl SessionRow {
-    /// Decodes the row; a malformed JSON column or unknown kind is [`StorageError::Corrupt`].
-    pub fn into_session(self) -> Result<Session, StorageError> {
-        let id = self.session_id.as_str();
+    /// Decodes the row; a malformed JSON column, an unknown kind or a NULL where a value is
+    /// required is [`StorageError::Corrupt`].
+    pub fn into_session(self, text: Text) -> Result<Session, StorageError> {
+        let session_id = text.load(self.session_id);
+        let id = session_id.as_str();
         let kind = SessionKind::parse(&self.kind).ok_or_else(|| StorageError::Corrupt {
             session_id: id.to_owned(),
             what: "kind",
             source: format!("unknown session kind `{}`", self.kind).into(),
         })?;
-        let component_data =
-            object(id, "component_data", self.component_data.as_deref())?.unwrap_or_default();
-        let session_state =
-            object(id, "session_state", self.session_state.as_deref())?.unwrap_or_default();
-        let extra_data = object(id, "extra_data", self.extra_data.as_deref())?;
+        let component_data = required(
+            id,
+            "component_data",
+            object(text, id, "component_data", self.component_data.as_deref())?,
+        )?;
+        let session_state = required(
+            id,
+            "session_state",
+            object(text, id, "session_state", self.session_state.as_deref())?,
+        )?;
+        let extra_data = object(text, id, "extra_data", self.extra_data.as_deref())?;
         Ok(Session {
             kind,
-            scope: self.scope,
-            component_id: self.component_id,
-            user_id: self.user_id,
-            session_name: self.session_name,
+            scope: text.load(self.scope),
+            component_id: text.load_opt(self.component_id),
+            user_id: text.load_opt(self.user_id),
+            session_name: text.load_opt(self.session_name),
             component_data,
             session_state,
             extra_data,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            version: self.version,
-            run_count: self.run_count,
+            created_at: required(id, "created_at", self.created_at)?,
+            updated_at: required(id, "updated_at", self.updated_at)?,
+            version: required(id, "version", self.version)?,
+            run_count: required(id, "run_count", self.run_count)?,
             runs: Vec::new(),
-            session_id: self.session_id,
+            session_id,
         })
+    }
+}
+
+/// Checks, at commit, that the session's `run_count` is not below its stored history
+/// (`max_seq`, the highest `seq` of its runs): the next run is stored with `seq` =
+/// `run_count + 1`, which would otherwise collide with a stored run on every later commit.
+///
+/// The alternative, numbering the run `max(seq) + 1` whatever `run_count` says, would keep
+/// the write atomic too, but would silently repair a row that something else broke, and
+/// leave `run_count` saying fewer runs than are stored; like every other corrupt column, a
+/// broken count is reported (naming the session and `run_count`) and nothing is written, so
+/// the caller can repair the row. Either way a broken count never turns into a primary-key
+/// error.
+pub(crate) fn check_run_count(session: &Session, max_seq: Option<i64>) -> Result<(), StorageError> {
+    match max_seq {
+        Some(max_seq) if max_seq > session.run_count => Err(corrupt(
+            &session.session_id,
+            "run_count",
+            format!(
+                "run_count {} is below the stored history (runs up to seq {max_seq})",
+                session.run_count
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -114,40 +310,56 @@ pub(crate) struct EncodedSession {
     pub extra_data: Option<String>,
 }
 
-fn encode<T: serde::Serialize + ?Sized>(
-    session_id: &str,
-    value: &T,
-) -> Result<String, StorageError> {
-    serde_json::to_string(value).map_err(|source| StorageError::Encode {
-        session_id: session_id.to_owned(),
-        source,
-    })
-}
-
 impl EncodedSession {
     /// Encodes the JSON columns of `session`.
-    pub fn new(session: &Session) -> Result<Self, StorageError> {
+    pub fn new(session: &Session, text: Text) -> Result<Self, StorageError> {
         let id = session.session_id.as_str();
         Ok(EncodedSession {
-            component_data: encode(id, &session.component_data)?,
-            session_state: encode(id, &session.session_state)?,
+            component_data: text.encode_json(id, &session.component_data)?,
+            session_state: text.encode_json(id, &session.session_state)?,
             extra_data: session
                 .extra_data
                 .as_ref()
-                .map(|extra| encode(id, extra))
+                .map(|extra| text.encode_json(id, extra))
                 .transpose()?,
         })
     }
 }
 
 /// Encodes a run record for the `record` column.
-pub(crate) fn encode_run(session_id: &str, run: &RunRecord) -> Result<String, StorageError> {
-    encode(session_id, run)
+pub(crate) fn encode_run(
+    text: Text,
+    session_id: &str,
+    run: &RunRecord,
+) -> Result<String, StorageError> {
+    text.encode_json(session_id, run)
 }
 
-/// Decodes a stored run record; unknown fields (from a newer version) are ignored.
-pub(crate) fn decode_run(session_id: &str, text: &str) -> Result<RunRecord, StorageError> {
-    serde_json::from_str(text).map_err(|error| corrupt(session_id, "run record", error))
+/// Decodes a stored run record (`None` for a NULL column); unknown fields (from a newer
+/// version) are ignored. A NULL, anything but a JSON object, or an object without a string
+/// `run_id` is [`StorageError::Corrupt`] naming the session.
+pub(crate) fn decode_run(
+    text: Text,
+    session_id: &str,
+    record: Option<&str>,
+) -> Result<RunRecord, StorageError> {
+    const WHAT: &str = "run record";
+    let record = required(session_id, WHAT, record)?;
+    let value = text.decode_json(session_id, WHAT, record)?;
+    match &value {
+        Value::Object(map) if map.get("run_id").is_some_and(Value::is_string) => {}
+        Value::Object(_) => {
+            return Err(corrupt(session_id, WHAT, "the run record has no `run_id`"));
+        }
+        other => {
+            return Err(corrupt(
+                session_id,
+                WHAT,
+                format!("expected a JSON object, found {}", json_type(other)),
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|error| corrupt(session_id, WHAT, error))
 }
 
 /// Maps a driver error while decoding a row of `session_id` to `Corrupt`, any other error to
@@ -159,13 +371,34 @@ pub(crate) fn row_error(
 ) -> StorageError {
     match error {
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) => {
-            StorageError::Corrupt {
-                session_id: session_id.to_owned(),
-                what: "row",
-                source: Box::new(error),
-            }
+            corrupt(session_id, "row", error)
         }
         error => crate::error::database(operation, error),
+    }
+}
+
+/// For `list_sessions`: a session that decoded, or `None` for a corrupt row, which is
+/// reported (a `tracing` warning naming the session and what is bad) and skipped so that one
+/// bad row does not hide every other session. Any other error is returned.
+pub(crate) fn skip_corrupt(
+    decoded: Result<Session, StorageError>,
+) -> Result<Option<Session>, StorageError> {
+    match decoded {
+        Ok(session) => Ok(Some(session)),
+        Err(StorageError::Corrupt {
+            session_id,
+            what,
+            source,
+        }) => {
+            tracing::warn!(
+                session_id = %session_id,
+                what,
+                error = %source,
+                "skipping a corrupt stored session while listing sessions"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -181,5 +414,48 @@ pub(crate) fn to_millis(timestamp: i64) -> i64 {
         timestamp.saturating_mul(1000)
     } else {
         timestamp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_escape_round_trips_and_leaves_other_text_alone() {
+        let text = Text::EscapeNul;
+        for original in [
+            "",
+            "plain",
+            "\0",
+            "a\0b\0\0",
+            "\u{FDD0}",
+            "\u{FDD0}0",
+            "\u{FDD0}\u{FDD0}0\0\u{FDD0}",
+            "\\u0000",
+        ] {
+            let stored = text.store(original);
+            assert!(!stored.contains('\0'), "{original:?} stored as {stored:?}");
+            assert_eq!(text.load(stored.into_owned()), original);
+            assert_eq!(Text::Raw.store(original), original);
+        }
+        assert!(matches!(text.store("plain"), Cow::Borrowed(_)));
+        // An escape character not written by the escaping is read as it is.
+        assert_eq!(
+            text.load("x\u{FDD0}y\u{FDD0}".to_owned()),
+            "x\u{FDD0}y\u{FDD0}"
+        );
+    }
+
+    #[test]
+    fn nul_escape_covers_json_strings_and_keys() {
+        let text = Text::EscapeNul;
+        let value = serde_json::json!({"k\u{0}": ["\u{0}", {"\u{FDD0}": "\\u0000"}], "n": 1.5});
+        let stored = text.encode_json("s", &value).ok();
+        let stored = stored.as_deref().unwrap_or_default();
+        // No JSON escape of NUL is left once escaped backslashes are removed.
+        assert!(!stored.replace("\\\\", "").contains("\\u0000"), "{stored}");
+        let loaded = text.decode_json("s", "state", stored).ok();
+        assert_eq!(loaded, Some(value));
     }
 }

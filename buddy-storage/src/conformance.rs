@@ -115,6 +115,7 @@ cases!(
     runs_are_appended_and_recent_ones_read,
     run_records_round_trip,
     exact_numbers_and_unicode_round_trip,
+    nul_round_trips_in_every_field,
     state_patch_merges_into_current_state,
     identity_is_kept_and_metadata_merged,
     created_at_never_changes,
@@ -209,6 +210,7 @@ macro_rules! conformance_tests {
             runs_are_appended_and_recent_ones_read,
             run_records_round_trip,
             exact_numbers_and_unicode_round_trip,
+            nul_round_trips_in_every_field,
             state_patch_merges_into_current_state,
             identity_is_kept_and_metadata_merged,
             created_at_never_changes,
@@ -563,6 +565,133 @@ pub async fn exact_numbers_and_unicode_round_trip(storage: Arc<dyn Storage>) {
         .await
         .unwrap();
     assert_eq!(listed, [committed]);
+}
+
+/// Text around NUL that a backend escaping NUL must still keep apart: NUL alone, doubled
+/// and at the ends, next to U+FDD0 (a noncharacter a backend may use as its escape) and next
+/// to the JSON spelling of NUL written literally.
+const NUL_TEXT: [&str; 6] = [
+    "\0",
+    "a\0b\0\0c",
+    "\0start and end\0",
+    "\u{FDD0}0 \u{FDD0}\u{FDD0} \0\u{FDD0} \u{FDD0}",
+    "literal \\u0000 and \\\0 after a backslash",
+    "model output \0 with \u{1} control \u{7f} characters",
+];
+
+/// A NUL character (`\u0000`) anywhere, in ids, names, state, extra data and run records
+/// (object keys included), is stored and read back unchanged, on every read path; and a
+/// session whose key holds NUL is found, listed, written again and deleted like any other.
+pub async fn nul_round_trips_in_every_field(storage: Arc<dyn Storage>) {
+    let text: Value = NUL_TEXT.iter().map(|&t| json!(t)).collect();
+    let mut keyed = Map::new();
+    for (n, t) in NUL_TEXT.iter().enumerate() {
+        keyed.insert(format!("{t}{n}"), json!(t));
+    }
+    let value = json!({"text": text, "keyed": keyed, "nul\0key": "\0"});
+    let at = SessionKey::new("id\0with nul \u{FDD0}", SessionKind::Agent).scope("team\0/member\0");
+    let mut record = run(&at.session_id, 1);
+    record.run_id = "run\0id".to_owned();
+    record.input = value.clone();
+    record.response = RunResponse::from_text(NUL_TEXT.concat());
+    record.response.extra_data = Some(obj(json!({"nul": value})));
+    record.error = Some("error \0 text".to_owned());
+    let written = SessionWrite {
+        component_id: Some("component\0".to_owned()),
+        user_id: Some("user\0\u{FDD0}".to_owned()),
+        session_name: Some(NUL_TEXT[1].to_owned()),
+        component_data: obj(json!({"nul": value})),
+        state_patch: StatePatch::set_all(&obj(json!({"nul": value, "a\0": 1}))),
+        extra_data: Some(obj(json!({"nul": value}))),
+        run: Some(record.clone()),
+        ..SessionWrite::new(at.clone())
+    };
+    let committed = storage.commit(written).await.unwrap();
+    let session = read(&*storage, &at, 5).await;
+    assert_eq!(session.key(), at);
+    assert_eq!(session.component_id.as_deref(), Some("component\0"));
+    assert_eq!(session.user_id.as_deref(), Some("user\0\u{FDD0}"));
+    assert_eq!(session.session_name.as_deref(), Some(NUL_TEXT[1]));
+    assert_eq!(session.component_data["nul"], value);
+    assert_eq!(session.session_state["nul"], value);
+    assert_eq!(session.session_state["a\0"], json!(1));
+    assert_eq!(session.extra_data.as_ref().unwrap()["nul"], value);
+    assert_eq!(session.runs, [record.clone()]);
+    let mut without_runs = session.clone();
+    without_runs.runs.clear();
+    assert_eq!(without_runs, committed);
+    assert_eq!(storage.runs(&at, None).await.unwrap(), [record.clone()]);
+    // Listed, also when filtered by the fields holding NUL.
+    let query = SessionQuery::all()
+        .user("user\0\u{FDD0}")
+        .component("component\0")
+        .scope(at.scope.clone());
+    assert_eq!(storage.list_sessions(&query).await.unwrap(), [committed]);
+    // A second write merges into the stored session, which was read back exactly.
+    let mut second = run(&at.session_id, 2);
+    second.response = RunResponse::from_text("\0");
+    let again = storage
+        .commit(SessionWrite {
+            state_patch: StatePatch::set_all(&obj(json!({"b\0": "\0"}))),
+            run: Some(second.clone()),
+            ..SessionWrite::new(at.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.session_state["nul"], value);
+    assert_eq!(again.session_state["b\0"], json!("\0"));
+    assert_eq!(again.run_count, 2);
+    assert_eq!(storage.runs(&at, None).await.unwrap(), [record, second]);
+    // A session whose ids differ only where the other has NUL is another session.
+    let plain = SessionKey::new("id", SessionKind::Agent).scope("team");
+    storage
+        .commit(SessionWrite::new(plain.clone()))
+        .await
+        .unwrap();
+    // Deleting covers the members below, compared with NUL as a character like any other.
+    let below = SessionKey::new(at.session_id.clone(), SessionKind::Agent)
+        .scope(format!("{}/sub\0", at.scope));
+    let beside = SessionKey::new(at.session_id.clone(), SessionKind::Agent)
+        .scope(format!("{}\0x/sub", at.scope));
+    let short = SessionKey::new(at.session_id.clone(), SessionKind::Agent).scope("team");
+    for member in [&below, &beside, &short] {
+        storage
+            .commit(SessionWrite::new(member.clone()))
+            .await
+            .unwrap();
+    }
+    storage.delete_session(&at).await.unwrap();
+    assert!(
+        storage
+            .read(&below, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for kept in [&beside, &short] {
+        assert!(
+            storage
+                .read(kept, &ReadOptions::default())
+                .await
+                .unwrap()
+                .is_some(),
+            "{kept}"
+        );
+    }
+    assert!(
+        storage
+            .read(&at, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        storage
+            .read(&plain, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// Each writer's state changes are merged into the state stored at commit time.

@@ -127,6 +127,33 @@
 //! the session is never silently reset. Fields unknown to this version (written by a newer
 //! one) are ignored.
 //!
+//! What counts as corrupt, on every read path (`read`, `runs`, and the read of the existing
+//! row that starts a `commit`): a JSON column that is not JSON or not an object; a run record
+//! that is NULL, not a JSON object, or has no string `run_id`; a NULL in a column that needs
+//! a value (`created_at`, `updated_at`, `version`, `run_count`, `component_data`,
+//! `session_state`); an unknown `kind`; and, at commit, a `run_count` below the highest
+//! stored run `seq` (the next run would collide with a stored one). A failed read or commit
+//! leaves the row as it was. [`Storage::list_sessions`] skips a corrupt session instead of
+//! failing: it logs a `tracing` warning naming the session and what is bad, and lists the
+//! others.
+//!
+//! Opening or connecting fails with
+//! [`StorageError::Connect`](buddy_core::StorageError::Connect), which names what could not
+//! be reached (the SQLite file's path; the Postgres host, port and database, never a
+//! password) and why (`connection refused`, `timed out`, ...).
+//! `PostgresStorage::connect` gives up after 5 seconds, and its pool waits at most 5
+//! seconds for a connection.
+//!
+//! # NUL characters
+//!
+//! Everything that can be stored is stored, NUL (`\u{0}`) included, in ids, names, state,
+//! extra data and run records. SQLite keeps NUL as it is. Postgres `TEXT` refuses NUL bytes
+//! and `jsonb` refuses `\u0000`, so the Postgres backend writes NUL as the two characters
+//! U+FDD0 `0` and U+FDD0 itself as U+FDD0 U+FDD0 (in text columns and in every JSON string
+//! and key) and reverses this exactly on read. U+FDD0 is a Unicode noncharacter, reserved
+//! for such internal use; what other programs read directly from the tables is the escaped
+//! form, and sessions whose ids contain NUL or U+FDD0 are ordered by it.
+//!
 //! Every error has a [`kind`](buddy_core::StorageError::kind): a database locked by another
 //! writer is `Busy` (SQLite `SQLITE_BUSY`/`SQLITE_LOCKED`; Postgres lock timeouts,
 //! serialization failures, deadlocks), a unique or primary key violation is `Conflict`, a
@@ -134,6 +161,7 @@
 //! `Unavailable`; anything else the driver reports is `Other`.
 //!
 //! [`Storage::commit`]: buddy_core::storage::Storage::commit
+//! [`Storage::list_sessions`]: buddy_core::storage::Storage::list_sessions
 //! [`Storage::create`]: buddy_core::storage::Storage::create
 //! [`Storage::upgrade_schema`]: buddy_core::storage::Storage::upgrade_schema
 

@@ -48,7 +48,7 @@ use serde_json::{Map, Value};
 
 use std::collections::HashSet;
 
-use crate::codec::{decode_run, to_millis};
+use crate::codec::{Text, decode_run, to_millis};
 
 /// A column only the v1 layout has; its presence marks a v1 table.
 const V1_MARKER_COLUMN: &str = "memory";
@@ -215,7 +215,7 @@ pub(crate) fn check_v2_run(
     session_id: &str,
     record: &str,
 ) -> Result<(), StorageError> {
-    decode_run(session_id, record)?;
+    decode_run(Text::Raw, session_id, Some(record))?;
     if sessions.contains(session_id) {
         Ok(())
     } else {

@@ -4,20 +4,31 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use buddy_core::StorageError;
 use buddy_core::run::{RunRecord, now_millis};
 use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, SqlSafeStr, SqlStr, Transaction};
+use buddy_core::{StorageError, StorageErrorKind};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{
+    AssertSqlSafe, ConnectOptions, Connection, FromRow, Postgres, Row, SqlSafeStr, SqlStr,
+    Transaction,
+};
 
 use crate::codec::{
-    EncodedSession, PG_SESSION_COLUMNS, PG_V2_SESSION_COLUMNS, SessionRow, decode_run, encode_run,
-    row_error, sql_limit,
+    EncodedSession, PG_SESSION_COLUMNS, PG_V2_SESSION_COLUMNS, SessionRow, Text, check_run_count,
+    decode_run, encode_run, row_error, skip_corrupt, sql_limit,
 };
-use crate::error::db;
+
+/// Postgres text cannot hold NUL: it is escaped (see the `codec` module).
+const TEXT: Text = Text::EscapeNul;
+
+/// How long [`PostgresStorage::connect`] waits for the server, and a pool it creates waits
+/// for a free connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::error::{db, kind_of};
 use crate::ident::{self, index_name, quote, runs_table};
 use crate::migrate::{Layout, V1Row, check_v2_run};
 
@@ -41,6 +52,12 @@ const DDL_LOCK_KEY: i64 = 0x6275_6464_795f_6464; // "buddy_dd"
 /// machines; writers of different sessions do not wait for each other. No run record or
 /// state key is lost; for a key written by two runs the later commit wins. Durability is the
 /// server's (`synchronous_commit`).
+///
+/// # NUL characters
+///
+/// Postgres text and `jsonb` cannot hold NUL, so every string is stored with NUL written as
+/// U+FDD0 `0` (and U+FDD0 as U+FDD0 U+FDD0), reversed exactly on read: any value round-trips
+/// (see the crate docs).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), buddy_core::StorageError> {
@@ -169,9 +186,12 @@ impl Sql {
                 "INSERT INTO {t} (session_id, kind, scope, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (session_id, kind, scope) DO NOTHING"
             )),
-            lock_session: sql(format!("SELECT {cols} FROM {t} WHERE {key} FOR UPDATE")),
+            lock_session: sql(format!(
+                "SELECT {cols}, (SELECT MAX(seq) FROM {r} WHERE {key}) AS max_seq
+                 FROM {t} WHERE {key} FOR UPDATE"
+            )),
             read_session: sql(format!(
-                "SELECT {cols}, runs.record::text AS record FROM {t}
+                "SELECT {cols}, runs.record::text AS record, runs.seq AS run_seq FROM {t}
                  LEFT JOIN (SELECT record, seq FROM {r} WHERE {key}
                             ORDER BY seq DESC LIMIT $4) AS runs ON true
                  WHERE {key} ORDER BY runs.seq DESC"
@@ -285,16 +305,53 @@ impl PostgresStorage {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`)
     /// with a pool of up to 10 connections. Tables are created on first use.
     ///
+    /// The first connection is made at once and may take up to 5 seconds (connecting and
+    /// the server's answer); later, an operation waits up to 5 seconds for a free or new
+    /// connection before failing with a [`StorageError::Database`] of kind `Unavailable`.
+    /// Build the pool yourself and use [`from_pool`](Self::from_pool) for other settings.
+    ///
     /// # Errors
     ///
-    /// [`StorageError::Database`] if the URL is malformed or the server cannot be reached;
-    /// the URL itself (and so any password in it) is never part of the error.
+    /// [`StorageError::Database`] if the URL is malformed; [`StorageError::Connect`] if the
+    /// server cannot be reached or refuses the connection, naming the host, port and
+    /// database and saying why (`connection refused`, `timed out`, ...). The URL itself (and
+    /// so any password in it) is never part of an error.
     pub async fn connect(url: &str) -> StorageResult<Self> {
+        let options: PgConnectOptions = url.parse().map_err(db("connect"))?;
+        let target = format!(
+            "postgres server {}:{}, database {}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or(options.get_username())
+        );
+        // One connection made here, so that a failure says why: the pool itself would retry
+        // a refused connection until its timeout and then report only the timeout.
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await;
+        let failure = match connection {
+            Ok(Ok(connection)) => {
+                // Not kept: the pool opens its own connections.
+                let _ = connection.close().await;
+                None
+            }
+            Ok(Err(error)) => Some((connect_reason(&error), kind_of(&error), error.into())),
+            Err(elapsed) => Some((
+                "timed out",
+                StorageErrorKind::Unavailable,
+                Box::new(elapsed) as Box<dyn std::error::Error + Send + Sync>,
+            )),
+        };
+        if let Some((reason, kind, source)) = failure {
+            return Err(StorageError::Connect {
+                target,
+                reason,
+                kind,
+                source,
+            });
+        }
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            .connect(url)
-            .await
-            .map_err(db("connect"))?;
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(options);
         Ok(Self::from_pool(pool))
     }
 
@@ -419,6 +476,8 @@ impl PostgresStorage {
     }
 
     /// Inserts the session row if it is missing and locks it: the start of every write.
+    /// Fails with [`StorageError::Corrupt`] if the row does not decode or its `run_count` is
+    /// below its stored history.
     async fn lock_session(
         &self,
         tx: &mut Transaction<'static, Postgres>,
@@ -428,21 +487,26 @@ impl PostgresStorage {
     ) -> StorageResult<Session> {
         let sql = &self.inner.sql;
         sqlx::query(sql.insert_missing.clone())
-            .bind(&key.session_id)
+            .bind(TEXT.store(&key.session_id))
             .bind(key.kind.as_str())
-            .bind(&key.scope)
+            .bind(TEXT.store(&key.scope))
             .bind(now)
             .execute(&mut **tx)
             .await
             .map_err(db(operation))?;
         let row = sqlx::query(sql.lock_session.clone())
-            .bind(&key.session_id)
+            .bind(TEXT.store(&key.session_id))
             .bind(key.kind.as_str())
-            .bind(&key.scope)
+            .bind(TEXT.store(&key.scope))
             .fetch_one(&mut **tx)
             .await
             .map_err(db(operation))?;
-        decode_row(&row, operation)
+        let session = decode_row(&row, operation)?;
+        let max_seq: Option<i64> = row
+            .try_get("max_seq")
+            .map_err(|error| row_error(operation, &key.session_id, error))?;
+        check_run_count(&session, max_seq)?;
+        Ok(session)
     }
 
     async fn select_runs(
@@ -451,17 +515,17 @@ impl PostgresStorage {
         key: &SessionKey,
         limit: Option<usize>,
     ) -> StorageResult<Vec<RunRecord>> {
-        let records: Vec<String> = sqlx::query_scalar(self.inner.sql.select_runs.clone())
-            .bind(&key.session_id)
+        let records: Vec<Option<String>> = sqlx::query_scalar(self.inner.sql.select_runs.clone())
+            .bind(TEXT.store(&key.session_id))
             .bind(key.kind.as_str())
-            .bind(&key.scope)
+            .bind(TEXT.store(&key.scope))
             .bind(sql_limit(limit))
             .fetch_all(&mut *conn)
             .await
-            .map_err(db("runs"))?;
+            .map_err(|error| row_error("runs", &key.session_id, error))?;
         let mut runs = records
             .iter()
-            .map(|record| decode_run(&key.session_id, record))
+            .map(|record| decode_run(TEXT, &key.session_id, record.as_deref()))
             .collect::<StorageResult<Vec<_>>>()?;
         runs.reverse();
         Ok(runs)
@@ -486,7 +550,8 @@ impl PostgresStorage {
         }
         for (session, runs) in converted {
             let id = session.session_id.as_str();
-            let encoded = EncodedSession::new(&session)?;
+            // Old layouts never held escaped text: they are read and written as they are.
+            let encoded = EncodedSession::new(&session, Text::Raw)?;
             sqlx::query(sql.v1_update.clone())
                 .bind(id)
                 .bind(session.kind.as_str())
@@ -510,7 +575,7 @@ impl PostgresStorage {
                     .bind(&run.run_id)
                     .bind(run.status.as_str())
                     .bind(run.created_at)
-                    .bind(encode_run(id, run)?)
+                    .bind(encode_run(Text::Raw, id, run)?)
                     .execute(&mut **tx)
                     .await
                     .map_err(db("upgrade_schema"))?;
@@ -532,7 +597,7 @@ impl PostgresStorage {
             .map_err(db("upgrade_schema"))?;
         let mut ids = HashSet::with_capacity(rows.len());
         for row in &rows {
-            ids.insert(decode_row(row, "upgrade_schema")?.session_id);
+            ids.insert(decode_row_as(row, "upgrade_schema", Text::Raw)?.session_id);
         }
         let runs: Vec<(String, String)> = sqlx::query_as(sql.v2_select_runs.clone())
             .fetch_all(&mut **tx)
@@ -556,12 +621,12 @@ fn bind_session<'q>(
     encoded: EncodedSession,
 ) -> sqlx::query::Query<'q, Postgres, PgArguments> {
     query
-        .bind(session.session_id.clone())
+        .bind(TEXT.store(&session.session_id).into_owned())
         .bind(session.kind.as_str())
-        .bind(session.scope.clone())
-        .bind(session.component_id.clone())
-        .bind(session.user_id.clone())
-        .bind(session.session_name.clone())
+        .bind(TEXT.store(&session.scope).into_owned())
+        .bind(TEXT.store_opt(session.component_id.as_deref()))
+        .bind(TEXT.store_opt(session.user_id.as_deref()))
+        .bind(TEXT.store_opt(session.session_name.as_deref()))
         .bind(encoded.component_data)
         .bind(encoded.session_state)
         .bind(encoded.extra_data)
@@ -571,13 +636,32 @@ fn bind_session<'q>(
         .bind(session.run_count)
 }
 
+/// Why a first connection failed, in a few words.
+fn connect_reason(error: &sqlx::Error) -> &'static str {
+    match error {
+        sqlx::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused",
+            std::io::ErrorKind::TimedOut => "timed out",
+            _ => "network error",
+        },
+        sqlx::Error::Tls(_) => "tls error",
+        sqlx::Error::Database(_) => "rejected by the server",
+        _ => "connection failed",
+    }
+}
+
 fn decode_row(row: &PgRow, operation: &'static str) -> StorageResult<Session> {
+    decode_row_as(row, operation, TEXT)
+}
+
+fn decode_row_as(row: &PgRow, operation: &'static str, text: Text) -> StorageResult<Session> {
     let id: String = row
         .try_get("session_id")
         .map_err(|error| row_error(operation, "?", error))?;
+    let id = text.load(id);
     SessionRow::from_row(row)
         .map_err(|error| row_error(operation, &id, error))?
-        .into_session()
+        .into_session(text)
 }
 
 impl fmt::Debug for PostgresStorage {
@@ -601,9 +685,9 @@ impl Storage for PostgresStorage {
         // One statement, so one snapshot: the session's columns on every row, joined with
         // its most recent runs (one row with a NULL record when it has none).
         let rows = sqlx::query(self.inner.sql.read_session.clone())
-            .bind(&key.session_id)
+            .bind(TEXT.store(&key.session_id))
             .bind(key.kind.as_str())
-            .bind(&key.scope)
+            .bind(TEXT.store(&key.scope))
             .bind(sql_limit(Some(options.recent_runs)))
             .fetch_all(&self.inner.pool)
             .await
@@ -621,12 +705,18 @@ impl Storage for PostgresStorage {
         }
         let mut runs = Vec::with_capacity(rows.len());
         for row in rows.iter().rev() {
+            // No `seq`: the one row of a session without runs. A run row with a NULL record
+            // is corrupt, not skipped.
+            let seq: Option<i64> = row
+                .try_get("run_seq")
+                .map_err(|error| row_error("read", &key.session_id, error))?;
+            if seq.is_none() {
+                continue;
+            }
             let record: Option<String> = row
                 .try_get("record")
                 .map_err(|error| row_error("read", &key.session_id, error))?;
-            if let Some(record) = record {
-                runs.push(decode_run(&key.session_id, &record)?);
-            }
+            runs.push(decode_run(TEXT, &key.session_id, record.as_deref())?);
         }
         session.runs = runs;
         Ok(Some(session))
@@ -643,7 +733,7 @@ impl Storage for PostgresStorage {
         // session, exactly as the in-memory reference does.
         let existing = (current.version > 0).then_some(current);
         let session = Session::apply_write(existing, &write, now);
-        let encoded = EncodedSession::new(&session)?;
+        let encoded = EncodedSession::new(&session, TEXT)?;
         let statement = match &write.run {
             None => self.inner.sql.update_session.clone(),
             Some(_) => self.inner.sql.update_session_insert_run.clone(),
@@ -651,10 +741,10 @@ impl Storage for PostgresStorage {
         let mut query = bind_session(sqlx::query(statement), &session, encoded);
         if let Some(run) = &write.run {
             query = query
-                .bind(run.run_id.clone())
+                .bind(TEXT.store(&run.run_id).into_owned())
                 .bind(run.status.as_str())
                 .bind(run.created_at)
-                .bind(encode_run(&session.session_id, run)?);
+                .bind(encode_run(TEXT, &session.session_id, run)?);
         }
         let written = query.execute(&mut *tx).await.map_err(db("commit"))?;
         if written.rows_affected() != 1 {
@@ -677,17 +767,19 @@ impl Storage for PostgresStorage {
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>> {
         self.ensure().await?;
         let rows = sqlx::query(self.inner.sql.list_sessions.clone())
-            .bind(&query.user_id)
-            .bind(&query.component_id)
+            .bind(TEXT.store_opt(query.user_id.as_deref()))
+            .bind(TEXT.store_opt(query.component_id.as_deref()))
             .bind(query.kind.map(|kind| kind.as_str()))
-            .bind(&query.scope)
+            .bind(TEXT.store_opt(query.scope.as_deref()))
             .bind(sql_limit(query.limit))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(db("list_sessions"))?;
-        rows.iter()
-            .map(|row| decode_row(row, "list_sessions"))
-            .collect()
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            sessions.extend(skip_corrupt(decode_row(row, "list_sessions"))?);
+        }
+        Ok(sessions)
     }
 
     async fn delete_session(&self, key: &SessionKey) -> StorageResult<()> {
@@ -696,9 +788,9 @@ impl Storage for PostgresStorage {
         let mut tx = self.inner.pool.begin().await.map_err(db("delete"))?;
         for statement in [&sql.delete_runs, &sql.delete_sessions] {
             sqlx::query(statement.clone())
-                .bind(&key.session_id)
+                .bind(TEXT.store(&key.session_id))
                 .bind(key.kind.as_str())
-                .bind(&key.scope)
+                .bind(TEXT.store(&key.scope))
                 .execute(&mut *tx)
                 .await
                 .map_err(db("delete"))?;

@@ -20,10 +20,13 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, FromRow, Row, SqlSafeStr, SqlStr, Sqlite, Transaction};
 
 use crate::codec::{
-    EncodedSession, SQLITE_SESSION_COLUMNS, SQLITE_V2_SESSION_COLUMNS, SessionRow, decode_run,
-    encode_run, row_error, sql_limit,
+    EncodedSession, SQLITE_SESSION_COLUMNS, SQLITE_V2_SESSION_COLUMNS, SessionRow, Text,
+    check_run_count, decode_run, encode_run, row_error, skip_corrupt, sql_limit,
 };
-use crate::error::db;
+
+/// SQLite stores NUL in text as it is.
+const TEXT: Text = Text::Raw;
+use crate::error::{db, kind_of};
 use crate::ident::{self, index_name, quote, runs_table};
 use crate::migrate::{Layout, V1Row, check_v2_run};
 
@@ -117,10 +120,11 @@ fn sql(text: String) -> SqlStr {
 /// The condition selecting the sessions (or runs) that `SessionKey::covers` the key
 /// `(?1, ?2, ?3)`: the session itself and, below it, every scope under `?3` (every non-empty
 /// scope when `?3` is `''`). A prefix test by `substr`, not `LIKE`, so `_` and `%` in a scope
-/// are plain characters.
+/// are plain characters; on the bytes (`BLOB`), because SQLite's text `length` stops at a NUL.
 const COVERED: &str = "session_id = ?1 AND ((kind = ?2 AND scope = ?3)
     OR (?3 = '' AND scope <> '')
-    OR (?3 <> '' AND substr(scope, 1, length(?3) + 1) = ?3 || '/'))";
+    OR (?3 <> '' AND substr(CAST(scope AS BLOB), 1, length(CAST(?3 AS BLOB)) + 1)
+        = CAST(?3 || '/' AS BLOB)))";
 
 impl Sql {
     fn new(table: &str) -> Self {
@@ -184,13 +188,15 @@ impl Sql {
         );
         Sql {
             read_session: sql(format!(
-                "SELECT {cols}, runs.record AS record FROM {t}
+                "SELECT {cols}, runs.record AS record, runs.seq AS run_seq FROM {t}
                  LEFT JOIN (SELECT record, seq FROM {r} WHERE {key}
                             ORDER BY seq DESC LIMIT ?4) AS runs
                  WHERE {key} ORDER BY runs.seq DESC"
             )),
             begin_select_session: sql(format!(
-                "BEGIN IMMEDIATE; SELECT {cols} FROM {t} WHERE {key}"
+                "BEGIN IMMEDIATE; SELECT {cols},
+                    (SELECT MAX(seq) FROM {r} WHERE {key}) AS max_seq
+                 FROM {t} WHERE {key}"
             )),
             upsert_commit: sql(format!("{upsert}; COMMIT")),
             upsert_insert_run_commit: sql(format!("{upsert}; {insert_run}; COMMIT")),
@@ -288,6 +294,11 @@ impl SqliteStorage {
     /// Opens (creating if needed) the database file at `path`, or a private in-memory
     /// database for `":memory:"`, with the settings described on [`SqliteStorage`]. Missing
     /// parent directories are created. Tables are created on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Connect`] naming the path if the file cannot be opened or created (a
+    /// directory, a read-only location, a parent that is a file).
     pub async fn open(path: impl AsRef<Path>) -> StorageResult<Self> {
         let path = path.as_ref();
         let base = SqliteConnectOptions::new()
@@ -307,8 +318,16 @@ impl SqliteStorage {
                 .map_err(db("open"))?;
             return Ok(Self::with_pool(pool, ":memory:".to_owned()));
         }
+        let cannot_open =
+            |kind, source: Box<dyn std::error::Error + Send + Sync>| StorageError::Connect {
+                target: format!("sqlite database {}", path.display()),
+                reason: "cannot open the file",
+                kind,
+                source,
+            };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(db_io("open"))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|error| cannot_open(StorageErrorKind::Unavailable, error.into()))?;
         }
         let options = base
             .filename(path)
@@ -322,7 +341,7 @@ impl SqliteStorage {
             .test_before_acquire(false)
             .connect_with(options)
             .await
-            .map_err(db("open"))?;
+            .map_err(|error| cannot_open(kind_of(&error), error.into()))?;
         Ok(Self::with_pool(pool, path.display().to_string()))
     }
 
@@ -458,9 +477,19 @@ impl SqliteStorage {
                 .fetch_optional(&mut **conn)
                 .await
                 .map_err(db("commit"))?;
-            let existing = row.map(|row| decode_row(&row, "commit")).transpose()?;
+            let existing = match row {
+                Some(row) => {
+                    let session = decode_row(&row, "commit")?;
+                    let max_seq: Option<i64> = row
+                        .try_get("max_seq")
+                        .map_err(|error| row_error("commit", &session.session_id, error))?;
+                    check_run_count(&session, max_seq)?;
+                    Some(session)
+                }
+                None => None,
+            };
             let session = Session::apply_write(existing, write, now_millis());
-            let encoded = EncodedSession::new(&session)?;
+            let encoded = EncodedSession::new(&session, TEXT)?;
             let statement = match write.run {
                 Some(_) => sql.upsert_insert_run_commit.clone(),
                 None => sql.upsert_commit.clone(),
@@ -471,7 +500,7 @@ impl SqliteStorage {
                     .bind(run.run_id.clone())
                     .bind(run.status.as_str())
                     .bind(run.created_at)
-                    .bind(encode_run(&session.session_id, run)?);
+                    .bind(encode_run(TEXT, &session.session_id, run)?);
             }
             query.execute(&mut **conn).await.map_err(db("commit"))?;
             Ok(session)
@@ -545,7 +574,7 @@ impl SqliteStorage {
         }
         for (session, runs) in converted {
             let id = session.session_id.as_str();
-            let encoded = EncodedSession::new(&session)?;
+            let encoded = EncodedSession::new(&session, TEXT)?;
             sqlx::query(sql.v1_update.clone())
                 .bind(id)
                 .bind(session.kind.as_str())
@@ -569,7 +598,7 @@ impl SqliteStorage {
                     .bind(&run.run_id)
                     .bind(run.status.as_str())
                     .bind(run.created_at)
-                    .bind(encode_run(id, run)?)
+                    .bind(encode_run(TEXT, id, run)?)
                     .execute(&mut **tx)
                     .await
                     .map_err(db("upgrade_schema"))?;
@@ -608,17 +637,13 @@ impl SqliteStorage {
     }
 }
 
-fn db_io(operation: &'static str) -> impl Fn(std::io::Error) -> StorageError {
-    move |error| StorageError::database_with_kind(operation, StorageErrorKind::Unavailable, error)
-}
-
 fn decode_row(row: &SqliteRow, operation: &'static str) -> StorageResult<Session> {
     let id: String = row
         .try_get("session_id")
         .map_err(|error| row_error(operation, "?", error))?;
     SessionRow::from_row(row)
         .map_err(|error| row_error(operation, &id, error))?
-        .into_session()
+        .into_session(TEXT)
 }
 
 /// Binds `?1` to `?13` of the session upsert.
@@ -754,9 +779,11 @@ impl Storage for SqliteStorage {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(db("list_sessions"))?;
-        rows.iter()
-            .map(|row| decode_row(row, "list_sessions"))
-            .collect()
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            sessions.extend(skip_corrupt(decode_row(row, "list_sessions"))?);
+        }
+        Ok(sessions)
     }
 
     async fn delete_session(&self, key: &SessionKey) -> StorageResult<()> {
@@ -798,12 +825,18 @@ impl Storage for SqliteStorage {
 fn decode_joined_runs(rows: &[SqliteRow], session_id: &str) -> StorageResult<Vec<RunRecord>> {
     let mut runs = Vec::with_capacity(rows.len());
     for row in rows.iter().rev() {
+        // No `seq`: the one row of a session without runs. A run row with a NULL record is
+        // corrupt, not skipped.
+        let seq: Option<i64> = row
+            .try_get("run_seq")
+            .map_err(|error| row_error("read", session_id, error))?;
+        if seq.is_none() {
+            continue;
+        }
         let record: Option<String> = row
             .try_get("record")
             .map_err(|error| row_error("read", session_id, error))?;
-        if let Some(record) = record {
-            runs.push(decode_run(session_id, &record)?);
-        }
+        runs.push(decode_run(TEXT, session_id, record.as_deref())?);
     }
     Ok(runs)
 }
@@ -815,17 +848,17 @@ async fn select_runs(
     limit: Option<usize>,
 ) -> StorageResult<Vec<RunRecord>> {
     let session_id = key.session_id.as_str();
-    let records: Vec<String> = sqlx::query_scalar(sql.select_runs.clone())
+    let records: Vec<Option<String>> = sqlx::query_scalar(sql.select_runs.clone())
         .bind(session_id)
         .bind(key.kind.as_str())
         .bind(&key.scope)
         .bind(sql_limit(limit))
         .fetch_all(&mut *conn)
         .await
-        .map_err(db("runs"))?;
+        .map_err(|error| row_error("runs", session_id, error))?;
     let mut runs = records
         .iter()
-        .map(|record| decode_run(session_id, record))
+        .map(|record| decode_run(TEXT, session_id, record.as_deref()))
         .collect::<StorageResult<Vec<_>>>()?;
     runs.reverse();
     Ok(runs)

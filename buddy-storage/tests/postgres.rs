@@ -145,8 +145,7 @@ async fn invalid_names_are_rejected_before_any_sql() {
 #[tokio::test]
 async fn connection_errors_never_show_the_password() {
     let mut urls = vec!["postgres://user:s3cr3t-pw@[bad/db".to_owned()];
-    // A server that answers with an error (an unreachable one would be retried for the
-    // pool's 30 s acquire timeout).
+    // A server that answers with an error.
     if let Some(url) = url() {
         let rest = url.split_once('@').map_or(url.as_str(), |(_, rest)| rest);
         let host = rest.split_once('/').map_or(rest, |(host, _)| host);
@@ -154,13 +153,16 @@ async fn connection_errors_never_show_the_password() {
     }
     for url in &urls {
         let error = PostgresStorage::connect(url).await.unwrap_err();
-        assert!(matches!(
-            error,
-            StorageError::Database {
-                operation: "connect",
-                ..
-            }
-        ));
+        assert!(
+            matches!(
+                error,
+                StorageError::Database {
+                    operation: "connect",
+                    ..
+                } | StorageError::Connect { .. }
+            ),
+            "{error:?}"
+        );
         let mut text = format!("{error} {error:?}");
         let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {
@@ -169,6 +171,44 @@ async fn connection_errors_never_show_the_password() {
         }
         assert!(!text.contains("s3cr3t"), "{text}");
     }
+}
+
+#[tokio::test]
+async fn connecting_to_a_closed_port_says_connection_refused_and_names_the_server() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://user:s3cr3t-pw@127.0.0.1:{port}/some_db");
+    let error = PostgresStorage::connect(&url).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(
+            &error,
+            StorageError::Connect {
+                reason: "connection refused",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_unavailable(), "{error:?}");
+    assert_eq!(
+        message,
+        format!(
+            "cannot connect to postgres server 127.0.0.1:{port}, database some_db: \
+             connection refused"
+        )
+    );
+    let mut text = format!("{error:?}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    assert!(!text.contains("s3cr3t"), "{text}");
 }
 
 #[tokio::test]
@@ -272,14 +312,11 @@ async fn corrupt_rows_are_typed_errors_naming_the_session() {
         "DELETE FROM \"{schema}\".sessions_runs; UPDATE \"{schema}\".sessions SET kind = 'spaceship'"
     ))
     .await;
-    let error = storage
-        .list_sessions(&Default::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, StorageError::Corrupt { session_id, what: "kind", .. } if session_id == "bad"),
-        "{error:?}"
-    );
+    // The listing skips the corrupt session (and reports it) and lists the others.
+    storage.commit(run_write("good", 1, "k")).await.unwrap();
+    let listed = storage.list_sessions(&Default::default()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].session_id, "good");
 }
 
 #[tokio::test]
@@ -646,11 +683,9 @@ async fn database_errors_have_a_kind() {
         return;
     };
     storage.commit(run_write("s", 1, "k")).await.unwrap();
-    // A run row already at the next `seq` (written behind the store's back).
+    // A unique index added behind the store's back, which the next run violates.
     let sql = format!(
-        "INSERT INTO \"{0}\".sessions_runs
-            SELECT session_id, kind, scope, seq + 1, run_id || '-copy', status, created_at, record
-            FROM \"{0}\".sessions_runs WHERE seq = 1",
+        "CREATE UNIQUE INDEX one_status ON \"{0}\".sessions_runs (status)",
         guard.schema
     );
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -660,7 +695,7 @@ async fn database_errors_have_a_kind() {
     let error = storage.commit(run_write("s", 2, "k")).await.unwrap_err();
     assert_eq!(error.kind(), StorageErrorKind::Conflict, "{error:?}");
     assert!(error.is_conflict());
-    assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 2);
+    assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 1);
     let session = storage
         .read(&key("s"), &ReadOptions::default())
         .await
@@ -719,4 +754,67 @@ async fn a_lock_timeout_is_busy() {
     holder.rollback().await.unwrap();
     impatient.commit(run_write("s", 2, "k")).await.unwrap();
     impatient.close().await;
+}
+
+/// A store whose tables allow the NULLs a hand-edited table may hold, with raw access.
+async fn raw() -> Option<support::corrupt::Raw> {
+    let (storage, guard) = storage().await?;
+    storage.create().await.unwrap();
+    let schema = guard.schema.clone();
+    let pool = storage.pool().clone();
+    let exec = move |template: String| {
+        let pool = pool.clone();
+        let sql = template
+            .replace("{t}", &format!("\"{schema}\".sessions"))
+            .replace("{r}", &format!("\"{schema}\".sessions_runs"));
+        Box::pin(async move {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }) as support::corrupt::BoxFuture<()>
+    };
+    exec(
+        "ALTER TABLE {t} ALTER COLUMN component_data DROP NOT NULL,
+            ALTER COLUMN session_state DROP NOT NULL, ALTER COLUMN created_at DROP NOT NULL,
+            ALTER COLUMN updated_at DROP NOT NULL, ALTER COLUMN version DROP NOT NULL,
+            ALTER COLUMN run_count DROP NOT NULL;
+          ALTER TABLE {r} ALTER COLUMN record DROP NOT NULL;"
+            .to_owned(),
+    )
+    .await;
+    let pool = storage.pool().clone();
+    let schema = guard.schema.clone();
+    let snapshot = move || {
+        let pool = pool.clone();
+        let sql = format!(
+            "SELECT row_to_json(s)::text FROM \"{schema}\".sessions s
+             UNION ALL SELECT row_to_json(r)::text FROM \"{schema}\".sessions_runs r
+             ORDER BY 1"
+        );
+        Box::pin(async move {
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }) as support::corrupt::BoxFuture<Vec<String>>
+    };
+    Some(support::corrupt::Raw {
+        storage: Arc::new(storage),
+        exec: Arc::new(exec),
+        snapshot: Arc::new(snapshot),
+        refuse_run_sql: "ALTER TABLE {r} ADD CONSTRAINT refuse CHECK (run_id <> 'refused')",
+        guard: Box::new(guard),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_corruption_is_a_typed_error_on_every_read_path() {
+    support::corrupt::check_every_corruption(raw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_leaves_the_store_usable() {
+    let Some(raw) = raw().await else { return };
+    support::corrupt::refused_write_leaves_the_store_usable(raw).await;
 }

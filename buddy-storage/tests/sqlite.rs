@@ -180,11 +180,14 @@ async fn corrupt_state_is_a_typed_error_naming_the_session() {
     // A write must not reset the session either.
     let error = storage.commit(run_write("bad", 2, "k")).await.unwrap_err();
     assert_eq!(corrupt(error), ("bad".into(), "session_state"));
-    let error = storage
-        .list_sessions(&Default::default())
-        .await
-        .unwrap_err();
-    assert!(error.is_corrupt());
+    // Listing skips the corrupt session (and reports it) instead of failing.
+    assert!(
+        storage
+            .list_sessions(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         storage.runs(&key("bad"), None).await.unwrap().len(),
         1,
@@ -235,7 +238,9 @@ async fn corrupt_run_and_row_are_typed_errors() {
         matches!(&error, StorageError::Corrupt { session_id, .. } if session_id == "bad"),
         "{error:?}"
     );
-    // An unknown kind (the runs reference the kind: remove them first) shows when listing.
+    // An unknown kind (the runs reference the kind: remove them first): the listing skips
+    // that session and still lists the others.
+    storage.commit(run_write("good", 1, "k")).await.unwrap();
     sqlx::raw_sql(
         "DELETE FROM t_runs WHERE session_id = 'bad';
          UPDATE t SET kind = 'spaceship', version = 1 WHERE session_id = 'bad';",
@@ -243,14 +248,9 @@ async fn corrupt_run_and_row_are_typed_errors() {
     .execute(storage.pool())
     .await
     .unwrap();
-    let error = storage
-        .list_sessions(&Default::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, StorageError::Corrupt { session_id, what: "kind", .. } if session_id == "bad"),
-        "{error:?}"
-    );
+    let listed = storage.list_sessions(&Default::default()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].session_id, "good");
 }
 
 #[tokio::test]
@@ -350,21 +350,16 @@ async fn a_database_that_goes_away_is_a_database_error() {
 }
 
 #[tokio::test]
-async fn opening_an_unusable_path_is_a_database_error() {
+async fn opening_an_unusable_path_is_a_connect_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, b"not a directory").unwrap();
     let error = SqliteStorage::open(file.join("db")).await.unwrap_err();
     assert!(
-        matches!(
-            error,
-            StorageError::Database {
-                operation: "open",
-                ..
-            }
-        ),
+        matches!(&error, StorageError::Connect { target, .. } if target.contains("file")),
         "{error:?}"
     );
+    assert!(error.is_unavailable(), "{error:?}");
 }
 
 /// A v1 table (one `memory` column holding every run) is converted by `upgrade_schema`.
@@ -810,7 +805,8 @@ async fn database_errors_have_a_kind() {
     drop(holder);
     impatient.commit(run_write("s", 2, "k")).await.unwrap();
 
-    // A run row already at the next `seq` (written behind the store's back).
+    // A run row already at the next `seq` (written behind the store's back): `run_count`
+    // is below the history, which is corrupt, not a key conflict, and nothing is written.
     sqlx::query(
         "INSERT INTO workflow_sessions_runs
             SELECT session_id, kind, scope, seq + 1, run_id || '-copy', status, created_at, record
@@ -820,8 +816,23 @@ async fn database_errors_have_a_kind() {
     .await
     .unwrap();
     let error = storage.commit(run_write("s", 3, "k")).await.unwrap_err();
-    assert_eq!(error.kind(), StorageErrorKind::Conflict, "{error:?}");
+    assert!(
+        matches!(&error, StorageError::Corrupt { session_id, what: "run_count", .. } if session_id == "s"),
+        "{error:?}"
+    );
     assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 3);
+
+    // A unique index added behind the store's back, which a run with a repeated id violates.
+    sqlx::raw_sql(
+        "DELETE FROM workflow_sessions_runs WHERE seq = 3;
+         CREATE UNIQUE INDEX one_run_id ON workflow_sessions_runs (run_id);",
+    )
+    .execute(storage.pool())
+    .await
+    .unwrap();
+    let error = storage.commit(run_write("s", 2, "k")).await.unwrap_err();
+    assert_eq!(error.kind(), StorageErrorKind::Conflict, "{error:?}");
+    assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 2);
 
     storage.close().await;
     let error = storage
@@ -830,4 +841,108 @@ async fn database_errors_have_a_kind() {
         .unwrap_err();
     assert_eq!(error.kind(), StorageErrorKind::Unavailable, "{error:?}");
     assert!(error.is_unavailable());
+}
+
+/// The tables as a hand-edited or foreign-made file may hold them: the current columns
+/// without the `NOT NULL` constraints, so that raw SQL can store NULLs.
+const NULLABLE_TABLES: &str = "
+    CREATE TABLE t (
+        session_id TEXT NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
+        component_id TEXT, user_id TEXT, session_name TEXT,
+        component_data TEXT, session_state TEXT, extra_data TEXT,
+        created_at INTEGER, updated_at INTEGER, version INTEGER, run_count INTEGER,
+        PRIMARY KEY (session_id, kind, scope)
+    );
+    CREATE TABLE t_runs (
+        session_id TEXT NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
+        seq INTEGER NOT NULL, run_id TEXT, status TEXT, created_at INTEGER, record TEXT,
+        PRIMARY KEY (session_id, kind, scope, seq),
+        FOREIGN KEY (session_id, kind, scope)
+            REFERENCES t (session_id, kind, scope) ON DELETE CASCADE
+    );";
+
+async fn raw() -> Option<support::corrupt::Raw> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db"))
+        .await
+        .unwrap()
+        .table("t")
+        .unwrap();
+    sqlx::raw_sql(NULLABLE_TABLES)
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let pool = storage.pool().clone();
+    let exec = move |template: String| {
+        let pool = pool.clone();
+        let sql = template.replace("{t}", "t").replace("{r}", "t_runs");
+        Box::pin(async move {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }) as support::corrupt::BoxFuture<()>
+    };
+    let pool = storage.pool().clone();
+    let snapshot = move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT json_array('t', session_id, kind, scope, component_id, user_id,
+                    session_name, component_data, session_state, extra_data, created_at,
+                    updated_at, version, run_count) FROM t
+                 UNION ALL
+                 SELECT json_array('r', session_id, kind, scope, seq, run_id, status,
+                    created_at, record) FROM t_runs
+                 ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }) as support::corrupt::BoxFuture<Vec<String>>
+    };
+    Some(support::corrupt::Raw {
+        storage: Arc::new(storage),
+        exec: Arc::new(exec),
+        snapshot: Arc::new(snapshot),
+        refuse_run_sql: "CREATE TRIGGER refuse BEFORE INSERT ON t_runs
+            WHEN NEW.run_id = 'refused'
+            BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END;",
+        guard: Box::new(dir),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_corruption_is_a_typed_error_on_every_read_path() {
+    support::corrupt::check_every_corruption(raw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_leaves_the_store_usable() {
+    support::corrupt::refused_write_leaves_the_store_usable(raw().await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn opening_a_directory_or_a_read_only_location_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = vec![dir.path().to_path_buf()];
+    // Read-only even for root.
+    if cfg!(target_os = "linux") {
+        paths.push("/proc/buddy-storage-test/sessions.db".into());
+        paths.push("/proc/buddy-storage-test.db".into());
+    }
+    for path in paths {
+        let error = SqliteStorage::open(&path).await.unwrap_err();
+        assert!(matches!(error, StorageError::Connect { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&path.display().to_string()),
+            "{message} does not name {}",
+            path.display()
+        );
+        assert!(
+            message.starts_with("cannot connect to sqlite database"),
+            "{message}"
+        );
+    }
 }

@@ -77,6 +77,13 @@ pub trait Storage: fmt::Debug + Send + Sync {
     /// Sessions that match `query`, without runs: the most recently updated first, then by
     /// session id (descending), kind and scope (ascending; strings compared byte-wise), so
     /// every backend gives the same order.
+    ///
+    /// A stored session that does not decode (a corrupt row) is left out of the listing
+    /// rather than failing it: the other sessions are still listed, and the backend reports
+    /// the skipped one (the SQL backends log a `tracing` warning naming the session and what
+    /// is bad). Reading that session by its key still fails with
+    /// [`StorageError::Corrupt`](crate::StorageError::Corrupt). A listing with a `limit` can
+    /// therefore return fewer sessions than the limit although more exist.
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>>;
 
     /// Deletes a session and its runs, with the sessions of its members stored under it

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, dead_code)] // Test code: a failed unwrap is a failed test.
 
+pub mod corrupt;
+
 use std::sync::Arc;
 
 use buddy_core::storage::Storage;
