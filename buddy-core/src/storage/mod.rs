@@ -82,7 +82,7 @@ pub trait Storage: fmt::Debug + Send + Sync {
     /// rather than failing it: the other sessions are still listed, and the backend reports
     /// the skipped one (the SQL backends log a `tracing` warning naming the session and what
     /// is bad). Reading that session by its key still fails with
-    /// [`StorageError::Corrupt`](crate::StorageError::Corrupt). A listing with a `limit` can
+    /// [`StorageError::Corrupt`]. A listing with a `limit` can
     /// therefore return fewer sessions than the limit although more exist.
     async fn list_sessions(&self, query: &SessionQuery) -> StorageResult<Vec<Session>>;
 
