@@ -58,8 +58,10 @@ async fn invalid_table_names_are_rejected_before_any_sql() {
     );
 }
 
+/// `table(name)` creates the tables right away, before any run uses the store (and never
+/// the default table it replaces).
 #[tokio::test]
-async fn tables_are_named_after_table_and_created_lazily() {
+async fn tables_are_named_after_table_and_created_by_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/db.sqlite");
     let storage = SqliteStorage::open(&path)
@@ -75,15 +77,22 @@ async fn tables_are_named_after_table_and_created_lazily() {
         .await
         .unwrap()
     };
-    assert!(
-        tables(storage.clone()).await.is_empty(),
-        "nothing before first use"
-    );
+    let expected = ["workflows", "workflows_runs", "workflows_updated_idx"];
+    // No storage operation: the writer creates them in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let names = loop {
+        let names = tables(storage.clone()).await;
+        if expected.iter().all(|e| names.iter().any(|n| n == e)) {
+            break names;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not created: {names:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert!(!names.iter().any(|n| n == "workflow_sessions"), "{names:?}");
     storage.commit(run_write("s", 1, "k")).await.unwrap();
-    let names = tables(storage.clone()).await;
-    for expected in ["workflows", "workflows_runs", "workflows_updated_idx"] {
-        assert!(names.iter().any(|n| n == expected), "{names:?}");
-    }
     assert!(path.exists());
 }
 
@@ -863,15 +872,13 @@ const NULLABLE_TABLES: &str = "
 
 async fn raw() -> Option<support::corrupt::Raw> {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db"))
-        .await
-        .unwrap()
-        .table("t")
-        .unwrap();
+    // The tables first: `table("t")` would create them in the current layout.
+    let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap();
     sqlx::raw_sql(NULLABLE_TABLES)
         .execute(storage.pool())
         .await
         .unwrap();
+    let storage = storage.table("t").unwrap();
     let pool = storage.pool().clone();
     let exec = move |template: String| {
         let pool = pool.clone();
@@ -945,4 +952,39 @@ async fn opening_a_directory_or_a_read_only_location_names_the_path() {
             "{message}"
         );
     }
+}
+
+/// A store remembers the rows it saw to commit in one trip; a row changed by another store
+/// on the same file, even deleted and written again to the same version, is read again
+/// under the write lock, so no key and no run of the other store is lost.
+#[tokio::test]
+async fn a_row_changed_by_another_store_is_merged_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.db");
+    let a = SqliteStorage::open(&path).await.unwrap();
+    let b = SqliteStorage::open(&path).await.unwrap();
+    a.commit(run_write("s", 1, "a1")).await.unwrap();
+    b.commit(run_write("s", 2, "b2")).await.unwrap();
+    let merged = a.commit(run_write("s", 3, "a3")).await.unwrap();
+    assert_eq!(
+        merged.session_state,
+        obj(json!({"a1": 1, "b2": 2, "a3": 3}))
+    );
+    assert_eq!(merged.run_count, 3);
+
+    // `a` saw the row at version 3. `b` deletes it and writes it three times: version 3
+    // again, other state.
+    b.delete_session(&key("s")).await.unwrap();
+    for n in 10..13 {
+        b.commit(run_write("s", n, &format!("b{n}"))).await.unwrap();
+    }
+    let merged = a.commit(run_write("s", 20, "a20")).await.unwrap();
+    assert_eq!(
+        merged.session_state,
+        obj(json!({"b10": 10, "b11": 11, "b12": 12, "a20": 20}))
+    );
+    assert_eq!(merged.version, 4);
+    let runs = b.runs(&key("s"), None).await.unwrap();
+    let ids: Vec<_> = runs.iter().map(|run| run.run_id.as_str()).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
 }

@@ -71,6 +71,14 @@ pub trait Storage: fmt::Debug + Send + Sync {
     /// stored afterwards, without runs.
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session>;
 
+    /// Whether a [`commit`](Storage::commit) completes even when its future is dropped
+    /// after the first poll (the backend hands the write to a task of its own). When it
+    /// does not (the default), runs commit in a spawned task, so that a run whose stream or
+    /// future is dropped mid-write is still written; when it does, they save that task.
+    fn commit_survives_drop(&self) -> bool {
+        false
+    }
+
     /// The `limit` most recent runs of a session (all when `None`), oldest first.
     async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>>;
 
@@ -116,6 +124,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
         (**self).commit(write).await
     }
+    fn commit_survives_drop(&self) -> bool {
+        (**self).commit_survives_drop()
+    }
     async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
         (**self).runs(key, limit).await
     }
@@ -136,13 +147,17 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
 }
 
-/// Applies `write` as its own task on the current tokio runtime (inline without one), so a
-/// run dropped while its write is in flight (a stream dropped, a timeout) is still written.
-/// A panic inside the backend becomes a database error.
+/// Applies `write` so that a run dropped while its write is in flight (a stream dropped, a
+/// timeout) is still written: directly when the backend guarantees that itself
+/// ([`Storage::commit_survives_drop`]), else as its own task on the current tokio runtime
+/// (inline without one). A panic inside a spawned commit becomes a database error.
 pub(crate) async fn commit_detached(
     storage: &Arc<dyn Storage>,
     write: SessionWrite,
 ) -> StorageResult<Session> {
+    if storage.commit_survives_drop() {
+        return storage.commit(write).await;
+    }
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             let storage = Arc::clone(storage);
