@@ -239,6 +239,23 @@ fn json_type(value: &Value) -> &'static str {
 }
 
 impl SessionRow {
+    /// [`into_session`](Self::into_session), with the row's JSON columns as stored (`None`
+    /// if one that must hold a value is NULL, in which case decoding fails anyway).
+    pub fn into_session_stored(
+        self,
+        text: Text,
+    ) -> Result<(Session, Option<EncodedSession>), StorageError> {
+        let stored = match (&self.component_data, &self.session_state) {
+            (Some(component_data), Some(session_state)) => Some(EncodedSession {
+                component_data: component_data.clone(),
+                session_state: session_state.clone(),
+                extra_data: self.extra_data.clone(),
+            }),
+            _ => None,
+        };
+        Ok((self.into_session(text)?, stored))
+    }
+
     /// Decodes the row; a malformed JSON column, an unknown kind or a NULL where a value is
     /// required is [`StorageError::Corrupt`].
     pub fn into_session(self, text: Text) -> Result<Session, StorageError> {
@@ -304,6 +321,7 @@ pub(crate) fn check_run_count(session: &Session, max_seq: Option<i64>) -> Result
 }
 
 /// A session's JSON columns, encoded for binding.
+#[derive(Clone)]
 pub(crate) struct EncodedSession {
     pub component_data: String,
     pub session_state: String,

@@ -168,6 +168,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod cache;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;

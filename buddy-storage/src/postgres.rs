@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -11,12 +11,14 @@ use buddy_core::run::{RunRecord, now_millis};
 use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
 use buddy_core::{StorageError, StorageErrorKind};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{
     AssertSqlSafe, ConnectOptions, Connection, FromRow, Postgres, Row, SqlSafeStr, SqlStr,
     Transaction,
 };
 
+use crate::cache::{Cache, Seen, SeenRow};
 use crate::codec::{
     EncodedSession, PG_SESSION_COLUMNS, PG_V2_SESSION_COLUMNS, SessionRow, Text, check_run_count,
     decode_run, encode_run, row_error, skip_corrupt, sql_limit,
@@ -83,13 +85,23 @@ struct Inner {
     sql: Sql,
     ready: AtomicBool,
     init: tokio::sync::Mutex<()>,
+    /// The session rows this store last read or wrote, for one-statement commits.
+    cache: Mutex<Cache>,
 }
 
 struct Sql {
     create: SqlStr,
     drop: SqlStr,
-    insert_missing: SqlStr,
+    /// Inserts the row if it is missing, locks it and returns it with its highest run `seq`.
     lock_session: SqlStr,
+    /// Whether the session already holds the run `$4` (after a lost connection).
+    has_run: SqlStr,
+    /// One statement: the row updated only if it is still exactly as last seen (and then the
+    /// run appended); returns `applied`. By whether the write appends a run.
+    swap: [SqlStr; 2],
+    /// One statement: the row inserted only if there is none (and then the run appended);
+    /// returns `applied`.
+    insert_new: [SqlStr; 2],
     read_session: SqlStr,
     update_session: SqlStr,
     update_session_insert_run: SqlStr,
@@ -145,6 +157,44 @@ impl Sql {
             "CREATE INDEX IF NOT EXISTS {updated_idx} ON {t} (updated_at DESC,
                 session_id COLLATE \"C\" DESC, kind COLLATE \"C\", scope COLLATE \"C\");"
         );
+        // The run's `seq` is the session's new `run_count` ($13).
+        let append_run = format!(
+            "INSERT INTO {r} (session_id, kind, scope, seq, run_id, status, created_at, record)
+             SELECT session_id, kind, scope, $13, $14, $15, $16, $17::jsonb"
+        );
+        // The update of a one-statement commit: only if every column `Session::apply_write`
+        // reads is still what this store saw (the row as last seen from `$o` on), so a row
+        // deleted and written again since is never mistaken for it.
+        let swap = |o: usize| {
+            format!(
+                "UPDATE {t} SET component_id = $4, user_id = $5, session_name = $6,
+                    component_data = $7::jsonb, session_state = $8::jsonb,
+                    extra_data = $9::jsonb, updated_at = $11, version = $12, run_count = $13
+                 WHERE {key} AND version = ${} AND created_at = ${} AND updated_at = ${}
+                    AND run_count = ${} AND component_id IS NOT DISTINCT FROM ${}::text
+                    AND user_id IS NOT DISTINCT FROM ${}::text
+                    AND session_name IS NOT DISTINCT FROM ${}::text
+                    AND component_data = ${}::jsonb AND session_state = ${}::jsonb
+                    AND extra_data IS NOT DISTINCT FROM ${}::jsonb",
+                o,
+                o + 1,
+                o + 2,
+                o + 3,
+                o + 4,
+                o + 5,
+                o + 6,
+                o + 7,
+                o + 8,
+                o + 9
+            )
+        };
+        let insert_new = format!(
+            "INSERT INTO {t} (session_id, kind, scope, component_id, user_id, session_name,
+                component_data, session_state, extra_data, created_at, updated_at, version,
+                run_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9::jsonb, $10, $11, $12, $13)
+             ON CONFLICT (session_id, kind, scope) DO NOTHING"
+        );
         Sql {
             create: sql(format!(
                 "{create_schema}
@@ -182,14 +232,39 @@ impl Sql {
             drop: sql(format!(
                 "DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};"
             )),
-            insert_missing: sql(format!(
-                "INSERT INTO {t} (session_id, kind, scope, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (session_id, kind, scope) DO NOTHING"
-            )),
             lock_session: sql(format!(
-                "SELECT {cols}, (SELECT MAX(seq) FROM {r} WHERE {key}) AS max_seq
-                 FROM {t} WHERE {key} FOR UPDATE"
+                "INSERT INTO {t} AS t (session_id, kind, scope, created_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (session_id, kind, scope) DO UPDATE SET version = t.version
+                 RETURNING {cols}, (SELECT MAX(seq) FROM {r} WHERE {key}) AS max_seq"
             )),
+            has_run: sql(format!(
+                "SELECT EXISTS (SELECT 1 FROM {r} WHERE {key} AND run_id = $4)"
+            )),
+            swap: [
+                sql(format!(
+                    "WITH updated AS ({} RETURNING 1)
+                     SELECT count(*) AS applied FROM updated",
+                    swap(14)
+                )),
+                sql(format!(
+                    "WITH updated AS ({} RETURNING session_id, kind, scope),
+                     run AS ({append_run} FROM updated)
+                     SELECT count(*) AS applied FROM updated",
+                    swap(18)
+                )),
+            ],
+            insert_new: [
+                sql(format!(
+                    "WITH inserted AS ({insert_new} RETURNING 1)
+                     SELECT count(*) AS applied FROM inserted"
+                )),
+                sql(format!(
+                    "WITH inserted AS ({insert_new} RETURNING session_id, kind, scope),
+                     run AS ({append_run} FROM inserted)
+                     SELECT count(*) AS applied FROM inserted"
+                )),
+            ],
             read_session: sql(format!(
                 "SELECT {cols}, runs.record::text AS record, runs.seq AS run_seq FROM {t}
                  LEFT JOIN (SELECT record, seq FROM {r} WHERE {key}
@@ -200,9 +275,7 @@ impl Sql {
             // One round trip for both: the run's `seq` is the new `run_count` ($13).
             update_session_insert_run: sql(format!(
                 "WITH updated AS ({update} RETURNING session_id, kind, scope)
-                 INSERT INTO {r} (session_id, kind, scope, seq, run_id, status, created_at,
-                    record)
-                 SELECT session_id, kind, scope, $13, $14, $15, $16, $17::jsonb FROM updated"
+                 {append_run} FROM updated"
             )),
             select_runs: sql(format!(
                 "SELECT record::text FROM {r} WHERE {key} ORDER BY seq DESC LIMIT $4"
@@ -351,6 +424,9 @@ impl PostgresStorage {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(CONNECT_TIMEOUT)
+            // No ping before every operation (a round trip each): an operation that finds its
+            // connection dead is retried once on another instead.
+            .test_before_acquire(false)
             .connect_lazy_with(options);
         Ok(Self::from_pool(pool))
     }
@@ -369,6 +445,7 @@ impl PostgresStorage {
                 table,
                 ready: AtomicBool::new(false),
                 init: tokio::sync::Mutex::new(()),
+                cache: Mutex::default(),
             }),
         }
     }
@@ -475,30 +552,22 @@ impl PostgresStorage {
         Ok(Layout::of(&columns))
     }
 
-    /// Inserts the session row if it is missing and locks it: the start of every write.
-    /// Fails with [`StorageError::Corrupt`] if the row does not decode or its `run_count` is
-    /// below its stored history.
+    /// Inserts the session row if it is missing and locks it, in one statement: the start of
+    /// every two-trip write. Fails with [`StorageError::Corrupt`] if the row does not decode
+    /// or its `run_count` is below its stored history.
     async fn lock_session(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut sqlx::PgConnection,
         key: &SessionKey,
         now: i64,
         operation: &'static str,
     ) -> StorageResult<Session> {
-        let sql = &self.inner.sql;
-        sqlx::query(sql.insert_missing.clone())
+        let row = sqlx::query(self.inner.sql.lock_session.clone())
             .bind(TEXT.store(&key.session_id))
             .bind(key.kind.as_str())
             .bind(TEXT.store(&key.scope))
             .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(db(operation))?;
-        let row = sqlx::query(sql.lock_session.clone())
-            .bind(TEXT.store(&key.session_id))
-            .bind(key.kind.as_str())
-            .bind(TEXT.store(&key.scope))
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(db(operation))?;
         let session = decode_row(&row, operation)?;
@@ -507,6 +576,179 @@ impl PostgresStorage {
             .map_err(|error| row_error(operation, &key.session_id, error))?;
         check_run_count(&session, max_seq)?;
         Ok(session)
+    }
+
+    /// A pooled connection that answers a ping: after a lost connection, the others in the
+    /// pool may be dead too (a server restart ends them all); each dead one is closed.
+    async fn live_connection(&self) -> StorageResult<PoolConnection<Postgres>> {
+        let mut tries = 0;
+        loop {
+            let mut conn = self.inner.pool.acquire().await.map_err(db("commit"))?;
+            match conn.ping().await {
+                Ok(()) => return Ok(conn),
+                Err(error) if tries <= self.inner.pool.size() => {
+                    tracing::debug!(%error, "postgres connection dead; closing it");
+                    conn.close_on_drop();
+                    tries += 1;
+                }
+                Err(error) => return Err(crate::error::database("commit", error)),
+            }
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One attempt at a commit: in one statement when this store knows the row, else (or
+    /// when the row changed since) in a transaction that locks it.
+    ///
+    /// `retrying`: the previous attempt lost its connection, so it may have been applied; the
+    /// locked path then checks whether the session already holds the run.
+    async fn commit_once(&self, write: &SessionWrite, retrying: bool) -> StorageResult<Session> {
+        let key = write.key();
+        let seen = if retrying {
+            None
+        } else {
+            self.cache().take(&key)
+        };
+        if let Some(seen) = seen {
+            match self.one_statement(write, seen).await {
+                Ok(Some((session, stored))) => {
+                    self.cache().remember(key, Seen::row(&session, stored));
+                    return Ok(session);
+                }
+                Ok(None) => {
+                    tracing::trace!(session_id = %write.session_id, "session changed since last seen; locking it");
+                }
+                Err(error) if error.kind() == StorageErrorKind::Unavailable => return Err(error),
+                Err(error) => {
+                    tracing::debug!(session_id = %write.session_id, %error, "one-statement commit failed; locking the row");
+                }
+            }
+        }
+        let (session, stored) = self.locked_commit(write, retrying).await?;
+        if let Some(stored) = stored {
+            self.cache().remember(key, Seen::row(&session, stored));
+        }
+        Ok(session)
+    }
+
+    /// The commit as one statement, if the row is still as `seen`: `None` (nothing written)
+    /// if it is not.
+    async fn one_statement(
+        &self,
+        write: &SessionWrite,
+        seen: Seen,
+    ) -> StorageResult<Option<(Session, EncodedSession)>> {
+        let sql = &self.inner.sql;
+        let has_run = usize::from(write.run.is_some());
+        let (statement, existing, old) = match seen {
+            Seen::Absent => (&sql.insert_new[has_run], None, None),
+            Seen::Row(row) => {
+                let SeenRow { session, stored } = *row;
+                let old = (
+                    [
+                        session.version,
+                        session.created_at,
+                        session.updated_at,
+                        session.run_count,
+                    ],
+                    [
+                        TEXT.store_opt(session.component_id.as_deref()),
+                        TEXT.store_opt(session.user_id.as_deref()),
+                        TEXT.store_opt(session.session_name.as_deref()),
+                    ],
+                    stored,
+                );
+                (&sql.swap[has_run], Some(session), Some(old))
+            }
+        };
+        let session = Session::apply_write(existing, write, now_millis());
+        let stored = EncodedSession::new(&session, TEXT)?;
+        let mut query = bind_session(sqlx::query(statement.clone()), &session, stored.clone());
+        if let Some(run) = &write.run {
+            query = bind_run(query, &session.session_id, run)?;
+        }
+        // Then the row as last seen.
+        if let Some((numbers, texts, json)) = old {
+            for number in numbers {
+                query = query.bind(number);
+            }
+            for text in texts {
+                query = query.bind(text);
+            }
+            query = query
+                .bind(json.component_data)
+                .bind(json.session_state)
+                .bind(json.extra_data);
+        }
+        let row = query
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(db("commit"))?;
+        let applied: i64 = row.try_get("applied").map_err(db("commit"))?;
+        Ok((applied == 1).then_some((session, stored)))
+    }
+
+    /// The commit in a transaction that locks the row first (four round trips: `BEGIN`, the
+    /// lock, the write, `COMMIT`). The stored JSON is `None` when nothing was written because
+    /// a lost attempt had already written the run.
+    async fn locked_commit(
+        &self,
+        write: &SessionWrite,
+        retrying: bool,
+    ) -> StorageResult<(Session, Option<EncodedSession>)> {
+        let now = now_millis();
+        let mut conn = if retrying {
+            self.live_connection().await?
+        } else {
+            self.inner.pool.acquire().await.map_err(db("commit"))?
+        };
+        let mut tx = conn.begin().await.map_err(db("commit"))?;
+        let current = self
+            .lock_session(&mut tx, &write.key(), now, "commit")
+            .await?;
+        if let (true, Some(run)) = (retrying, &write.run) {
+            let written: bool = sqlx::query_scalar(self.inner.sql.has_run.clone())
+                .bind(TEXT.store(&write.session_id))
+                .bind(write.kind.as_str())
+                .bind(TEXT.store(&write.scope))
+                .bind(TEXT.store(&run.run_id))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("commit"))?;
+            if written {
+                tx.rollback().await.map_err(db("commit"))?;
+                return Ok((current, None));
+            }
+        }
+        // A row just inserted by `lock_session` has version 0: apply the write as to a new
+        // session, exactly as the in-memory reference does.
+        let existing = (current.version > 0).then_some(current);
+        let session = Session::apply_write(existing, write, now);
+        let stored = EncodedSession::new(&session, TEXT)?;
+        let statement = match &write.run {
+            None => self.inner.sql.update_session.clone(),
+            Some(_) => self.inner.sql.update_session_insert_run.clone(),
+        };
+        let mut query = bind_session(sqlx::query(statement), &session, stored.clone());
+        if let Some(run) = &write.run {
+            query = bind_run(query, &session.session_id, run)?;
+        }
+        let written = query.execute(&mut *tx).await.map_err(db("commit"))?;
+        if written.rows_affected() != 1 {
+            // Cannot happen while the row is locked; never commit half a write.
+            return Err(StorageError::database(
+                "commit",
+                "the locked session row was not updated",
+            ));
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok((session, Some(stored)))
     }
 
     async fn select_runs(
@@ -615,6 +857,40 @@ impl PostgresStorage {
 }
 
 /// Binds `$1` to `$13` of the session update.
+/// Binds `$14` to `$17`: the run appended.
+fn bind_run<'q>(
+    query: sqlx::query::Query<'q, Postgres, PgArguments>,
+    session_id: &str,
+    run: &RunRecord,
+) -> StorageResult<sqlx::query::Query<'q, Postgres, PgArguments>> {
+    Ok(query
+        .bind(TEXT.store(&run.run_id).into_owned())
+        .bind(run.status.as_str())
+        .bind(run.created_at)
+        .bind(encode_run(TEXT, session_id, run)?))
+}
+
+/// Whether `error` says the connection went away (and the operation may be retried once on
+/// another): an I/O or TLS failure, or the server ending the session (SQLSTATE class `57P`,
+/// as when a backend is terminated or the server shuts down); not a full or closed pool.
+fn lost_connection(error: &StorageError) -> bool {
+    use std::error::Error as _;
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(error) = cause.downcast_ref::<sqlx::Error>() {
+            return match error {
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(db_error) => db_error
+                    .code()
+                    .is_some_and(|code| code.starts_with("57P")),
+                _ => false,
+            };
+        }
+        source = cause.source();
+    }
+    false
+}
+
 fn bind_session<'q>(
     query: sqlx::query::Query<'q, Postgres, PgArguments>,
     session: &Session,
@@ -664,6 +940,20 @@ fn decode_row_as(row: &PgRow, operation: &'static str, text: Text) -> StorageRes
         .into_session(text)
 }
 
+/// [`decode_row`], with the row's JSON columns as stored.
+fn decode_row_stored(
+    row: &PgRow,
+    operation: &'static str,
+) -> StorageResult<(Session, Option<EncodedSession>)> {
+    let id: String = row
+        .try_get("session_id")
+        .map_err(|error| row_error(operation, "?", error))?;
+    let id = TEXT.load(id);
+    SessionRow::from_row(row)
+        .map_err(|error| row_error(operation, &id, error))?
+        .into_session_stored(TEXT)
+}
+
 impl fmt::Debug for PostgresStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // No connection options: they may hold a password.
@@ -684,18 +974,29 @@ impl Storage for PostgresStorage {
         self.ensure().await?;
         // One statement, so one snapshot: the session's columns on every row, joined with
         // its most recent runs (one row with a NULL record when it has none).
-        let rows = sqlx::query(self.inner.sql.read_session.clone())
-            .bind(TEXT.store(&key.session_id))
-            .bind(key.kind.as_str())
-            .bind(TEXT.store(&key.scope))
-            .bind(sql_limit(Some(options.recent_runs)))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(db("read"))?;
+        let query = || {
+            sqlx::query(self.inner.sql.read_session.clone())
+                .bind(TEXT.store(&key.session_id).into_owned())
+                .bind(key.kind.as_str())
+                .bind(TEXT.store(&key.scope).into_owned())
+                .bind(sql_limit(Some(options.recent_runs)))
+        };
+        let rows = match query().fetch_all(&self.inner.pool).await.map_err(db("read")) {
+            Err(error) if lost_connection(&error) => {
+                tracing::debug!(%error, "postgres connection lost during a read; retrying once");
+                let mut conn = self.live_connection().await?;
+                query().fetch_all(&mut *conn).await.map_err(db("read"))?
+            }
+            rows => rows?,
+        };
         let Some(first) = rows.first() else {
+            self.cache().remember(key.clone(), Seen::Absent);
             return Ok(None);
         };
-        let mut session = decode_row(first, "read")?;
+        let (mut session, stored) = decode_row_stored(first, "read")?;
+        if let Some(stored) = stored {
+            self.cache().remember(key.clone(), Seen::row(&session, stored));
+        }
         if options
             .user_id
             .as_ref()
@@ -724,38 +1025,15 @@ impl Storage for PostgresStorage {
 
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
         self.ensure().await?;
-        let now = now_millis();
-        let mut tx = self.inner.pool.begin().await.map_err(db("commit"))?;
-        let current = self
-            .lock_session(&mut tx, &write.key(), now, "commit")
-            .await?;
-        // A row just inserted by `lock_session` has version 0: apply the write as to a new
-        // session, exactly as the in-memory reference does.
-        let existing = (current.version > 0).then_some(current);
-        let session = Session::apply_write(existing, &write, now);
-        let encoded = EncodedSession::new(&session, TEXT)?;
-        let statement = match &write.run {
-            None => self.inner.sql.update_session.clone(),
-            Some(_) => self.inner.sql.update_session_insert_run.clone(),
-        };
-        let mut query = bind_session(sqlx::query(statement), &session, encoded);
-        if let Some(run) = &write.run {
-            query = query
-                .bind(TEXT.store(&run.run_id).into_owned())
-                .bind(run.status.as_str())
-                .bind(run.created_at)
-                .bind(encode_run(TEXT, &session.session_id, run)?);
+        match self.commit_once(&write, false).await {
+            // Pooled connections are not pinged before use: one found dead (the server
+            // restarted, a proxy dropped it) costs one retry on another.
+            Err(error) if lost_connection(&error) => {
+                tracing::debug!(%error, "postgres connection lost during a commit; retrying once");
+                self.commit_once(&write, true).await
+            }
+            result => result,
         }
-        let written = query.execute(&mut *tx).await.map_err(db("commit"))?;
-        if written.rows_affected() != 1 {
-            // Cannot happen while the row is locked; never commit half a write.
-            return Err(StorageError::database(
-                "commit",
-                "the locked session row was not updated",
-            ));
-        }
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(session)
     }
 
     async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
@@ -784,6 +1062,7 @@ impl Storage for PostgresStorage {
 
     async fn delete_session(&self, key: &SessionKey) -> StorageResult<()> {
         self.ensure().await?;
+        self.cache().forget_covered(key);
         let sql = &self.inner.sql;
         let mut tx = self.inner.pool.begin().await.map_err(db("delete"))?;
         for statement in [&sql.delete_runs, &sql.delete_sessions] {
@@ -804,6 +1083,7 @@ impl Storage for PostgresStorage {
 
     async fn upgrade_schema(&self) -> StorageResult<()> {
         let guard = self.inner.init.lock().await;
+        *self.cache() = Cache::default();
         let mut tx = self.begin_ddl("upgrade_schema").await?;
         let layout = self.layout(&mut tx).await?;
         if layout.is_old() {
@@ -820,6 +1100,7 @@ impl Storage for PostgresStorage {
 
     async fn drop_tables(&self) -> StorageResult<()> {
         let _guard = self.inner.init.lock().await;
+        *self.cache() = Cache::default();
         let mut tx = self.begin_ddl("drop_tables").await?;
         sqlx::raw_sql(self.inner.sql.drop.clone())
             .execute(&mut *tx)

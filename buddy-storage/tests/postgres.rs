@@ -818,3 +818,76 @@ async fn a_refused_write_leaves_the_store_usable() {
     let Some(raw) = raw().await else { return };
     support::corrupt::refused_write_leaves_the_store_usable(raw).await;
 }
+
+/// A store remembers the rows it saw to commit in one statement; a row changed by another
+/// store (another process or machine), even deleted and written again to the same version,
+/// is locked and read again, so nothing the other store wrote is lost.
+#[tokio::test]
+async fn a_row_changed_by_another_store_is_merged_not_overwritten() {
+    let Some((a, _guard)) = storage().await else {
+        return;
+    };
+    let b = PostgresStorage::connect(&url().unwrap())
+        .await
+        .unwrap()
+        .schema(a.schema_name().unwrap())
+        .unwrap()
+        .table("sessions")
+        .unwrap();
+    a.commit(run_write("s", 1, "a1")).await.unwrap();
+    b.commit(run_write("s", 2, "b2")).await.unwrap();
+    let merged = a.commit(run_write("s", 3, "a3")).await.unwrap();
+    assert_eq!(
+        merged.session_state,
+        obj(json!({"a1": 1, "b2": 2, "a3": 3}))
+    );
+    b.delete_session(&key("s")).await.unwrap();
+    for n in 10..13 {
+        b.commit(run_write("s", n, &format!("b{n}"))).await.unwrap();
+    }
+    let merged = a.commit(run_write("s", 20, "a20")).await.unwrap();
+    assert_eq!(
+        merged.session_state,
+        obj(json!({"b10": 10, "b11": 11, "b12": 12, "a20": 20}))
+    );
+    assert_eq!(b.runs(&key("s"), None).await.unwrap().len(), 4);
+}
+
+/// Pooled connections are not pinged before use: a commit on a connection the server has
+/// closed is retried once on a new one, and is written exactly once.
+#[tokio::test]
+async fn a_commit_on_a_dead_connection_is_retried_once() {
+    let Some((storage, _guard)) = storage().await else {
+        return;
+    };
+    // A store whose connections can be told apart from other tests' (run in parallel).
+    let name = storage.schema_name().unwrap().to_owned();
+    let url = url().unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let mine = PostgresStorage::connect(&format!("{url}{separator}application_name={name}"))
+        .await
+        .unwrap()
+        .schema(&name)
+        .unwrap()
+        .table("sessions")
+        .unwrap();
+    mine.commit(run_write("s", 1, "k1")).await.unwrap();
+    // The server ends every connection of that store.
+    let kill = async || {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&name)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        assert!(!killed.is_empty());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    kill().await;
+    let session = mine.commit(run_write("s", 2, "k2")).await.unwrap();
+    assert_eq!(session.run_count, 2);
+    kill().await;
+    let read = mine.read(&key("s"), &ReadOptions::with_runs(10)).await;
+    assert_eq!(read.unwrap().unwrap().runs.len(), 2);
+}

@@ -41,6 +41,7 @@ use sqlx::{FromRow, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{Sql, Writes};
+use crate::cache::{Cache, Seen, SeenRow};
 use super::upgrade;
 use crate::codec::{
     EncodedSession, SessionRow, Text, check_run_count, decode_run, encode_run, row_error,
@@ -59,10 +60,6 @@ const BUSY_RETRIES: u32 = 5;
 /// The most commits one group transaction takes.
 const MAX_GROUP: usize = 256;
 
-/// The most session rows the writer remembers, and the most bytes of JSON they may hold;
-/// past either, it forgets them all (and reads them again when they are next written).
-const CACHE_ROWS: usize = 4096;
-const CACHE_BYTES: usize = 32 << 20;
 
 /// Evaluates `attempt` (an expression ending in `.await`) again while SQLite reports the
 /// database busy or locked (after the busy timeout); every attempt is a whole transaction,
@@ -756,16 +753,9 @@ fn decode_row_stored(
     let id: String = row
         .try_get("session_id")
         .map_err(|error| row_error(operation, "?", error))?;
-    let columns = SessionRow::from_row(row).map_err(|error| row_error(operation, &id, error))?;
-    let stored = match (&columns.component_data, &columns.session_state) {
-        (Some(component_data), Some(session_state)) => Some(EncodedSession {
-            component_data: component_data.clone(),
-            session_state: session_state.clone(),
-            extra_data: columns.extra_data.clone(),
-        }),
-        _ => None,
-    };
-    Ok((columns.into_session(TEXT)?, stored))
+    SessionRow::from_row(row)
+        .map_err(|error| row_error(operation, &id, error))?
+        .into_session_stored(TEXT)
 }
 
 async fn read(
@@ -919,91 +909,6 @@ async fn drop_tables(conn: &mut SqliteConnection, sql: &Sql) -> StorageResult<()
         rollback(conn).await;
     }
     result
-}
-
-/// What the writer last saw of a session row.
-enum Seen {
-    /// No row.
-    Absent,
-    Row(Box<SeenRow>),
-}
-
-struct SeenRow {
-    /// The row decoded (without runs).
-    session: Session,
-    /// Its JSON columns exactly as stored.
-    stored: EncodedSession,
-}
-
-impl Seen {
-    fn row(session: &Session, stored: EncodedSession) -> Self {
-        let mut session = session.clone();
-        session.runs = Vec::new();
-        Seen::Row(Box::new(SeenRow { session, stored }))
-    }
-
-    /// About how many bytes the row holds (its JSON twice: as text and decoded).
-    fn bytes(&self) -> usize {
-        match self {
-            Seen::Absent => 0,
-            Seen::Row(row) => {
-                let stored = &row.stored;
-                2 * (stored.component_data.len()
-                    + stored.session_state.len()
-                    + stored.extra_data.as_ref().map_or(0, String::len))
-            }
-        }
-    }
-}
-
-/// The session rows the writer last read or wrote, by key: bounded in rows and bytes.
-#[derive(Default)]
-struct Cache {
-    rows: HashMap<SessionKey, Seen>,
-    bytes: usize,
-}
-
-impl Cache {
-    fn take(&mut self, key: &SessionKey) -> Option<Seen> {
-        let seen = self.rows.remove(key)?;
-        self.bytes -= seen.bytes();
-        Some(seen)
-    }
-
-    fn remember(&mut self, key: SessionKey, seen: Seen) {
-        let bytes = seen.bytes();
-        if bytes > CACHE_BYTES / 16 {
-            self.forget(&key);
-            return;
-        }
-        if self.rows.len() >= CACHE_ROWS || self.bytes + bytes > CACHE_BYTES {
-            self.rows.clear();
-            self.bytes = 0;
-        }
-        self.bytes += bytes;
-        if let Some(old) = self.rows.insert(key, seen) {
-            self.bytes -= old.bytes();
-        }
-    }
-
-    fn forget(&mut self, key: &SessionKey) {
-        if let Some(seen) = self.rows.remove(key) {
-            self.bytes -= seen.bytes();
-        }
-    }
-
-    /// Forgets `key` and every session stored under it (what deleting `key` deletes).
-    fn forget_covered(&mut self, key: &SessionKey) {
-        let mut freed = 0;
-        self.rows.retain(|stored, seen| {
-            let keep = !key.covers(stored);
-            if !keep {
-                freed += seen.bytes();
-            }
-            keep
-        });
-        self.bytes -= freed;
-    }
 }
 
 #[cfg(test)]
