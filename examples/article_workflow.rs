@@ -56,15 +56,17 @@ async fn main() -> Result<()> {
         "quantum computing",
     );
     let server = common::server();
+    let storage = common::storage("workflows").await?;
     let mut workflow = ArticleWorkflow::builder()
         .name("article_pipeline")
         .session_state(json!({"tone": "concise"}))
         .researcher(Agent::new(server.model("gpt-4o-mini")).name("researcher"))
         .writer(Agent::new(server.model("gpt-4o")).name("writer"))
-        .storage(common::storage("workflows").await?)
+        .storage(storage.clone())
         .build()?;
 
-    let mut events = workflow.run(topic);
+    // Ctrl-C records the run as cancelled.
+    let mut events = Box::pin(common::until_interrupt(storage, workflow.run(topic)));
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => match &event.kind {

@@ -96,6 +96,7 @@ async fn run() -> Result<()> {
         "rust ownership",
     );
     let server = common::server();
+    let storage = common::storage("blog_post_sessions").await?;
     let mut workflow = BlogPost::builder()
         .searcher(
             Agent::new(server.model("gpt-4o-mini"))
@@ -107,11 +108,12 @@ async fn run() -> Result<()> {
                 .name("writer")
                 .instructions("Write three short paragraphs."),
         )
-        .storage(common::storage("blog_post_sessions").await?)
+        .storage(storage.clone())
         .session_id("blog-post-example")
         .build()?;
 
-    let mut events = workflow.run(topic);
+    // Ctrl-C records the run as cancelled.
+    let mut events = Box::pin(common::until_interrupt(storage, workflow.run(topic)));
     while let Some(event) = events.next().await {
         let event = event?;
         match &event.kind {

@@ -143,6 +143,7 @@ async fn run() -> Result<()> {
         "usage:\n  cargo run --example branching_and_loops -- \"My order arrived broken, I want a refund\"",
         "My order arrived broken and I want a refund.",
     );
+    let storage = common::storage("triage_sessions").await?;
     let server = common::server();
     let agent = |name: &str, instructions: &str| {
         Agent::new(server.model("gpt-4o-mini"))
@@ -161,9 +162,10 @@ async fn run() -> Result<()> {
             agent("legal", "You are a careful lawyer."),
             agent("sales", "You want to keep the customer."),
         ])
-        .storage(common::storage("triage_sessions").await?)
+        .storage(storage.clone())
         .build()?;
-    let response = workflow.run(message).await?;
+    // Ctrl-C records the run as cancelled.
+    let response = common::or_interrupt(&storage, workflow.run(message)).await?;
     println!("{}", response.text());
     Ok(())
 }

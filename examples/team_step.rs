@@ -73,7 +73,9 @@ async fn run() -> Result<()> {
         "the history of the transistor",
     );
     let server = common::server();
+    // Two tables of one database: one connection and one writer.
     let storage = common::storage("briefing_sessions").await?;
+    let team_storage = storage.clone().table("briefing_team_sessions")?;
     let team = Team::new(server.model("gpt-4o"), TeamMode::Coordinate)
         .name("research team")
         .instructions("Ask the researcher for facts, then the fact-checker to check them.")
@@ -88,14 +90,15 @@ async fn run() -> Result<()> {
                 .description("Checks facts."),
         )
         .max_turns(4)
-        .storage(common::storage("briefing_team_sessions").await?);
+        .storage(team_storage);
     let mut workflow = Briefing::builder()
         .research_team(team)
         .editor(Agent::new(server.model("gpt-4o-mini")).name("editor"))
-        .storage(storage)
+        .storage(storage.clone())
         .build()?;
 
-    let mut events = workflow.run(topic);
+    // Ctrl-C records the run as cancelled.
+    let mut events = Box::pin(common::until_interrupt(storage, workflow.run(topic)));
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => match &event.kind {

@@ -168,3 +168,42 @@ async fn corrupt_stored_session_is_a_typed_error_and_is_not_overwritten() {
     assert_eq!(state, "{not json", "the corrupt row was left as it was");
     assert_eq!(storage.runs(&wf("broken"), None).await.unwrap().len(), 1);
 }
+
+/// Waits forever: a run that is only ever dropped.
+#[workflow]
+struct Stuck {}
+
+#[workflow]
+impl Stuck {
+    async fn run(&mut self, note: String) -> RunResponse {
+        std::future::pending::<()>().await;
+        RunResponse::from_text(note)
+    }
+}
+
+/// A run dropped mid-flight hands its `cancelled` record to the SQLite writer before the
+/// drop returns: a program that closes its storage right after (as the examples do on
+/// Ctrl-C) keeps the record, with no task or sleep in between.
+#[tokio::test]
+async fn a_dropped_run_is_recorded_before_the_storage_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cancel.db");
+    let storage = SqliteStorage::open(&path).await.unwrap();
+    let mut workflow = Stuck::builder()
+        .storage(storage.clone())
+        .session_id("stuck")
+        .build()
+        .unwrap();
+    {
+        let run = workflow.run("half-way".into());
+        let mut run = std::pin::pin!(run);
+        // Started (the session read and the run begun), then dropped.
+        let polled = tokio::time::timeout(std::time::Duration::from_millis(200), &mut run).await;
+        assert!(polled.is_err());
+    }
+    storage.close().await;
+    let reopened = SqliteStorage::open(&path).await.unwrap();
+    let runs = reopened.runs(&wf("stuck"), None).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Cancelled);
+}

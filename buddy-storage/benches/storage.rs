@@ -6,7 +6,14 @@
 //!   on a session that already has 1, 100 and 10,000 runs;
 //! - `read_us`: median latency of reading a session (10,000 runs) with its 20 recent runs;
 //! - `runs_per_sec`: commits per second from 8 concurrent tasks, all on one session and
-//!   spread over 64 sessions (median of 3 rounds).
+//!   spread over 64 sessions (median of 3 rounds);
+//! - floors measured in the same run, each with the ratio of the commit to it: for SQLite,
+//!   `floor_in_thread_us`, the same statements a two-trip commit runs (`BEGIN IMMEDIATE`,
+//!   read the row, upsert it, insert the run, `COMMIT`) executed in the calling thread with
+//!   rusqlite (no worker thread, no hand-off), and `floor_driver_us`, a bare `INSERT` +
+//!   `COMMIT` sent through sqlx as one batch (one hand-off to sqlx's worker thread); for
+//!   Postgres, `floor_driver_us`, one autocommit `INSERT` through sqlx (one round trip and
+//!   the server's WAL flush).
 
 #![allow(clippy::unwrap_used)] // A benchmark that cannot set up should stop loudly.
 
@@ -89,6 +96,137 @@ async fn throughput(storage: Arc<dyn Storage>, sessions: usize, round: usize) ->
     THROUGHPUT_RUNS as f64 / start.elapsed().as_secs_f64()
 }
 
+fn ratio(figure: f64, floor: f64) -> f64 {
+    (figure / floor * 100.0).round() / 100.0
+}
+
+/// The SQLite floors: (in-thread commit statements, bare insert + commit through sqlx).
+#[cfg(feature = "sqlite")]
+async fn sqlite_floors(dir: &std::path::Path) -> (f64, f64) {
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+    // In-thread: the tables made by the store, then the statements on a rusqlite connection.
+    let path = dir.join("floor.db");
+    let store = buddy_storage::SqliteStorage::open(&path).await.unwrap();
+    store.create().await.unwrap();
+    store.close().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    let key = "session_id = ?1 AND kind = 'workflow' AND scope = ''";
+    let select = format!(
+        "SELECT session_id, kind, scope, component_id, user_id, session_name, component_data,
+            session_state, extra_data, created_at, updated_at, version, run_count,
+            (SELECT MAX(seq) FROM workflow_sessions_runs WHERE {key}) AS max_seq
+         FROM workflow_sessions WHERE {key}"
+    );
+    let upsert = "INSERT INTO workflow_sessions (session_id, kind, scope, component_id,
+            user_id, session_name, component_data, session_state, extra_data, created_at,
+            updated_at, version, run_count)
+         VALUES (?1, 'workflow', '', 'bench', NULL, NULL, '{}', ?2, NULL, 1, 2, ?3, ?3)
+         ON CONFLICT (session_id, kind, scope) DO UPDATE SET
+            session_state = excluded.session_state, updated_at = excluded.updated_at,
+            version = excluded.version, run_count = excluded.run_count";
+    let insert_run = "INSERT INTO workflow_sessions_runs (session_id, kind, scope, seq, run_id,
+            status, created_at, record) VALUES (?1, 'workflow', '', ?2, ?3, 'completed', 1, ?4)";
+    let record = serde_json::to_string(&write("floor", 0).run).unwrap();
+    let state = json!({"key_0": {"n": 0, "note": "updated by a run"}}).to_string();
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for n in 1..=(SAMPLES as i64) {
+        let start = Instant::now();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let count: Option<i64> = conn
+            .prepare_cached(&select)
+            .unwrap()
+            .query_row(["floor"], |row| row.get(12))
+            .or_else(|error| match error {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                error => Err(error),
+            })
+            .unwrap();
+        let next = count.unwrap_or(0) + 1;
+        conn.prepare_cached(upsert)
+            .unwrap()
+            .execute(rusqlite::params!["floor", state, next])
+            .unwrap();
+        conn.prepare_cached(insert_run)
+            .unwrap()
+            .execute(rusqlite::params!["floor", next, format!("run-{n}"), record])
+            .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        samples.push(start.elapsed());
+    }
+    let in_thread = median(samples);
+
+    // Through sqlx: one batch per commit on a connection of its own, as the store's writer
+    // holds one.
+    let mut conn = SqliteConnectOptions::new()
+        .filename(dir.join("bare.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE bare (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let start = Instant::now();
+        sqlx::query("BEGIN IMMEDIATE; INSERT INTO bare (body) VALUES (?1); COMMIT")
+            .bind(&record)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        samples.push(start.elapsed());
+    }
+    (in_thread, median(samples))
+}
+
+/// One autocommit insert through sqlx.
+#[cfg(feature = "postgres")]
+async fn postgres_floor(storage: &buddy_storage::PostgresStorage) -> f64 {
+    let pool = storage.pool();
+    let table = format!("buddy_bench_bare_{}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body JSONB NOT NULL)"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+    let insert = format!("INSERT INTO {table} (body) VALUES ($1::jsonb)");
+    let record = serde_json::to_string(&write("floor", 0).run).unwrap();
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let start = Instant::now();
+        sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+            .bind(&record)
+            .execute(pool)
+            .await
+            .unwrap();
+        samples.push(start.elapsed());
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(pool)
+        .await
+        .unwrap();
+    median(samples)
+}
+
+/// Adds each floor and the ratio of the commit (the 100-run history figure) to it.
+fn with_floors(mut report: Value, floors: &[(&str, f64)]) -> Value {
+    let commit = report["write_us"]["100"].as_f64().unwrap_or(f64::NAN);
+    for (name, floor) in floors {
+        report[format!("{name}_us")] = json!((floor * 10.0).round() / 10.0);
+        report[format!("commit_to_{name}")] = json!(ratio(commit, *floor));
+    }
+    report
+}
+
 async fn bench(storage: Arc<dyn Storage>) -> Value {
     storage.drop_tables().await.unwrap();
     storage.create().await.unwrap();
@@ -147,7 +285,13 @@ fn main() {
             let storage = buddy_storage::SqliteStorage::open(dir.path().join("bench.db"))
                 .await
                 .unwrap();
-            report.insert("sqlite".into(), bench(Arc::new(storage)).await);
+            let figures = bench(Arc::new(storage)).await;
+            let (in_thread, driver) = sqlite_floors(dir.path()).await;
+            let figures = with_floors(
+                figures,
+                &[("floor_in_thread", in_thread), ("floor_driver", driver)],
+            );
+            report.insert("sqlite".into(), figures);
         }
         #[cfg(feature = "postgres")]
         match std::env::var("BUDDY_TEST_POSTGRES_URL") {
@@ -157,7 +301,12 @@ fn main() {
                     .unwrap()
                     .table(&format!("buddy_bench_{}", std::process::id()))
                     .unwrap();
-                report.insert("postgres".into(), bench(Arc::new(storage)).await);
+                let floor = postgres_floor(&storage).await;
+                let figures = bench(Arc::new(storage)).await;
+                report.insert(
+                    "postgres".into(),
+                    with_floors(figures, &[("floor_driver", floor)]),
+                );
             }
             Err(_) => eprintln!("postgres part skipped: BUDDY_TEST_POSTGRES_URL is not set"),
         }

@@ -97,4 +97,3 @@ impl Cache {
         self.bytes -= freed;
     }
 }
-

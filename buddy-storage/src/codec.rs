@@ -353,6 +353,26 @@ pub(crate) fn encode_run(
     text.encode_json(session_id, run)
 }
 
+/// Decodes a JSON array of stored run records (`None`: no runs), as a query that aggregates
+/// them returns it; any element that [`decode_run`] refuses (`null` for a NULL record), or
+/// text that is not an array, is [`StorageError::Corrupt`] naming the session.
+#[cfg(feature = "sqlite")]
+pub(crate) fn decode_runs(
+    text: Text,
+    session_id: &str,
+    records: Option<&str>,
+) -> Result<Vec<RunRecord>, StorageError> {
+    let Some(records) = records else {
+        return Ok(Vec::new());
+    };
+    let items: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(records).map_err(|error| corrupt(session_id, "run record", error))?;
+    items
+        .into_iter()
+        .map(|item| decode_run(text, session_id, Some(item.get())))
+        .collect()
+}
+
 /// Decodes a stored run record (`None` for a NULL column); unknown fields (from a newer
 /// version) are ignored. A NULL, anything but a JSON object, or an object without a string
 /// `run_id` is [`StorageError::Corrupt`] naming the session.

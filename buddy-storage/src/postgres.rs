@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,14 +46,22 @@ const DDL_LOCK_KEY: i64 = 0x6275_6464_795f_6464; // "buddy_dd"
 ///
 /// # Concurrency
 ///
-/// [`commit`](Storage::commit) is one transaction: it inserts the session row if it is
-/// missing (`INSERT ... ON CONFLICT DO NOTHING`, so there is always a row to lock), locks it
-/// with `SELECT ... FOR UPDATE`, merges the write into the *current* stored session
-/// ([`Session::apply_write`]: the changed state keys only), updates the row and appends the
-/// one run. Writers of one session queue on the row lock, across connections, processes and
-/// machines; writers of different sessions do not wait for each other. No run record or
-/// state key is lost; for a key written by two runs the later commit wins. Durability is the
-/// server's (`synchronous_commit`).
+/// A [`commit`](Storage::commit) is usually one statement: the store remembers the session
+/// rows it read or wrote, merges the write into its copy ([`Session::apply_write`]: the
+/// changed state keys only) and sends one statement that updates the row only if it is
+/// still exactly that copy and appends the run. When the row changed underneath (another
+/// process or machine), the commit takes the locking path instead, one transaction: it
+/// inserts the row if it is missing and locks it in one statement
+/// (`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`), merges the write into the *current*
+/// stored session, updates the row and appends the run. Either way the result is the merge
+/// into the stored row. Writers of one session queue on the row lock, across connections,
+/// processes and machines; writers of different sessions do not wait for each other. No
+/// run record or state key is lost; for a key written by two runs the later commit wins.
+/// Durability is the server's (`synchronous_commit`).
+///
+/// Pooled connections are not pinged before each use: an operation that finds its
+/// connection gone (the server restarted, a proxy dropped it) is retried once on a
+/// connection that answers, and a retried commit checks first whether its run was written.
 ///
 /// # NUL characters
 ///
@@ -87,6 +95,8 @@ struct Inner {
     init: tokio::sync::Mutex<()>,
     /// The session rows this store last read or wrote, for one-statement commits.
     cache: Mutex<Cache>,
+    /// Commits written in one statement, for tests of that path.
+    one_statement_commits: std::sync::atomic::AtomicUsize,
 }
 
 struct Sql {
@@ -446,6 +456,7 @@ impl PostgresStorage {
                 ready: AtomicBool::new(false),
                 init: tokio::sync::Mutex::new(()),
                 cache: Mutex::default(),
+                one_statement_commits: Default::default(),
             }),
         }
     }
@@ -619,6 +630,9 @@ impl PostgresStorage {
             match self.one_statement(write, seen).await {
                 Ok(Some((session, stored))) => {
                     self.cache().remember(key, Seen::row(&session, stored));
+                    self.inner
+                        .one_statement_commits
+                        .fetch_add(1, Ordering::Relaxed);
                     return Ok(session);
                 }
                 Ok(None) => {
@@ -880,9 +894,9 @@ fn lost_connection(error: &StorageError) -> bool {
         if let Some(error) = cause.downcast_ref::<sqlx::Error>() {
             return match error {
                 sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-                sqlx::Error::Database(db_error) => db_error
-                    .code()
-                    .is_some_and(|code| code.starts_with("57P")),
+                sqlx::Error::Database(db_error) => {
+                    db_error.code().is_some_and(|code| code.starts_with("57P"))
+                }
                 _ => false,
             };
         }
@@ -981,7 +995,11 @@ impl Storage for PostgresStorage {
                 .bind(TEXT.store(&key.scope).into_owned())
                 .bind(sql_limit(Some(options.recent_runs)))
         };
-        let rows = match query().fetch_all(&self.inner.pool).await.map_err(db("read")) {
+        let rows = match query()
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(db("read"))
+        {
             Err(error) if lost_connection(&error) => {
                 tracing::debug!(%error, "postgres connection lost during a read; retrying once");
                 let mut conn = self.live_connection().await?;
@@ -995,7 +1013,8 @@ impl Storage for PostgresStorage {
         };
         let (mut session, stored) = decode_row_stored(first, "read")?;
         if let Some(stored) = stored {
-            self.cache().remember(key.clone(), Seen::row(&session, stored));
+            self.cache()
+                .remember(key.clone(), Seen::row(&session, stored));
         }
         if options
             .user_id
@@ -1109,5 +1128,54 @@ impl Storage for PostgresStorage {
         tx.commit().await.map_err(db("drop_tables"))?;
         self.inner.ready.store(false, Ordering::Release);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly.
+mod tests {
+    use super::*;
+
+    /// Commits of a session this store has seen take the one-statement path; one that finds
+    /// the row changed by another store takes the locking path and is still merged.
+    #[tokio::test]
+    async fn commits_of_a_seen_row_are_one_statement() {
+        let Ok(url) = std::env::var("BUDDY_TEST_POSTGRES_URL") else {
+            eprintln!("SKIPPED: set BUDDY_TEST_POSTGRES_URL to run this Postgres test");
+            return;
+        };
+        let table = format!("one_statement_{}", std::process::id());
+        let a = PostgresStorage::connect(&url)
+            .await
+            .unwrap()
+            .table(&table)
+            .unwrap();
+        let b = PostgresStorage::connect(&url)
+            .await
+            .unwrap()
+            .table(&table)
+            .unwrap();
+        let write = |n: usize| {
+            let mut write = SessionWrite::new(SessionKey::new(
+                "s",
+                buddy_core::session::SessionKind::Workflow,
+            ));
+            let mut after = serde_json::Map::new();
+            after.insert(format!("k{n}"), serde_json::json!(n));
+            write.state_patch =
+                buddy_core::session::StatePatch::diff(&serde_json::Map::new(), &after);
+            write
+        };
+        let count = |s: &PostgresStorage| s.inner.one_statement_commits.load(Ordering::Relaxed);
+        a.commit(write(0)).await.unwrap();
+        for n in 1..5 {
+            a.commit(write(n)).await.unwrap();
+        }
+        assert_eq!(count(&a), 4);
+        b.commit(write(5)).await.unwrap();
+        let merged = a.commit(write(6)).await.unwrap();
+        assert_eq!(count(&a), 4, "the changed row is locked, not swapped");
+        assert_eq!(merged.session_state.len(), 7);
+        a.drop_tables().await.unwrap();
     }
 }

@@ -114,22 +114,22 @@ impl SqliteStorage {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .disable_statement_logging();
-        // One connection that never closes: the writer's. For a file it keeps SQLite's page
-        // cache warm; for `:memory:` it is the database.
-        let one = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            // A local file cannot hang up: skip the ping (a worker-thread round trip) that
-            // would otherwise precede every operation.
-            .test_before_acquire(false)
-            .idle_timeout(None)
-            .max_lifetime(None);
         if path == Path::new(":memory:") {
-            let pool = one
+            // One connection that never closes: it is the database. The writer takes it
+            // for each operation.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .test_before_acquire(false)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect_with(base.in_memory(true))
                 .await
                 .map_err(db("open"))?;
-            return Ok(Self::with_pool(pool, ":memory:".to_owned()));
+            return Ok(Self::with_writer(
+                WriterHandle::pooled(pool),
+                ":memory:".to_owned(),
+            ));
         }
         let cannot_open =
             |kind, source: Box<dyn std::error::Error + Send + Sync>| StorageError::Connect {
@@ -147,11 +147,22 @@ impl SqliteStorage {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal);
-        let pool = one
-            .connect_with(options)
+        // The writer's own connection, kept open: SQLite's page cache stays warm and no
+        // pool hand-back (a spawned task in sqlx) follows each operation.
+        let connection = options
+            .connect()
             .await
             .map_err(|error| cannot_open(kind_of(&error), error.into()))?;
-        Ok(Self::with_pool(pool, path.display().to_string()))
+        // For `pool()` only: opened when first used.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            // A local file cannot hang up: no ping (a worker-thread round trip) first.
+            .test_before_acquire(false)
+            .connect_lazy_with(options.clone());
+        Ok(Self::with_writer(
+            WriterHandle::own(pool, connection, options),
+            path.display().to_string(),
+        ))
     }
 
     /// Uses an existing pool as it is configured (see [`SqliteStorage`] for the settings
@@ -160,12 +171,12 @@ impl SqliteStorage {
     /// cache warm. For an in-memory database the pool must keep a single connection open, or
     /// use a shared cache.
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self::with_pool(pool, "pool".to_owned())
+        Self::with_writer(WriterHandle::pooled(pool), "pool".to_owned())
     }
 
-    fn with_pool(pool: SqlitePool, location: String) -> Self {
+    fn with_writer(writer: WriterHandle, location: String) -> Self {
         SqliteStorage {
-            writer: Arc::new(WriterHandle::new(pool)),
+            writer: Arc::new(writer),
             location: location.into(),
             table: Self::table_of(DEFAULT_TABLE),
         }

@@ -375,12 +375,9 @@ async fn opening_an_unusable_path_is_a_connect_error() {
 #[tokio::test]
 async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db"))
-        .await
-        .unwrap()
-        .table("workflows")
-        .unwrap();
-    let pool = storage.pool();
+    // Not `table("workflows")` yet: it would create the tables in the current layout.
+    let opened = SqliteStorage::open(dir.path().join("db")).await.unwrap();
+    let pool = &opened.pool().clone();
     sqlx::raw_sql(
         r#"CREATE TABLE workflows (
             session_id TEXT PRIMARY KEY, workflow_id TEXT, user_id TEXT, memory JSON,
@@ -396,6 +393,7 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
     .execute(pool)
     .await
     .unwrap();
+    let storage = opened.table("workflows").unwrap();
     let error = storage
         .read(&key("s1"), &ReadOptions::default())
         .await
@@ -447,20 +445,18 @@ async fn upgrade_schema_moves_v1_runs_to_the_runs_table() {
 #[tokio::test]
 async fn a_corrupt_v1_row_aborts_the_upgrade_and_keeps_the_table() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db"))
-        .await
-        .unwrap()
-        .table("wf")
-        .unwrap();
+    // Not `table("wf")` yet: it would create the tables in the current layout.
+    let opened = SqliteStorage::open(dir.path().join("db")).await.unwrap();
     sqlx::raw_sql(
         "CREATE TABLE wf (session_id TEXT PRIMARY KEY, workflow_id TEXT, user_id TEXT,
             memory JSON, workflow_data JSON, session_data JSON, extra_data JSON,
             created_at INTEGER, updated_at INTEGER);
          INSERT INTO wf VALUES ('broken', NULL, NULL, '{\"runs\": [', NULL, NULL, NULL, 1, 1);",
     )
-    .execute(storage.pool())
+    .execute(opened.pool())
     .await
     .unwrap();
+    let storage = opened.table("wf").unwrap();
     let error = storage.upgrade_schema().await.unwrap_err();
     assert!(
         matches!(&error, StorageError::Corrupt { session_id, .. } if session_id == "broken"),
@@ -602,15 +598,13 @@ const V2_TABLES: &str = r#"
 
 async fn v2_storage() -> (tempfile::TempDir, SqliteStorage) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db"))
-        .await
-        .unwrap()
-        .table("wf")
-        .unwrap();
+    // Not `table("wf")` yet: it would create the tables in the current layout.
+    let opened = SqliteStorage::open(dir.path().join("db")).await.unwrap();
     sqlx::raw_sql(V2_TABLES)
-        .execute(storage.pool())
+        .execute(opened.pool())
         .await
         .unwrap();
+    let storage = opened.table("wf").unwrap();
     (dir, storage)
 }
 
@@ -750,11 +744,8 @@ async fn a_corrupt_v2_row_aborts_the_upgrade_and_keeps_the_tables() {
 #[tokio::test]
 async fn upgrade_schema_takes_v1_to_the_current_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db"))
-        .await
-        .unwrap()
-        .table("old")
-        .unwrap();
+    // Not `table("old")` yet: it would create the tables in the current layout.
+    let opened = SqliteStorage::open(dir.path().join("db")).await.unwrap();
     sqlx::raw_sql(
         r#"CREATE TABLE old (session_id TEXT PRIMARY KEY, workflow_id TEXT, user_id TEXT,
             memory JSON, workflow_data JSON, session_data JSON, extra_data JSON,
@@ -763,9 +754,10 @@ async fn upgrade_schema_takes_v1_to_the_current_layout() {
             '{"runs": [{"input": 1, "response": {"content": "one", "run_id": "r1"}}]}',
             NULL, NULL, NULL, 1, 1);"#,
     )
-    .execute(storage.pool())
+    .execute(opened.pool())
     .await
     .unwrap();
+    let storage = opened.table("old").unwrap();
     storage.upgrade_schema().await.unwrap();
     let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('old_runs')")
         .fetch_all(storage.pool())

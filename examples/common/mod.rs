@@ -157,3 +157,50 @@ pub fn print_delta(text: &str) {
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
 }
+
+/// `run` to its end, unless Ctrl-C comes first: then the run is dropped (which records it
+/// `cancelled` with what it produced so far), `storage` finishes its writes and the example
+/// exits with status 130.
+pub async fn or_interrupt<T>(storage: &SqliteStorage, run: impl Future<Output = T>) -> T {
+    // Boxed, so that dropping it drops the run.
+    let run = Box::pin(run);
+    let interrupt = Box::pin(tokio::signal::ctrl_c());
+    match futures::future::select(run, interrupt).await {
+        futures::future::Either::Left((value, _)) => value,
+        futures::future::Either::Right((_, run)) => {
+            drop(run);
+            interrupted(storage).await
+        }
+    }
+}
+
+/// The events of `events` until it ends, unless Ctrl-C comes first: then as
+/// [`or_interrupt`].
+pub fn until_interrupt<S: Stream>(
+    storage: SqliteStorage,
+    events: S,
+) -> impl Stream<Item = S::Item> {
+    buddy::stream! {
+        let mut events = Box::pin(events);
+        loop {
+            let next = tokio::select! {
+                event = events.next() => Some(event),
+                _ = tokio::signal::ctrl_c() => None,
+            };
+            match next {
+                Some(Some(event)) => yield event,
+                Some(None) => break,
+                None => {
+                    drop(events);
+                    interrupted(&storage).await
+                }
+            }
+        }
+    }
+}
+
+async fn interrupted(storage: &SqliteStorage) -> ! {
+    storage.close().await;
+    eprintln!("\ninterrupted: the run is recorded as cancelled");
+    std::process::exit(130)
+}

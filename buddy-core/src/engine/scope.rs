@@ -400,8 +400,10 @@ impl RunScope {
 }
 
 impl Drop for RunScope {
-    /// A run dropped before `finish`: recorded `cancelled` with the text so far, in a
-    /// spawned task so that the drop never blocks.
+    /// A run dropped before `finish`: recorded `cancelled` with the text so far, without
+    /// blocking: handed to the backend's own writer when it has one
+    /// ([`Storage::commit_survives_drop`](crate::storage::Storage::commit_survives_drop)),
+    /// else in a spawned task.
     fn drop(&mut self) {
         if !self.armed {
             return;
@@ -418,6 +420,17 @@ impl Drop for RunScope {
         let mut write = self.write();
         write.state_patch = StatePatch::default();
         write.run = Some(record);
+        if storage.commit_survives_drop() {
+            // The backend completes a commit once it has been polled: poll it here, so the
+            // write is handed over before the drop returns (a program that exits right
+            // after, having waited for its storage, keeps the record), and no task is spawned.
+            let mut commit = storage.commit(write);
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(Err(error)) = commit.as_mut().poll(&mut context) {
+                tracing::error!(parent: &self.span, %error, "cancelled run could not be persisted");
+            }
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(parent: &self.span, "run dropped outside a tokio runtime; its cancellation is not recorded");
             return;

@@ -108,11 +108,15 @@ impl Sql {
                 ON {t} (updated_at DESC, session_id DESC, kind, scope);"
         );
         Sql {
+            // One row, so one hand-off back from sqlx's worker thread (it sends rows one by
+            // one): the most recent runs' records as one JSON array, oldest first (NULL
+            // without runs; a NULL record as `null`, which decodes as corrupt).
             read_session: sql(format!(
-                "SELECT {cols}, runs.record AS record, runs.seq AS run_seq FROM {t}
-                 LEFT JOIN (SELECT record, seq FROM {r} WHERE {key}
-                            ORDER BY seq DESC LIMIT ?4) AS runs
-                 WHERE {key} ORDER BY runs.seq DESC"
+                "SELECT {cols},
+                    (SELECT '[' || group_concat(ifnull(record, 'null'), ',' ORDER BY seq) || ']'
+                     FROM (SELECT record, seq FROM {r} WHERE {key}
+                           ORDER BY seq DESC LIMIT ?4)) AS records
+                 FROM {t} WHERE {key}"
             )),
             alone: writes.wrap("BEGIN IMMEDIATE", "COMMIT"),
             grouped: writes.wrap("SAVEPOINT commit_one", "RELEASE commit_one"),

@@ -36,16 +36,19 @@ use buddy_core::run::{RunRecord, now_millis};
 use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, StorageResult};
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqliteRow,
+};
+use sqlx::{ConnectOptions, Connection};
 use sqlx::{FromRow, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{Sql, Writes};
-use crate::cache::{Cache, Seen, SeenRow};
 use super::upgrade;
+use crate::cache::{Cache, Seen, SeenRow};
 use crate::codec::{
-    EncodedSession, SessionRow, Text, check_run_count, decode_run, encode_run, row_error,
-    skip_corrupt, sql_limit,
+    EncodedSession, SessionRow, Text, check_run_count, decode_run, decode_runs, encode_run,
+    row_error, skip_corrupt, sql_limit,
 };
 use crate::error::db;
 use crate::migrate::Layout;
@@ -59,7 +62,6 @@ const BUSY_RETRIES: u32 = 5;
 
 /// The most commits one group transaction takes.
 const MAX_GROUP: usize = 256;
-
 
 /// Evaluates `attempt` (an expression ending in `.await`) again while SQLite reports the
 /// database busy or locked (after the busy timeout); every attempt is a whole transaction,
@@ -162,15 +164,44 @@ impl Commit {
 /// first use, or when the runtime the last one ran on has shut down).
 pub(super) struct WriterHandle {
     pool: SqlitePool,
+    /// For a file: the writer's own connection until a writer takes it, and how to open
+    /// another (for a writer started on a new runtime). `None`: the writer uses `pool`.
+    own: Option<Own>,
     sender: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     /// Transactions begun for commits (a group counts once), for tests of grouping.
     transactions: Arc<AtomicUsize>,
 }
 
+/// A writer's own connection, outside any pool.
+struct Own {
+    connection: Mutex<Option<SqliteConnection>>,
+    options: SqliteConnectOptions,
+}
+
 impl WriterHandle {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    /// A writer on a connection of its own (`connection`, opened with `options`); `pool`
+    /// serves [`SqliteStorage::pool`](super::SqliteStorage::pool) only.
+    pub(super) fn own(
+        pool: SqlitePool,
+        connection: SqliteConnection,
+        options: SqliteConnectOptions,
+    ) -> Self {
         WriterHandle {
             pool,
+            own: Some(Own {
+                connection: Mutex::new(Some(connection)),
+                options,
+            }),
+            sender: Mutex::new(None),
+            transactions: Arc::default(),
+        }
+    }
+
+    /// A writer that takes a connection of `pool` for each operation (or group of commits).
+    pub(super) fn pooled(pool: SqlitePool) -> Self {
+        WriterHandle {
+            pool,
+            own: None,
             sender: Mutex::new(None),
             transactions: Arc::default(),
         }
@@ -182,10 +213,7 @@ impl WriterHandle {
 
     /// Hands `job` to the writer.
     pub(super) fn send(&self, job: Job) -> StorageResult<()> {
-        let mut sender = self
-            .sender
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut sender = lock(&self.sender);
         let job = match sender.as_ref() {
             Some(sender) => match sender.send(job) {
                 Ok(()) => return Ok(()),
@@ -202,8 +230,20 @@ impl WriterHandle {
         let (jobs, receiver) = mpsc::unbounded_channel();
         // The receiver is alive: this send cannot fail.
         let _ = jobs.send(job);
-        runtime
-            .spawn(Writer::new(self.pool.clone(), Arc::clone(&self.transactions)).serve(receiver));
+        let source = match &self.own {
+            None => Source::Pool,
+            Some(own) => Source::Own {
+                connection: lock(&own.connection).take(),
+                options: Box::new(own.options.clone()),
+            },
+        };
+        let writer = Writer {
+            pool: self.pool.clone(),
+            source,
+            tables: HashMap::new(),
+            transactions: Arc::clone(&self.transactions),
+        };
+        runtime.spawn(writer.serve(receiver));
         *sender = Some(jobs);
         Ok(())
     }
@@ -225,6 +265,12 @@ impl WriterHandle {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn closed() -> StorageError {
     StorageError::database_with_kind(
         "sqlite",
@@ -244,8 +290,20 @@ fn stopped() -> StorageError {
 /// The writer task's state.
 struct Writer {
     pool: SqlitePool,
+    source: Source,
     tables: HashMap<String, TableState>,
     transactions: Arc<AtomicUsize>,
+}
+
+/// Where the writer's connection comes from.
+enum Source {
+    /// Its own, kept between jobs (`None` while a job holds it, or after it was lost).
+    Own {
+        connection: Option<SqliteConnection>,
+        options: Box<SqliteConnectOptions>,
+    },
+    /// A connection of the pool for each job.
+    Pool,
 }
 
 #[derive(Default)]
@@ -255,14 +313,6 @@ struct TableState {
 }
 
 impl Writer {
-    fn new(pool: SqlitePool, transactions: Arc<AtomicUsize>) -> Self {
-        Writer {
-            pool,
-            tables: HashMap::new(),
-            transactions,
-        }
-    }
-
     async fn serve(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         let mut next = None;
         loop {
@@ -289,6 +339,11 @@ impl Writer {
                     self.commit(group).await;
                 }
                 Job::Close(reply) => {
+                    if let Source::Own { connection, .. } = &mut self.source
+                        && let Some(connection) = connection.take()
+                    {
+                        let _ = connection.close().await;
+                    }
                     self.pool.close().await;
                     let _ = reply.send(());
                     return;
@@ -298,11 +353,26 @@ impl Writer {
         }
     }
 
-    /// A connection for one job, returned to the pool when the job is done (closed instead
-    /// if the job is dropped half-way, when the runtime shuts down mid-transaction).
-    async fn lease(&self) -> StorageResult<Lease> {
-        let conn = self.pool.acquire().await.map_err(db("acquire"))?;
-        Ok(Lease(Some(conn)))
+    /// The connection for one job: the writer's own (opened again if it was lost), or one of
+    /// the pool. Handed back by [`Lease::done`]; a job dropped half-way (its runtime shut
+    /// down, maybe inside a transaction) closes it instead, which rolls back.
+    async fn lease(&mut self) -> StorageResult<Lease> {
+        match &mut self.source {
+            Source::Own {
+                connection,
+                options,
+            } => {
+                let connection = match connection.take() {
+                    Some(connection) => connection,
+                    None => options.connect().await.map_err(db("open"))?,
+                };
+                Ok(Lease::Own(Some(connection)))
+            }
+            Source::Pool => {
+                let connection = self.pool.acquire().await.map_err(db("acquire"))?;
+                Ok(Lease::Pooled(Some(connection)))
+            }
+        }
     }
 
     async fn serve_one(&mut self, op: Op) {
@@ -381,7 +451,7 @@ impl Writer {
                 let _ = reply.send(result);
             }
         }
-        lease.done();
+        lease.done(self);
     }
 
     /// Creates `table` unless it is known to exist (in the current layout); its state.
@@ -442,7 +512,7 @@ impl Writer {
                     for (commit, session) in ready.into_iter().zip(sessions) {
                         let _ = commit.reply.send(Ok(session));
                     }
-                    lease.done();
+                    lease.done(self);
                     return;
                 }
                 Err(error) => {
@@ -458,7 +528,7 @@ impl Writer {
                 retry_busy!(commit_alone(conn, &mut state.cache, writes, &commit.write).await);
             let _ = commit.reply.send(result);
         }
-        lease.done();
+        lease.done(self);
     }
 
     fn state(&mut self, table: &Table) -> &mut TableState {
@@ -521,29 +591,49 @@ fn fail(op: Op, error: StorageError) {
     };
 }
 
-/// A pooled connection held for one job.
-struct Lease(Option<PoolConnection<Sqlite>>);
+/// A connection held for one job.
+enum Lease {
+    Own(Option<SqliteConnection>),
+    Pooled(Option<PoolConnection<Sqlite>>),
+}
 
 impl Lease {
     fn conn(&mut self) -> &mut SqliteConnection {
-        match self.0.as_mut() {
-            Some(conn) => conn,
-            None => unreachable!("a lease holds its connection until `done`"),
+        match self {
+            Lease::Own(Some(connection)) => connection,
+            Lease::Pooled(Some(connection)) => connection,
+            Lease::Own(None) | Lease::Pooled(None) => {
+                unreachable!("a lease holds its connection until `done`")
+            }
         }
     }
 
-    /// The job finished (no transaction open): the connection goes back to the pool.
-    fn done(mut self) {
-        self.0 = None;
+    /// The job finished (no transaction open): the connection goes back to the writer, or
+    /// to the pool.
+    fn done(mut self, writer: &mut Writer) {
+        match (&mut self, &mut writer.source) {
+            (
+                Lease::Own(connection),
+                Source::Own {
+                    connection: slot, ..
+                },
+            ) => {
+                *slot = connection.take();
+            }
+            (Lease::Pooled(connection), _) => drop(connection.take()),
+            (Lease::Own(_), Source::Pool) => {}
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Dropped before `done`: the writer's runtime shut down mid-job, maybe inside a
-        // transaction. Closing the connection rolls back; the pool opens a new one.
-        if let Some(mut conn) = self.0.take() {
-            conn.close_on_drop();
+        // Dropped before `done`: the writer's runtime shut down mid-job. A pooled connection
+        // is closed rather than returned; an own one closes as it drops.
+        if let Lease::Pooled(connection) = self
+            && let Some(mut connection) = connection.take()
+        {
+            connection.close_on_drop();
         }
     }
 }
@@ -765,21 +855,20 @@ async fn read(
     key: &SessionKey,
     options: &ReadOptions,
 ) -> StorageResult<Option<Session>> {
-    // One statement, so one snapshot: the session's columns on every row, joined with its
-    // most recent runs (one row with a NULL record when it has none).
-    let rows = sqlx::query(sql.read_session.clone())
+    // One statement, so one snapshot of the row and its most recent runs.
+    let row = sqlx::query(sql.read_session.clone())
         .bind(&key.session_id)
         .bind(key.kind.as_str())
         .bind(&key.scope)
         .bind(sql_limit(Some(options.recent_runs)))
-        .fetch_all(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db("read"))?;
-    let Some(first) = rows.first() else {
+    let Some(row) = row else {
         state.cache.remember(key.clone(), Seen::Absent);
         return Ok(None);
     };
-    let (mut session, stored) = decode_row_stored(first, "read")?;
+    let (mut session, stored) = decode_row_stored(&row, "read")?;
     if let Some(stored) = stored {
         state
             .cache
@@ -792,28 +881,11 @@ async fn read(
     {
         return Ok(None);
     }
-    session.runs = decode_joined_runs(&rows, &key.session_id)?;
+    let records: Option<String> = row
+        .try_get("records")
+        .map_err(|error| row_error("read", &key.session_id, error))?;
+    session.runs = decode_runs(TEXT, &key.session_id, records.as_deref())?;
     Ok(Some(session))
-}
-
-/// The runs of the rows of a `read_session` query, oldest first.
-fn decode_joined_runs(rows: &[SqliteRow], session_id: &str) -> StorageResult<Vec<RunRecord>> {
-    let mut runs = Vec::with_capacity(rows.len());
-    for row in rows.iter().rev() {
-        // No `seq`: the one row of a session without runs. A run row with a NULL record is
-        // corrupt, not skipped.
-        let seq: Option<i64> = row
-            .try_get("run_seq")
-            .map_err(|error| row_error("read", session_id, error))?;
-        if seq.is_none() {
-            continue;
-        }
-        let record: Option<String> = row
-            .try_get("record")
-            .map_err(|error| row_error("read", session_id, error))?;
-        runs.push(decode_run(TEXT, session_id, record.as_deref())?);
-    }
-    Ok(runs)
 }
 
 async fn select_runs(
