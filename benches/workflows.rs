@@ -5,6 +5,7 @@
 //! cargo bench --bench workflows -- --workload a|b|c|d|e|all
 //!     [--base-url URL] [--model scripted|http] [--runs N] [--latency-ms MS]
 //!     [--concurrency C] [--repeats R] [--storage sqlite|memory] [--sqlite-connections N]
+//!     [--floor-only]
 //! ```
 //!
 //! - A: a two-agent `#[workflow]` on SQLite, fresh session per run: runs per second and the
@@ -14,6 +15,10 @@
 //!   peak memory, one child process per C (this program re-executes itself).
 //! - D: a 25-turn conversation of an agent with history on SQLite: framework time.
 //! - E: agent construction time and memory.
+//!
+//! Every workload also measures its floors in the same invocation (the same HTTP calls
+//! made raw; a session commit's statements run in the calling thread with rusqlite; one
+//! durable write through sqlx) and prints each figure's `ratio_to_floor` next to it.
 //!
 //! See `benches/README.md` for the method and the figures.
 
@@ -79,11 +84,14 @@ struct Args {
     concurrency: Option<usize>,
     repeats: Option<usize>,
     memory_storage: bool,
+    /// C with `--concurrency`: measure only the floor (C concurrent raw HTTP pairs).
+    floor_only: bool,
 }
 
 const USAGE: &str = "usage: cargo bench --bench workflows -- --workload a|b|c|d|e|all \
 [--base-url URL] [--model scripted|http] [--runs N] [--latency-ms MS] [--concurrency C] \
-[--repeats R] [--storage sqlite|memory] [--sqlite-connections N]";
+[--repeats R] [--storage sqlite|memory] [--sqlite-connections N] \
+[--floor-only (C with --concurrency: only the raw HTTP floor)]";
 
 fn parse_args() -> BenchResult<Args> {
     let mut args = Args {
@@ -95,6 +103,7 @@ fn parse_args() -> BenchResult<Args> {
         concurrency: None,
         repeats: None,
         memory_storage: false,
+        floor_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -144,12 +153,16 @@ fn parse_args() -> BenchResult<Args> {
                     u32::try_from(n.max(1)).map_err(|_| "`--sqlite-connections` is too large")?;
                 let _ = SQLITE_CONNECTIONS.set(n);
             }
+            "--floor-only" => args.floor_only = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
     }
     if args.base_url.is_some() && args.model == Some(ModelKind::Scripted) {
         return Err("`--base-url` and `--model scripted` exclude each other".into());
+    }
+    if args.floor_only && (args.workload != "c" || args.concurrency.is_none()) {
+        return Err("`--floor-only` needs `--workload c --concurrency C`".into());
     }
     Ok(args)
 }
@@ -412,6 +425,373 @@ fn tempdir() -> BenchResult<tempfile::TempDir> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Floors: the same work without the framework, measured in the same invocation
+// ---------------------------------------------------------------------------------------
+
+/// `figure` next to its floor, so a gap reads the same on a loaded machine as on an idle one:
+/// `{"floor": what, "floor_us": floor, "ratio_to_floor": figure / floor}` (`floor_ms` for
+/// figures in ms).
+fn vs_floor(what: &str, figure: f64, floor: f64, unit: &str) -> Value {
+    if !(floor.is_finite() && floor > 0.0 && figure.is_finite()) {
+        return Value::Null;
+    }
+    let mut map = serde_json::Map::new();
+    map.insert("floor".into(), json!(what));
+    map.insert(format!("floor_{unit}"), json!(round(floor, 3)));
+    map.insert("ratio_to_floor".into(), json!(round(figure / floor, 2)));
+    Value::Object(map)
+}
+
+/// Raw POSTs of pre-serialised request bodies with a plain `reqwest::Client` and a parsed
+/// URL: the HTTP work of the model calls without the framework (no request building, no
+/// response decoding, no retries or timeouts).
+struct RawHttp {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    bodies: Vec<Vec<u8>>,
+}
+
+impl RawHttp {
+    /// `bodies` as `OpenAIChat::request_body` gives them, to `{base_url}/chat/completions`.
+    fn new(base_url: &str, bodies: &[Value]) -> BenchResult<Self> {
+        let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+        Ok(RawHttp {
+            client: reqwest::Client::new(),
+            url: reqwest::Url::parse(&url).map_err(|e| format!("raw URL `{url}`: {e}"))?,
+            bodies: bodies.iter().map(|b| b.to_string().into_bytes()).collect(),
+        })
+    }
+
+    /// Sends every body in turn, reading each answer whole.
+    async fn post_all(&self) -> BenchResult<()> {
+        for body in &self.bodies {
+            let response = self
+                .client
+                .post(self.url.clone())
+                .bearer_auth("sk-bench")
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| format!("raw request: {}", describe(&e)))?;
+            black_box(
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("raw body: {}", describe(&e)))?,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The sizes of what a workload stored (the largest session row's columns, the mean run
+/// record), so the SQLite floors write as many bytes as the workload did.
+#[derive(Clone, Copy, Debug)]
+struct Payload {
+    component_data: usize,
+    session_state: usize,
+    extra_data: usize,
+    record: usize,
+}
+
+impl Payload {
+    async fn of(storage: &SqliteStorage, table: &str) -> BenchResult<Self> {
+        use sqlx::Row;
+        let err = |e: sqlx::Error| format!("payload query: {e}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce(max(length(component_data)), 2),
+                    coalesce(max(length(session_state)), 2),
+                    coalesce(max(length(extra_data)), 0),
+                    (SELECT CAST(coalesce(avg(length(record)), 0) AS INTEGER) FROM {table}_runs)
+             FROM {table}"
+        )))
+        .fetch_one(storage.pool())
+        .await
+        .map_err(err)?;
+        let size = |i: usize| -> BenchResult<usize> {
+            let n: i64 = row.try_get::<i64, _>(i).map_err(err)?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        };
+        Ok(Payload {
+            component_data: size(0)?,
+            session_state: size(1)?,
+            extra_data: size(2)?,
+            record: size(3)?,
+        })
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "component_data": self.component_data,
+            "session_state": self.session_state,
+            "extra_data": self.extra_data,
+            "run_record": self.record,
+        })
+    }
+}
+
+/// The floor of a session commit: the statements `SqliteStorage::commit` runs (`BEGIN
+/// IMMEDIATE`; SELECT the session row with its runs' `MAX(seq)`; `INSERT … ON CONFLICT DO
+/// UPDATE` the session row; INSERT the run; `COMMIT`), on the same table shapes (copied
+/// from buddy-storage's `Sql::new`), run in the calling thread with rusqlite and cached
+/// prepared statements: no worker-thread hand-off, no decoding, no merge.
+struct InThreadCommits {
+    conn: rusqlite::Connection,
+    component_data: String,
+    session_state: String,
+    extra_data: Option<String>,
+    record: String,
+    commits: u64,
+}
+
+const FLOOR_CREATE: &str = "CREATE TABLE IF NOT EXISTS floor_sessions (
+        session_id TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'workflow',
+        scope TEXT NOT NULL DEFAULT '',
+        component_id TEXT,
+        user_id TEXT,
+        session_name TEXT,
+        component_data TEXT NOT NULL DEFAULT '{}',
+        session_state TEXT NOT NULL DEFAULT '{}',
+        extra_data TEXT,
+        created_at INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 0,
+        run_count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (session_id, kind, scope)
+    );
+    CREATE TABLE IF NOT EXISTS floor_sessions_runs (
+        session_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (session_id, kind, scope, seq),
+        FOREIGN KEY (session_id, kind, scope)
+            REFERENCES floor_sessions (session_id, kind, scope) ON DELETE CASCADE
+    );
+    CREATE INDEX IF NOT EXISTS floor_sessions_updated_idx
+        ON floor_sessions (updated_at DESC, session_id DESC, kind, scope);";
+
+const FLOOR_SELECT: &str = "SELECT session_id, kind, scope, component_id, user_id, session_name,
+        component_data, session_state, extra_data, created_at, updated_at, version, run_count,
+        (SELECT MAX(seq) FROM floor_sessions_runs
+         WHERE session_id = ?1 AND kind = ?2 AND scope = ?3) AS max_seq
+     FROM floor_sessions WHERE session_id = ?1 AND kind = ?2 AND scope = ?3";
+
+const FLOOR_UPSERT: &str = "INSERT INTO floor_sessions (session_id, kind, scope, component_id,
+        user_id, session_name, component_data, session_state, extra_data, created_at,
+        updated_at, version, run_count)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+     ON CONFLICT (session_id, kind, scope) DO UPDATE SET
+        component_id = excluded.component_id, user_id = excluded.user_id,
+        session_name = excluded.session_name,
+        component_data = excluded.component_data,
+        session_state = excluded.session_state, extra_data = excluded.extra_data,
+        updated_at = excluded.updated_at, version = excluded.version,
+        run_count = excluded.run_count";
+
+const FLOOR_INSERT_RUN: &str = "INSERT INTO floor_sessions_runs (session_id, kind, scope, seq,
+        run_id, status, created_at, record)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+impl InThreadCommits {
+    /// A fresh database file at `path` with `SqliteStorage::open`'s settings (WAL,
+    /// `synchronous=NORMAL`, busy timeout 10 s, foreign keys), tables created (not timed).
+    fn open(path: &Path, payload: Payload) -> BenchResult<Self> {
+        let err = |e: rusqlite::Error| format!("in-thread floor: {e}");
+        let conn = rusqlite::Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(err)?;
+        conn.execute_batch(FLOOR_CREATE).map_err(err)?;
+        Ok(InThreadCommits {
+            conn,
+            component_data: "x".repeat(payload.component_data),
+            session_state: "x".repeat(payload.session_state),
+            extra_data: (payload.extra_data > 0).then(|| "x".repeat(payload.extra_data)),
+            record: "x".repeat(payload.record),
+            commits: 0,
+        })
+    }
+
+    /// One commit of a run on session `session_id` (created by the first); its duration.
+    fn commit(&mut self, session_id: &str) -> BenchResult<Duration> {
+        use rusqlite::OptionalExtension;
+        let err = |e: rusqlite::Error| format!("in-thread floor: {e}");
+        self.commits += 1;
+        let run_id = format!("{:032x}", self.commits);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let started = Instant::now();
+        self.conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]))
+            .map_err(err)?;
+        let existing: Option<(i64, i64, i64)> = self
+            .conn
+            .prepare_cached(FLOOR_SELECT)
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params![session_id, "workflow", ""], |row| {
+                    Ok((row.get(9)?, row.get(11)?, row.get(12)?))
+                })
+                .optional()
+            })
+            .map_err(err)?;
+        let (created_at, version, run_count) = existing.unwrap_or((now, 0, 0));
+        self.conn
+            .prepare_cached(FLOOR_UPSERT)
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    session_id,
+                    "workflow",
+                    "",
+                    "article_bench",
+                    Option::<&str>::None,
+                    Option::<&str>::None,
+                    self.component_data,
+                    self.session_state,
+                    self.extra_data,
+                    created_at,
+                    now,
+                    version + 1,
+                    run_count + 1,
+                ])
+            })
+            .map_err(err)?;
+        self.conn
+            .prepare_cached(FLOOR_INSERT_RUN)
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    session_id,
+                    "workflow",
+                    "",
+                    run_count + 1,
+                    run_id,
+                    "completed",
+                    now,
+                    self.record,
+                ])
+            })
+            .map_err(err)?;
+        self.conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map_err(err)?;
+        Ok(started.elapsed())
+    }
+}
+
+/// The floor of one durable write through sqlx: one autocommit `INSERT` of a run record's
+/// bytes (SQLite commits it: a WAL append, `synchronous=NORMAL`), on a fresh file with the
+/// pool `SqliteStorage::open` makes. One round trip to sqlx's worker thread.
+struct SqlxInserts {
+    pool: sqlx::SqlitePool,
+    record: String,
+}
+
+impl SqlxInserts {
+    async fn open(path: &Path, payload: Payload) -> BenchResult<Self> {
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("sqlx floor: {e}"))?;
+        sqlx::query("CREATE TABLE floor_insert (id INTEGER PRIMARY KEY, record TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("sqlx floor: {e}"))?;
+        Ok(SqlxInserts {
+            pool,
+            record: "x".repeat(payload.record),
+        })
+    }
+
+    async fn commit(&self) -> BenchResult<Duration> {
+        let started = Instant::now();
+        sqlx::query("INSERT INTO floor_insert (record) VALUES (?1)")
+            .bind(&self.record)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| format!("sqlx floor: {e}"))?;
+        Ok(started.elapsed())
+    }
+}
+
+/// The two SQLite floors of a workload with `payload`, on fresh files in `dir`, measured
+/// in blocks between the workload's own batches; medians per commit (µs).
+struct SqliteFloors {
+    in_thread: InThreadCommits,
+    sqlx: SqlxInserts,
+    /// The session every in-thread commit writes (one session, as in B and D), or `None`
+    /// for a fresh session per commit (as in A).
+    session: Option<String>,
+    fresh: u64,
+    in_thread_us: Vec<f64>,
+    sqlx_us: Vec<f64>,
+}
+
+impl SqliteFloors {
+    /// Opens both floors and warms them up with 50 commits each (not counted).
+    async fn open(dir: &Path, payload: Payload, session: Option<&str>) -> BenchResult<Self> {
+        let mut floors = SqliteFloors {
+            in_thread: InThreadCommits::open(&dir.join("floor-in-thread.db"), payload)?,
+            sqlx: SqlxInserts::open(&dir.join("floor-sqlx.db"), payload).await?,
+            session: session.map(str::to_owned),
+            fresh: 0,
+            in_thread_us: Vec::new(),
+            sqlx_us: Vec::new(),
+        };
+        floors.measure(50).await?;
+        floors.in_thread_us.clear();
+        floors.sqlx_us.clear();
+        Ok(floors)
+    }
+
+    /// `n` in-thread commits, then `n` sqlx inserts.
+    async fn measure(&mut self, n: usize) -> BenchResult<()> {
+        for _ in 0..n {
+            self.fresh += 1;
+            let took = match &self.session {
+                Some(id) => self.in_thread.commit(id)?,
+                None => self.in_thread.commit(&format!("floor-{}", self.fresh))?,
+            };
+            self.in_thread_us.push(micros(took));
+        }
+        for _ in 0..n {
+            self.sqlx_us.push(micros(self.sqlx.commit().await?));
+        }
+        Ok(())
+    }
+
+    fn in_thread_us_median(&self) -> f64 {
+        median(&self.in_thread_us)
+    }
+
+    fn sqlx_us_median(&self) -> f64 {
+        median(&self.sqlx_us)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // A: throughput and framework overhead
 // ---------------------------------------------------------------------------------------
 
@@ -447,44 +827,38 @@ async fn workload_a(args: &Args) -> BenchResult<Value> {
         ));
     }
 
-    // The same two calls, raw.
+    // Floor: the same two calls, raw (bodies serialised once, as `OpenAIChat` sends them).
     let raw = match &backend.chat {
         Some(chat) => {
             let bodies: Vec<Value> = captured
                 .iter()
                 .map(|r| chat.request_body(r, false))
                 .collect();
-            let url = format!(
-                "{}/chat/completions",
-                backend.base_url.as_deref().unwrap_or_default()
-            );
-            Some((reqwest::Client::new(), url, bodies))
+            Some(RawHttp::new(
+                backend.base_url.as_deref().unwrap_or_default(),
+                &bodies,
+            )?)
         }
         None => None,
     };
     let raw_pair = || async {
-        if let Some((client, url, bodies)) = &raw {
-            for body in bodies {
-                let response = client
-                    .post(url)
-                    .bearer_auth("sk-bench")
-                    .json(body)
-                    .send()
-                    .await
-                    .map_err(|e| format!("raw request: {}", describe(&e)))?;
-                black_box(
-                    response
-                        .bytes()
-                        .await
-                        .map_err(|e| format!("raw body: {}", describe(&e)))?,
-                );
-            }
+        match &raw {
+            Some(raw) => raw.post_all().await,
+            None => Ok(()),
         }
-        BenchResult::Ok(())
     };
     for _ in 0..200 {
         raw_pair().await?;
     }
+    // Floors: a session commit in the calling thread, and one durable sqlx write, each on a
+    // fresh file, with the bytes a run stores.
+    let (payload, mut floors) = if args.memory_storage {
+        (None, None)
+    } else {
+        let payload = Payload::of(&storage, "workflows").await?;
+        let floors = SqliteFloors::open(dir.path(), payload, None).await?;
+        (Some(payload), Some(floors))
+    };
 
     let (mut run_us, mut raw_us, mut model_us) = (Vec::new(), Vec::new(), Vec::new());
     let (mut allocs, mut alloc_bytes, mut raw_alloc_bytes) = (Vec::new(), Vec::new(), Vec::new());
@@ -516,6 +890,9 @@ async fn workload_a(args: &Args) -> BenchResult<Value> {
             raw_us.push(micros(started.elapsed()) / n as f64);
             raw_alloc_bytes.push(region.change().bytes_allocated as f64 / n as f64);
         }
+        if let Some(floors) = &mut floors {
+            floors.measure(n).await?;
+        }
     }
     // The floor SQLite through sqlx sets: one `SELECT 1` round trip on the same pool (a run
     // makes three round trips: read the session; BEGIN IMMEDIATE + select; upsert + insert +
@@ -534,6 +911,14 @@ async fn workload_a(args: &Args) -> BenchResult<Value> {
     }
     let run = median(&run_us);
     let raw_median = if raw.is_some() { median(&raw_us) } else { 0.0 };
+    let in_thread = floors.as_ref().map(SqliteFloors::in_thread_us_median);
+    let sqlx_insert = floors.as_ref().map(SqliteFloors::sqlx_us_median);
+    let (run_floor, run_floor_what) = match (raw.is_some(), in_thread) {
+        (true, Some(commit)) => (raw_median + commit, "raw HTTP pair + in-thread commit"),
+        (true, None) => (raw_median, "raw HTTP pair"),
+        (false, Some(commit)) => (commit, "in-thread commit"),
+        (false, None) => (f64::NAN, ""),
+    };
     Ok(json!({
         "workload": "a",
         "what": "two-agent #[workflow] (researcher, writer; one chat completion each), SQLite WAL storage, fresh session per run",
@@ -542,8 +927,19 @@ async fn workload_a(args: &Args) -> BenchResult<Value> {
         "batch": batch,
         "runs_per_second": round(runs as f64 / total.as_secs_f64(), 1),
         "run_us_median": round(run, 2),
+        "run_us_median_vs_floor": vs_floor(run_floor_what, run, run_floor, "us"),
         "raw_two_http_calls_us_median": round(raw_median, 2),
         "framework_overhead_us_median": round(run - raw_median, 2),
+        "framework_overhead_us_median_vs_floor": in_thread.map_or(Value::Null, |commit| {
+            vs_floor("in-thread commit", run - raw_median, commit, "us")
+        }),
+        "floors": {
+            "raw_http_pair_us_median": raw.is_some().then(|| round(raw_median, 2)),
+            "in_thread_commit_us_median": in_thread.map(|f| round(f, 2)),
+            "sqlx_insert_commit_us_median": sqlx_insert.map(|f| round(f, 2)),
+            "payload_bytes": payload.map(|p| p.json()),
+            "measured": "in the same invocation, one block of each floor after every batch of runs",
+        },
         "time_inside_model_us_median": round(median(&model_us), 2),
         "run_minus_model_us_median": round(run - median(&model_us), 2),
         "sqlite_select_1_round_trip_us_median": round(median(&select1_us), 2),
@@ -612,6 +1008,14 @@ async fn workload_b(args: &Args) -> BenchResult<Value> {
         }
     }
     let rss_after = proc_status_kb("VmRSS:");
+    // Floors: a commit on one session in the calling thread, one durable sqlx write; fresh
+    // files, the bytes a run of this workload stores.
+    let payload = Payload::of(&storage, "workflows").await?;
+    let mut floors = SqliteFloors::open(dir.path(), payload, Some("one-session")).await?;
+    for _ in 0..10 {
+        floors.measure(100).await?;
+    }
+    let floor = floors.in_thread_us_median();
     let window = |center: usize| -> Value {
         // runs center-50 ..= center+49 (1-based), clipped to what ran
         if center > runs {
@@ -619,7 +1023,12 @@ async fn workload_b(args: &Args) -> BenchResult<Value> {
         }
         let lo = center.saturating_sub(50).max(1);
         let hi = (center + 49).min(runs);
-        json!({"runs": format!("{lo}-{hi}"), "us_median": round(median(&per_run[lo - 1..hi]), 2)})
+        let us = median(&per_run[lo - 1..hi]);
+        json!({
+            "runs": format!("{lo}-{hi}"),
+            "us_median": round(us, 2),
+            "ratio_to_floor": round(us / floor, 2),
+        })
     };
     let first10 = median(&per_run[..10.min(runs)]);
     let last_lo = runs.saturating_sub(99).max(1);
@@ -647,9 +1056,17 @@ async fn workload_b(args: &Args) -> BenchResult<Value> {
         "model": backend.label(),
         "runs": runs,
         "run_1_to_10_us_median": round(first10, 2),
+        "run_1_to_10_us_median_vs_floor": vs_floor("in-thread commit", first10, floor, "us"),
         "around_run_1000": window(1_000),
         "around_run_10000": window(10_000),
         "last_100_runs_us_median": round(last, 2),
+        "last_100_runs_us_median_vs_floor": vs_floor("in-thread commit", last, floor, "us"),
+        "floors": {
+            "in_thread_commit_us_median": round(floor, 2),
+            "sqlx_insert_commit_us_median": round(floors.sqlx_us_median(), 2),
+            "payload_bytes": payload.json(),
+            "measured": "in the same invocation, after the runs: 1,000 commits of each on one session of a fresh file",
+        },
         "last_100_over_first_10": round(last / first10, 3),
         "target_ratio": 1.2,
         "stored_run_records": count - base_count,
@@ -735,11 +1152,69 @@ async fn workload_c_one(args: &Args, concurrency: usize) -> BenchResult<Value> {
     }))
 }
 
+/// C's floor: C concurrent raw HTTP pairs (the two request bodies of a run, captured from
+/// one run here) against the same server, through one plain `reqwest::Client`; wall time
+/// from the first spawn to the last join, and the median time of one pair.
+async fn workload_c_floor(args: &Args, concurrency: usize) -> BenchResult<Value> {
+    let latency = Duration::from_millis(args.latency_ms);
+    let backend = Backend::new(args, ModelKind::Http, Some(latency)).await;
+    let dir = tempdir()?;
+    let storage = sqlite(dir.path(), "c-floor.db", "workflows").await?;
+    let mut workflow = article(&backend, &storage, args)?;
+    backend.probe.capture.store(true, Ordering::Relaxed);
+    workflow.use_session("capture");
+    run_once(&mut workflow, "quantum computing").await?;
+    backend.probe.capture.store(false, Ordering::Relaxed);
+    let captured = std::mem::take(
+        &mut *backend
+            .probe
+            .captured
+            .lock()
+            .map_err(|_| "poisoned capture")?,
+    );
+    let chat = backend.chat.as_ref().ok_or("C needs an HTTP model")?;
+    let bodies: Vec<Value> = captured
+        .iter()
+        .map(|r| chat.request_body(r, false))
+        .collect();
+    let raw = Arc::new(RawHttp::new(
+        backend.base_url.as_deref().unwrap_or_default(),
+        &bodies,
+    )?);
+    raw.post_all().await?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let raw = raw.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                raw.post_all().await?;
+                BenchResult::Ok(started.elapsed())
+            })
+        })
+        .collect();
+    let mut pairs = Vec::with_capacity(concurrency);
+    for task in tasks {
+        let took = task.await.map_err(|e| format!("task: {e}"))??;
+        pairs.push(micros(took) / 1e3);
+    }
+    let wall = started.elapsed();
+    Ok(json!({
+        "concurrency": concurrency,
+        "what": "C concurrent raw HTTP pairs (the two request bodies of a run), one plain reqwest client",
+        "wall_ms": round(micros(wall) / 1e3, 1),
+        "pair_ms_median": round(median(&pairs), 1),
+    }))
+}
+
 async fn workload_c(args: &Args) -> BenchResult<Value> {
     if let Some(c) = args.concurrency {
-        let mut report = workload_c_one(args, c)
-            .await
-            .map_err(|e| format!("C={c}: {e}"))?;
+        let report = if args.floor_only {
+            workload_c_floor(args, c).await
+        } else {
+            workload_c_one(args, c).await
+        };
+        let mut report = report.map_err(|e| format!("C={c}: {e}"))?;
         report["workload"] = json!("c");
         return Ok(report);
     }
@@ -766,8 +1241,7 @@ async fn workload_c(args: &Args) -> BenchResult<Value> {
         (None, None) => return Err("no server".into()),
     };
     let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-    let mut results = Vec::new();
-    for c in [100usize, 1_000, 10_000] {
+    let child = |c: usize, floor_only: bool| {
         let mut command = std::process::Command::new(&exe);
         command
             .args(["--workload", "c", "--concurrency", &c.to_string()])
@@ -777,27 +1251,49 @@ async fn workload_c(args: &Args) -> BenchResult<Value> {
                 "--latency-ms",
                 &args.latency_ms.to_string(),
             ]);
+        if floor_only {
+            command.arg("--floor-only");
+        }
         if args.memory_storage {
             command.args(["--storage", "memory"]);
         }
         if let Some(n) = SQLITE_CONNECTIONS.get() {
             command.args(["--sqlite-connections", &n.to_string()]);
         }
-        let output = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .map_err(|e| format!("child for C={c}: {e}"))?
-            .map_err(|e| format!("spawn child for C={c}: {e}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let parsed: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-            json!({
-                "concurrency": c,
-                "error": format!(
-                    "child exited with {}; stderr: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            })
-        });
+        async move {
+            let output = tokio::task::spawn_blocking(move || command.output())
+                .await
+                .map_err(|e| format!("child for C={c}: {e}"))?
+                .map_err(|e| format!("spawn child for C={c}: {e}"))?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            BenchResult::Ok(
+                serde_json::from_str::<Value>(stdout.trim()).unwrap_or_else(|_| {
+                    json!({
+                        "concurrency": c,
+                        "error": format!(
+                            "child exited with {}; stderr: {}",
+                            output.status,
+                            String::from_utf8_lossy(&output.stderr).trim()
+                        ),
+                    })
+                }),
+            )
+        }
+    };
+    let mut results = Vec::new();
+    for c in [100usize, 1_000, 10_000] {
+        let mut parsed = child(c, false).await?;
+        // The floor in a child of its own: its descriptors and memory are not the run's.
+        let floor = child(c, true).await?;
+        for (figure, floor_key) in [("wall_ms", "wall_ms"), ("run_ms_median", "pair_ms_median")] {
+            if let (Some(value), Some(floor_value)) =
+                (parsed[figure].as_f64(), floor[floor_key].as_f64())
+            {
+                parsed[format!("{figure}_vs_floor")] =
+                    vs_floor("C concurrent raw HTTP pairs", value, floor_value, "ms");
+            }
+        }
+        parsed["floor"] = floor;
         results.push(parsed);
     }
     Ok(json!({
@@ -824,6 +1320,13 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last_request_messages = 0;
     let mut first_turns = Vec::new();
+    // Floors, one per counted conversation: 25 in-thread commits on one session of a fresh
+    // file, and the 25 requests of the first conversation sent raw.
+    let (mut floor_commits_ms, mut floor_http_ms) = (Vec::new(), Vec::new());
+    let mut raw: Option<RawHttp> = None;
+    // With the scripted model, a loopback server of our own answers the raw requests.
+    let mut floor_server: Option<TestServer> = None;
+    let mut payload: Option<Payload> = None;
     for rep in 0..repeats + 3 {
         // fresh database per conversation (opening it is not timed; creating its tables
         // on first use is)
@@ -839,13 +1342,11 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
             agent.storage(storage.clone())
         };
         backend.probe.take_nanos();
-        let capture_last = rep == 0;
+        let capture = rep == 0;
+        backend.probe.capture.store(capture, Ordering::Relaxed);
         let started = Instant::now();
         let mut turn_us = Vec::with_capacity(TURNS);
         for turn in 1..=TURNS {
-            if capture_last && turn == TURNS {
-                backend.probe.capture.store(true, Ordering::Relaxed);
-            }
             let t = Instant::now();
             let response = agent
                 .run(format!("Turn {turn}: tell me more."))
@@ -856,7 +1357,7 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
         }
         let total = micros(started.elapsed());
         let model = backend.probe.take_nanos() as f64 / 1e3;
-        if capture_last {
+        if capture {
             backend.probe.capture.store(false, Ordering::Relaxed);
             let captured = std::mem::take(
                 &mut *backend
@@ -882,6 +1383,28 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
                 }
             }
             last_request_messages = request.messages.len();
+            let base_url = match &backend.base_url {
+                Some(url) => url.clone(),
+                None => {
+                    let server = TestServer::start().await;
+                    server.fallback(Canned::json(openai::text_completion("A canned answer.")));
+                    server.record_requests(false);
+                    let url = server.base_url();
+                    floor_server = Some(server);
+                    url
+                }
+            };
+            let chat = OpenAIChat::new("gpt-4o-mini").base_url(base_url.clone());
+            let bodies: Vec<Value> = captured
+                .iter()
+                .map(|r| chat.request_body(r, false))
+                .collect();
+            let floor = RawHttp::new(&base_url, &bodies)?;
+            floor.post_all().await?; // warm-up: the connection, the server
+            raw = Some(floor);
+            if !args.memory_storage {
+                payload = Some(Payload::of(&storage, "agent_sessions").await?);
+            }
         }
         storage.close().await;
         if rep >= 3 {
@@ -890,8 +1413,46 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
             frameworks.push(total - model);
             later_turns.push(median(&turn_us[1..]));
             first_turns.push(turn_us[0]);
+            if let Some(payload) = payload {
+                let path = dir.path().join(format!("floor-d-{rep}.db"));
+                let mut commits = InThreadCommits::open(&path, payload)?;
+                let mut sum = Duration::ZERO;
+                for _ in 0..TURNS {
+                    sum += commits.commit("conversation")?;
+                }
+                floor_commits_ms.push(micros(sum) / 1e3);
+            }
+            if let Some(raw) = &raw {
+                let started = Instant::now();
+                raw.post_all().await?;
+                floor_http_ms.push(micros(started.elapsed()) / 1e3);
+            }
         }
     }
+    drop(floor_server);
+    // The per-commit sqlx floor, for comparison (one session, a fresh file).
+    let sqlx_insert = match payload {
+        Some(payload) => {
+            let floor_dir = dir.path().join("floor-d-sqlx");
+            std::fs::create_dir_all(&floor_dir).map_err(|e| format!("floor dir: {e}"))?;
+            let mut floors = SqliteFloors::open(&floor_dir, payload, Some("conversation")).await?;
+            floors.measure(500).await?;
+            Some(floors.sqlx_us_median())
+        }
+        None => None,
+    };
+    let commits_ms = (!floor_commits_ms.is_empty()).then(|| median(&floor_commits_ms));
+    let http_ms = median(&floor_http_ms);
+    let http_model = backend.kind == ModelKind::Http;
+    let total = median(&totals) / 1e3;
+    let framework = median(&frameworks) / 1e3;
+    let total_floor = commits_ms.unwrap_or(0.0) + if http_model { http_ms } else { 0.0 };
+    let total_floor_what = match (commits_ms.is_some(), http_model) {
+        (true, true) => "25 in-thread commits + 25 raw HTTP requests",
+        (true, false) => "25 in-thread commits (scripted model: no HTTP)",
+        (false, true) => "25 raw HTTP requests",
+        (false, false) => "",
+    };
     Ok(json!({
         "workload": "d",
         "what": "25-turn conversation, agent with add_history_to_messages(true), num_history_runs(25), SQLite WAL agent storage, fresh database per conversation",
@@ -900,11 +1461,23 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
         "storage": if args.memory_storage { "memory" } else { "sqlite (WAL, synchronous=NORMAL)" },
         "history_asserted": true,
         "messages_in_25th_request": last_request_messages,
-        "total_ms_median": round(median(&totals) / 1e3, 3),
+        "total_ms_median": round(total, 3),
+        "total_ms_median_vs_floor": vs_floor(total_floor_what, total, total_floor, "ms"),
         "model_ms_median": round(median(&models) / 1e3, 3),
-        "framework_ms_median": round(median(&frameworks) / 1e3, 3),
+        "framework_ms_median": round(framework, 3),
+        "framework_ms_median_vs_floor": commits_ms.map_or(Value::Null, |floor| {
+            vs_floor("25 in-thread commits", framework, floor, "ms")
+        }),
         "turn_1_us_median_creates_tables": round(median(&first_turns), 1),
         "turn_2_to_25_us_median": round(median(&later_turns), 1),
+        "floors": {
+            "in_thread_commits_of_a_conversation_ms_median": commits_ms.map(|f| round(f, 3)),
+            "raw_http_requests_of_a_conversation_ms_median": round(http_ms, 3),
+            "conversation_ms": round(commits_ms.unwrap_or(0.0) + http_ms, 3),
+            "sqlx_insert_commit_us_median": sqlx_insert.map(|f| round(f, 2)),
+            "payload_bytes": payload.map(|p| p.json()),
+            "measured": "directly, after every counted conversation: 25 in-thread commits on one session of a fresh file (tables created untimed), and the 25 requests of the first conversation sent raw to the same server (ours when the model is scripted)",
+        },
         "target_framework_ms": 4,
     }))
 }
@@ -913,10 +1486,10 @@ async fn workload_d(args: &Args) -> BenchResult<Value> {
 // E: agent construction
 // ---------------------------------------------------------------------------------------
 
-fn construction(n: usize, rounds: usize, build: impl Fn() -> Agent) -> Value {
+fn construction<T>(n: usize, rounds: usize, build: impl Fn() -> T) -> Value {
     let (mut ns, mut bytes, mut allocs) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let mut agents: Vec<Agent> = Vec::with_capacity(n);
+        let mut agents: Vec<T> = Vec::with_capacity(n);
         let region = Region::new(GLOBAL);
         let started = Instant::now();
         for _ in 0..n {
@@ -942,13 +1515,29 @@ fn workload_e(args: &Args) -> Value {
     let n = args.runs.unwrap_or(100_000);
     let rounds = args.repeats.unwrap_or(11);
     let model: Arc<dyn Model> = Arc::new(OpenAIChat::new("gpt-4o-mini"));
+    let shared = construction(n, rounds, || Agent::new(model.clone()));
+    // Floor: one heap allocation of the agent's bytes, filled (what `Agent::new` cannot do
+    // with less), in the same kind of loop.
+    let heap_bytes = shared["heap_bytes_per_agent_median"]
+        .as_f64()
+        .unwrap_or(0.0)
+        .max(1.0) as usize;
+    let floor = construction(n, rounds, || vec![1u8; heap_bytes].into_boxed_slice());
+    let ns = |report: &Value| report["ns_per_agent_median"].as_f64().unwrap_or(f64::NAN);
     json!({
         "workload": "e",
         "what": "agent construction; heap bytes exclude the Vec slot holding each agent",
         "agents_per_round": n,
         "rounds": rounds,
         "handle_size_bytes": std::mem::size_of::<Agent>(),
-        "agent_new_shared_model": construction(n, rounds, || Agent::new(model.clone())),
+        "agent_new_shared_model_vs_floor": vs_floor(
+            &format!("one filled heap allocation of {heap_bytes} bytes"),
+            ns(&shared),
+            ns(&floor),
+            "ns",
+        ),
+        "agent_new_shared_model": shared,
+        "floors": {"one_allocation_of_the_agent_bytes": floor},
         "agent_new_named_shared_model": construction(n, rounds, || {
             Agent::new(model.clone()).name("researcher")
         }),

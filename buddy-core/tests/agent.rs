@@ -227,6 +227,7 @@ async fn model_errors_surface_typed() {
         status: 429,
         message: "slow down".into(),
         retry_after: None,
+        endpoint: None,
     });
     let error = Agent::new(model).run("x").await.unwrap_err();
     assert!(

@@ -351,7 +351,7 @@ async fn redirects_are_refused_and_never_followed() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&error, ModelError::Redirect { status: s, target } if *s == status && target == "localhost"),
+            matches!(&error, ModelError::Redirect { status: s, target, .. } if *s == status && target == "localhost"),
             "{error:?}"
         );
         assert!(error.is_redirect() && !error.is_retryable());
@@ -629,7 +629,199 @@ async fn an_answer_from_another_origin_is_refused_even_with_a_following_client()
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, ModelError::Redirect { status: 200, target } if target == "localhost"),
+        matches!(&error, ModelError::Redirect { status: 200, target, .. } if target == "localhost"),
         "{error:?}"
     );
+}
+
+// 8. Errors name the endpoint, never the key; unusable base URLs are typed errors.
+
+/// Display, Debug and every cause of `error`, for looking for what must not leak.
+fn everything(error: &ModelError) -> String {
+    let mut text = format!("{error} {error:?}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_404_names_the_endpoint_and_asks_about_v1() {
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    server.fallback(Canned::raw("404 page not found").status(404));
+    // Ollama's root instead of its `/v1`: the hint, in the plain and the streamed call.
+    let openai = model(&server).base_url(format!("http://{addr}"));
+    for error in [
+        openai.response(&request()).await.unwrap_err(),
+        streamed(&openai).await.unwrap_err(),
+    ] {
+        assert_eq!(error.status(), Some(404));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "model request to {addr}/chat/completions failed with status 404: \
+                 404 page not found (does the base URL need a /v1 suffix?)"
+            )
+        );
+        assert_eq!(
+            error.endpoint(),
+            Some(format!("{addr}/chat/completions").as_str())
+        );
+        assert_no_secret(&error);
+    }
+    // With `/v1`: the endpoint, no hint.
+    let error = model(&server).response(&request()).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "model request to {addr}/v1/chat/completions failed with status 404: 404 page not found"
+        )
+    );
+    // Claude adds `/v1` itself: a base URL ending in `/v1` doubles it.
+    let error = claude(&server)
+        .base_url(format!("http://{addr}/v1"))
+        .response(&request())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with(&format!(
+            "model request to {addr}/v1/v1/messages failed with status 404"
+        )) && error
+            .to_string()
+            .ends_with("(is /v1 in the base URL twice?)"),
+        "{error}"
+    );
+    assert_no_secret(&error);
+    assert_eq!(server.requests()[0].path, "/chat/completions");
+}
+
+#[tokio::test]
+async fn a_base_url_without_a_scheme_is_a_typed_error_and_nothing_is_sent() {
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    let no_scheme = format!("{addr}/v1");
+    let openai = model(&server).base_url(no_scheme.clone());
+    let claude = claude(&server).base_url(format!("localhost:{}", addr.port()));
+    for (error, fix) in [
+        (
+            openai.response(&request()).await.unwrap_err(),
+            format!("http://{no_scheme}"),
+        ),
+        (
+            streamed(&openai).await.unwrap_err(),
+            format!("http://{no_scheme}"),
+        ),
+        (
+            claude.response(&request()).await.unwrap_err(),
+            format!("http://localhost:{}", addr.port()),
+        ),
+        (
+            streamed(&claude).await.unwrap_err(),
+            format!("http://localhost:{}", addr.port()),
+        ),
+    ] {
+        assert!(
+            matches!(error, ModelError::InvalidBaseUrl { .. }) && error.is_invalid_base_url(),
+            "{error:?}"
+        );
+        assert!(!error.is_retryable());
+        let text = error.to_string();
+        assert!(
+            text.contains("the scheme is missing") && text.contains(&format!("write `{fix}`")),
+            "{text}"
+        );
+        assert_no_secret(&error);
+    }
+    // Not a URL at all (a port out of range), or not HTTP: typed too, never a panic.
+    for base in [
+        format!("http://127.0.0.1:99999/v1?key={KEY}"),
+        "ftp://127.0.0.1/v1".to_owned(),
+    ] {
+        let error = model(&server)
+            .base_url(base)
+            .response(&request())
+            .await
+            .unwrap_err();
+        assert!(error.is_invalid_base_url(), "{error:?}");
+        assert_no_secret(&error);
+    }
+    assert!(server.requests().is_empty(), "a request was sent");
+}
+
+#[tokio::test]
+async fn connection_refused_names_the_endpoint_and_says_so() {
+    // A port nobody listens on: bind, note the port, drop the listener.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let openai = OpenAIChat::new("m")
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .api_key(KEY)
+        .max_retries(0);
+    let claude = Claude::new("m")
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .api_key(KEY)
+        .max_retries(0);
+    for (error, path) in [
+        (
+            openai.response(&request()).await.unwrap_err(),
+            "/v1/chat/completions",
+        ),
+        (streamed(&openai).await.unwrap_err(), "/v1/chat/completions"),
+        (
+            claude.response(&request()).await.unwrap_err(),
+            "/v1/messages",
+        ),
+    ] {
+        assert!(
+            matches!(
+                error,
+                ModelError::Connect {
+                    reason: "connection refused",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!("model request to 127.0.0.1:{port}{path} failed: connection refused")
+        );
+        assert_no_secret(&error);
+        assert!(!everything(&error).contains("http://"), "{error:?}");
+    }
+}
+
+#[tokio::test]
+async fn errors_name_host_and_path_but_never_user_info_or_the_query() {
+    const QUERY_SECRET: &str = "query-SECRET-value";
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    server.fallback(Canned::error(500, "boom"));
+    let openai = model(&server).base_url(format!(
+        "http://bob:pa55word@{addr}/v1?api-key={QUERY_SECRET}"
+    ));
+    for error in [
+        openai.response(&request()).await.unwrap_err(),
+        streamed(&openai).await.unwrap_err(),
+    ] {
+        assert_eq!(
+            error.to_string(),
+            format!("model request to {addr}/v1/chat/completions failed with status 500: boom")
+        );
+        let text = everything(&error);
+        for secret in [KEY, HEADER_SECRET, QUERY_SECRET, "pa55word", "bob"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    assert_eq!(server.requests()[0].path, "/v1/chat/completions");
+    let debug = format!("{openai:?}");
+    assert!(debug.contains("api-key=[redacted]"), "{debug}");
+    for secret in [KEY, HEADER_SECRET, QUERY_SECRET, "pa55word"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
 }

@@ -357,7 +357,11 @@ async fn client_errors_surface_the_provider_message_without_retry() {
     assert!(!error.is_retryable());
     assert_eq!(
         error.to_string(),
-        "model provider returned status 400: Invalid value for 'temperature'."
+        format!(
+            "model request to {}/v1/chat/completions failed with status 400: \
+             Invalid value for 'temperature'.",
+            server.addr()
+        )
     );
     assert_eq!(server.requests().len(), 1);
 

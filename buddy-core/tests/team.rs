@@ -122,6 +122,7 @@ async fn member_failure_and_unknown_member_are_results_the_leader_can_react_to()
         status: 400,
         message: "bad request".into(),
         retry_after: None,
+        endpoint: None,
     });
     let team = Team::new(leader.clone(), TeamMode::Coordinate).member(agent("flaky", &flaky));
     let response = team.run("go").await.unwrap();
@@ -175,6 +176,7 @@ async fn collaborate_runs_every_member_and_the_leader_synthesises() {
         status: 500,
         message: "down".into(),
         retry_after: None,
+        endpoint: None,
     });
     let c = ScriptedModel::new().text("view C");
     let team = Team::new(leader.clone(), TeamMode::Collaborate)
@@ -402,6 +404,7 @@ async fn leader_failure_is_an_error_and_is_recorded() {
         status: 401,
         message: "no key".into(),
         retry_after: None,
+        endpoint: None,
     });
     let team = Team::new(leader, TeamMode::Coordinate)
         .storage(storage.clone())

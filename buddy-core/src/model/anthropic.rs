@@ -6,20 +6,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::endpoint::{self, Endpoint, InvalidBaseUrl};
 use super::http::{self, Call, HttpSettings, provider_message};
 use super::wire::null_default;
 use super::{
     FinishReason, Limits, Message, Model, ModelError, ModelRequest, ModelResponse, ModelStream,
-    ModelStreamEvent, ResponseFormat, Role, ToolCall, ToolChoice, sse,
+    ModelStreamEvent, ToolCall, sse,
 };
 use crate::run::Metrics;
 
+mod body;
+
 const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
+
+/// The API's path under the base URL.
+const PATH: &str = "/v1/messages";
 
 /// A client for Anthropic's Messages API (`/v1/messages`): streaming, tools and usage.
 ///
@@ -29,10 +36,13 @@ const API_VERSION: &str = "2023-06-01";
 /// (redirects never followed), timeouts and [`Limits`] as [`OpenAIChat`](super::OpenAIChat),
 /// with the same defaults, so one call takes at most **300 s** at default settings (see
 /// [`OpenAIChat`'s time and size bounds](super::OpenAIChat#time-and-size-bounds)). The key
-/// prints as `[redacted]`, and is scrubbed from error messages that echo it.
+/// prints as `[redacted]`, and is scrubbed from error messages that echo it. The base URL is
+/// parsed once, when it is set; one without a scheme, or not `http`/`https`, makes every
+/// request fail with [`ModelError::InvalidBaseUrl`].
 ///
-/// The Messages API has no JSON mode: a [`ResponseFormat`] other than text is sent as an
-/// instruction in the system prompt (with the schema), and the agent decodes the answer.
+/// The Messages API has no JSON mode: a [`ResponseFormat`](super::ResponseFormat) other
+/// than text is sent as an instruction in the system prompt (with the schema), and the
+/// agent decodes the answer.
 ///
 /// ```no_run
 /// use buddy_core::agent::Agent;
@@ -50,6 +60,8 @@ pub struct Claude {
 struct Config {
     id: String,
     base_url: String,
+    /// `base_url` parsed, with the API's path: the URL of every request.
+    endpoint: Result<Endpoint, InvalidBaseUrl>,
     api_key: Option<String>,
     max_tokens: u32,
     temperature: Option<f32>,
@@ -64,7 +76,7 @@ impl fmt::Debug for Claude {
         let c = &*self.inner;
         f.debug_struct("Claude")
             .field("id", &c.id)
-            .field("base_url", &http::redact_url(&c.base_url))
+            .field("base_url", &endpoint::redact_url(&c.base_url))
             .field("api_key", &c.api_key.as_ref().map(|_| http::REDACTED))
             .field("max_tokens", &c.max_tokens)
             .field("temperature", &c.temperature)
@@ -90,6 +102,7 @@ impl Claude {
         Claude {
             inner: Arc::new(Config {
                 id: id.into(),
+                endpoint: Endpoint::new(&base_url, PATH),
                 base_url,
                 api_key,
                 max_tokens: 1024,
@@ -106,9 +119,15 @@ impl Claude {
         Arc::make_mut(&mut self.inner)
     }
 
-    /// The API's base URL, without `/v1`.
+    /// The API's base URL, without `/v1` (`https://api.anthropic.com`); requests go to
+    /// `{base_url}/v1/messages`.
+    ///
+    /// Parsed here, once: a URL without a scheme, or one that is not `http` or `https`,
+    /// makes every request fail with [`ModelError::InvalidBaseUrl`].
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.config().base_url = url.into();
+        let config = self.config();
+        config.base_url = url.into();
+        config.endpoint = Endpoint::new(&config.base_url, PATH);
         self
     }
 
@@ -203,95 +222,46 @@ impl Claude {
         self
     }
 
-    /// The secrets scrubbed from errors: the key and URL user-info.
+    /// The secrets scrubbed from errors: the key, the base URL's user-info and query values.
     fn secrets(&self) -> Vec<String> {
         let c = &*self.inner;
         let mut secrets: Vec<String> = c.api_key.iter().cloned().collect();
-        secrets.extend(http::url_secrets(&c.base_url));
+        if let Ok(endpoint) = &c.endpoint {
+            secrets.extend(endpoint.secrets().iter().cloned());
+        }
         secrets
     }
 
-    /// The JSON body of a Messages API request for `request`.
-    pub fn request_body(&self, request: &ModelRequest, stream: bool) -> Value {
-        let c = &*self.inner;
-        let mut system: Vec<&str> = request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::System)
-            .filter_map(|m| m.content.as_deref())
-            .collect();
-        let format_instruction = match &request.response_format {
-            Some(ResponseFormat::JsonObject) => {
-                Some("Respond with one JSON object and nothing else.".to_owned())
-            }
-            Some(ResponseFormat::JsonSchema { schema, .. }) => Some(format!(
-                "Respond with one JSON object that fits this JSON Schema, and nothing else:\n{schema}"
-            )),
-            _ => None,
-        };
-        if let Some(instruction) = &format_instruction {
-            system.push(instruction);
-        }
-        let mut body = Map::new();
-        body.insert("model".into(), json!(c.id));
-        body.insert("max_tokens".into(), json!(c.max_tokens));
-        if !system.is_empty() {
-            body.insert("system".into(), json!(system.join("\n\n")));
-        }
-        body.insert(
-            "messages".into(),
-            Value::Array(wire_messages(&request.messages)),
-        );
-        if stream {
-            body.insert("stream".into(), Value::Bool(true));
-        }
-        if let Some(t) = c.temperature {
-            body.insert("temperature".into(), json!(t));
-        }
-        if let Some(p) = c.top_p {
-            body.insert("top_p".into(), json!(p));
-        }
-        if let Some(k) = c.top_k {
-            body.insert("top_k".into(), json!(k));
-        }
-        if !c.stop.is_empty() {
-            body.insert("stop_sequences".into(), json!(c.stop));
-        }
-        if !request.tools.is_empty() {
-            let tools = request
-                .tools
-                .iter()
-                .map(|tool| {
-                    json!({
-                        "name": tool.name,
-                        "description": tool.description,
-                        "input_schema": tool.parameters,
-                    })
-                })
-                .collect();
-            body.insert("tools".into(), Value::Array(tools));
-        }
-        if let Some(choice) = &request.tool_choice {
-            let choice = match choice {
-                ToolChoice::Auto => json!({"type": "auto"}),
-                ToolChoice::None => json!({"type": "none"}),
-                ToolChoice::Required => json!({"type": "any"}),
-                ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
-            };
-            body.insert("tool_choice".into(), choice);
-        }
-        Value::Object(body)
+    /// The request URL, or the error every request reports for an unusable base URL.
+    fn endpoint(&self) -> Result<&Endpoint, ModelError> {
+        self.inner
+            .endpoint
+            .as_ref()
+            .map_err(InvalidBaseUrl::to_error)
     }
 
-    async fn send(&self, call: &Call<'_>, body: &Value) -> Result<reqwest::Response, ModelError> {
+    /// The bytes of the Messages API request body for `request`.
+    fn body_bytes(&self, request: &ModelRequest, stream: bool) -> Result<Bytes, ModelError> {
+        serde_json::to_vec(&body::Body::new(&self.inner, request, stream))
+            .map(Bytes::from)
+            .map_err(|error| ModelError::Config(format!("cannot encode the request: {error}")))
+    }
+
+    /// The JSON body of a Messages API request for `request`: the same JSON the client
+    /// sends (which it serialises straight from typed structs, without this `Value`).
+    pub fn request_body(&self, request: &ModelRequest, stream: bool) -> Value {
+        serde_json::to_value(body::Body::new(&self.inner, request, stream)).unwrap_or_default()
+    }
+
+    async fn send(&self, call: &Call<'_>, body: Bytes) -> Result<reqwest::Response, ModelError> {
         let c = &*self.inner;
         let client = call.client()?;
-        let url = format!("{}/v1/messages", c.base_url.trim_end_matches('/'));
-        call.send(&url, || {
+        call.send(|url| {
             let mut builder = client
-                .post(&url)
+                .post(url)
                 .header("anthropic-version", API_VERSION)
-                .json(body);
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
             if let Some(key) = &c.api_key {
                 let mut value = reqwest::header::HeaderValue::from_str(key)
                     .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
@@ -302,57 +272,6 @@ impl Claude {
         })
         .await
     }
-}
-
-/// Messages in the Messages API's shape: system messages left out (they go in `system`),
-/// tool calls as `tool_use` blocks, tool results as `tool_result` blocks of a user turn
-/// (consecutive results share one turn).
-fn wire_messages(messages: &[Message]) -> Vec<Value> {
-    let mut wire: Vec<Value> = Vec::new();
-    for message in messages {
-        match message.role {
-            Role::System => {}
-            Role::User => wire.push(json!({
-                "role": "user",
-                "content": message.content.clone().unwrap_or_default(),
-            })),
-            Role::Assistant => {
-                let mut blocks = Vec::new();
-                if let Some(text) = message.content.as_ref().filter(|t| !t.is_empty()) {
-                    blocks.push(json!({"type": "text", "text": text}));
-                }
-                for call in &message.tool_calls {
-                    let input = call.parse_arguments().unwrap_or_else(|_| json!({}));
-                    blocks.push(json!({
-                        "type": "tool_use", "id": call.id, "name": call.name, "input": input,
-                    }));
-                }
-                wire.push(json!({"role": "assistant", "content": blocks}));
-            }
-            Role::Tool => {
-                let block = json!({
-                    "type": "tool_result",
-                    "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
-                    "content": message.content.clone().unwrap_or_default(),
-                });
-                let previous_is_results = wire.last().is_some_and(|last| {
-                    last["role"] == "user"
-                        && last["content"]
-                            .as_array()
-                            .and_then(|blocks| blocks.first())
-                            .is_some_and(|first| first["type"] == "tool_result")
-                });
-                match wire
-                    .last_mut()
-                    .and_then(|last| last["content"].as_array_mut())
-                {
-                    Some(blocks) if previous_is_results => blocks.push(block),
-                    _ => wire.push(json!({"role": "user", "content": [block]})),
-                }
-            }
-        }
-    }
-    wire
 }
 
 // Fields the format allows to be absent may also be `null` (`null_default`).
@@ -489,7 +408,7 @@ impl Model for Claude {
     }
 
     async fn response(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let call = Call::start(&self.inner.http, self.secrets());
+        let call = Call::start(&self.inner.http, self.endpoint()?, self.secrets());
         respond(self, &call, request)
             .await
             .map_err(|error| call.scrub_error(error))
@@ -519,9 +438,7 @@ async fn respond(
     request: &ModelRequest,
 ) -> Result<ModelResponse, ModelError> {
     let started = Instant::now();
-    let response = model
-        .send(call, &model.request_body(request, false))
-        .await?;
+    let response = model.send(call, model.body_bytes(request, false)?).await?;
     let bytes = call.read_body(response).await?;
     let wire: WireResponse = serde_json::from_slice(&bytes)
         .map_err(|error| ModelError::malformed("messages response", Some(Box::new(error))))?;
@@ -584,9 +501,20 @@ fn stream<'a>(
     request: &'a ModelRequest,
 ) -> impl futures::Stream<Item = Result<ModelStreamEvent, ModelError>> + Send + 'a {
     async_stream::stream! {
-        let call = Call::start(&model.inner.http, model.secrets());
+        let endpoint = match model.endpoint() {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                yield Err(error);
+                return;
+            }
+        };
+        let call = Call::start(&model.inner.http, endpoint, model.secrets());
         let started = Instant::now();
-        let response = match model.send(&call, &model.request_body(request, true)).await {
+        let response = match model.body_bytes(request, true) {
+            Ok(body) => model.send(&call, body).await,
+            Err(error) => Err(error),
+        };
+        let response = match response {
             Ok(response) => response,
             Err(error) => {
                 yield Err(error);
@@ -666,7 +594,7 @@ fn stream<'a>(
                 WireEvent::Error { error } => {
                     let message = provider_message(&json!({"error": error}).to_string())
                         .unwrap_or_else(|| error.to_string());
-                    yield Err(ModelError::Status { status: 200, message, retry_after: None });
+                    yield Err(ModelError::Status { status: 200, message, retry_after: None, endpoint: call.endpoint() });
                     return;
                 }
                 WireEvent::Other => {}

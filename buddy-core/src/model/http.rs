@@ -1,15 +1,17 @@
 //! What every HTTP model client shares: the process-wide `reqwest::Client` (redirects
 //! off), the per-call deadline and timeouts, the one retry loop (exponential backoff with
 //! jitter, `Retry-After`, bounded attempts), bounded body reading, and scrubbing the
-//! client's secrets out of errors built from what the server sent.
+//! client's secrets out of errors built from what the server sent. A call's status,
+//! connection, timeout and redirect errors name its [`Endpoint`] (`host[:port]/path`).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
+use super::endpoint::Endpoint;
 use super::{Limits, ModelError};
 
 /// The longest `Retry-After` honoured; a provider asking for more gets this.
@@ -86,21 +88,43 @@ pub(crate) fn shared_client() -> Result<&'static reqwest::Client, ModelError> {
         .map_err(|message| ModelError::Config(format!("cannot build HTTP client: {message}")))
 }
 
-/// One model call: its settings, its deadline, and the secrets to keep out of errors.
+/// One model call: its settings, where it goes, its deadline, and the secrets to keep out
+/// of errors.
 pub(crate) struct Call<'a> {
     settings: &'a HttpSettings,
+    endpoint: &'a Endpoint,
+    /// The endpoint's label as errors name it: scrubbed of the secrets (a key in the path).
+    label: Arc<str>,
     deadline: Instant,
     secrets: Vec<String>,
 }
 
 impl<'a> Call<'a> {
-    /// Starts a call now; `secrets` are scrubbed from every error it returns.
-    pub(crate) fn start(settings: &'a HttpSettings, secrets: Vec<String>) -> Self {
+    /// Starts a call to `endpoint` now; `secrets` are scrubbed from every error it returns.
+    pub(crate) fn start(
+        settings: &'a HttpSettings,
+        endpoint: &'a Endpoint,
+        secrets: Vec<String>,
+    ) -> Self {
+        let secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        let label = endpoint.label();
+        let label = if secrets.iter().any(|s| label.contains(s.as_str())) {
+            Arc::from(scrub(label, &secrets))
+        } else {
+            label.clone()
+        };
         Call {
             settings,
+            endpoint,
+            label,
             deadline: Instant::now() + settings.call_timeout.min(MAX_DURATION),
-            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            secrets,
         }
+    }
+
+    /// The endpoint as errors name it (`host[:port]/path`).
+    pub(crate) fn endpoint(&self) -> Option<String> {
+        Some(self.label.to_string())
     }
 
     /// The client to send with.
@@ -119,24 +143,27 @@ impl<'a> Call<'a> {
     fn remaining(&self) -> Result<Duration, ModelError> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            Err(ModelError::timeout("the call's total time limit passed"))
+            Err(ModelError::timeout(
+                "the call's total time limit passed",
+                self.endpoint(),
+            ))
         } else {
             Ok(remaining)
         }
     }
 
-    /// Sends the request `build` makes to `url`, retrying retryable failures (408, 429,
-    /// 5xx, connection failures, timeouts) as the settings say; the one place retries
-    /// happen. No retry starts that could not begin before the call's deadline.
+    /// Sends the request `build` makes for the endpoint's URL (parsed once, when the base
+    /// URL was set), retrying retryable failures (408, 429, 5xx, connection failures,
+    /// timeouts) as the settings say; the one place retries happen. No retry starts that
+    /// could not begin before the call's deadline.
     pub(crate) async fn send(
         &self,
-        url: &str,
-        build: impl Fn() -> reqwest::RequestBuilder,
+        build: impl Fn(reqwest::Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ModelError> {
         let policy = self.settings.retry;
         let mut attempt: u32 = 0;
         loop {
-            let error = match self.attempt(url, &build).await {
+            let error = match self.attempt(&build).await {
                 Ok(response) => return Ok(response),
                 Err(error) => self.scrub_error(error),
             };
@@ -167,19 +194,20 @@ impl<'a> Call<'a> {
 
     async fn attempt(
         &self,
-        url: &str,
-        build: &impl Fn() -> reqwest::RequestBuilder,
+        build: &impl Fn(reqwest::Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ModelError> {
         let remaining = self.remaining()?;
-        let request = build().timeout(self.settings.attempt_timeout.min(remaining));
+        let url = self.endpoint.url();
+        let request = build(url.clone()).timeout(self.settings.attempt_timeout.min(remaining));
         let first_byte = self.settings.first_byte_timeout.min(remaining);
         let response = match tokio::time::timeout(first_byte, request.send()).await {
             Err(_) => {
                 return Err(ModelError::timeout(
                     "no response within the first-byte timeout",
+                    self.endpoint(),
                 ));
             }
-            Ok(Err(error)) => return Err(transport_error(error)),
+            Ok(Err(error)) => return Err(transport_error(error, self.endpoint())),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -194,16 +222,16 @@ impl<'a> Call<'a> {
             return Err(ModelError::Redirect {
                 status: status.as_u16(),
                 target,
+                endpoint: self.endpoint(),
             });
         }
         // A caller-supplied client may follow redirects itself: refuse an answer from
         // another origin.
-        if let Ok(expected) = reqwest::Url::parse(url)
-            && expected.origin() != response.url().origin()
-        {
+        if url.origin() != response.url().origin() {
             return Err(ModelError::Redirect {
                 status: status.as_u16(),
                 target: response.url().host_str().unwrap_or("unknown").to_owned(),
+                endpoint: self.endpoint(),
             });
         }
         if status.is_success() {
@@ -222,6 +250,8 @@ impl<'a> Call<'a> {
     ) -> impl Stream<Item = Result<Bytes, ModelError>> + Send + 'static {
         let idle = self.settings.idle_timeout.min(MAX_DURATION);
         let deadline = self.deadline;
+        let label = self.label.clone();
+        let endpoint = move || Some(label.to_string());
         async_stream::stream! {
             let mut body = response.bytes_stream();
             let mut total: usize = 0;
@@ -230,16 +260,16 @@ impl<'a> Call<'a> {
                 let next = tokio::time::timeout_at(wait_until.into(), body.next()).await;
                 match next {
                     Err(_) if wait_until >= deadline => {
-                        yield Err(ModelError::timeout("the call's total time limit passed"));
+                        yield Err(ModelError::timeout("the call's total time limit passed", endpoint()));
                         return;
                     }
                     Err(_) => {
-                        yield Err(ModelError::timeout("no data from the model provider within the idle timeout"));
+                        yield Err(ModelError::timeout("no data from the model provider within the idle timeout", endpoint()));
                         return;
                     }
                     Ok(None) => return,
                     Ok(Some(Err(error))) => {
-                        yield Err(body_error(error));
+                        yield Err(body_error(error, endpoint()));
                         return;
                     }
                     Ok(Some(Ok(chunk))) => {
@@ -298,6 +328,7 @@ impl<'a> Call<'a> {
             status,
             message: self.scrub(&message),
             retry_after,
+            endpoint: self.endpoint(),
         }
     }
 
@@ -351,10 +382,12 @@ pub(crate) fn scrub_error(error: ModelError, secrets: &[String]) -> ModelError {
             status,
             message,
             retry_after,
+            endpoint,
         } => ModelError::Status {
             status,
             message: scrub(&message, secrets),
             retry_after,
+            endpoint,
         },
         ModelError::MalformedResponse { what, source } => ModelError::MalformedResponse {
             what: scrub(&what, secrets),
@@ -368,39 +401,17 @@ pub(crate) fn scrub_error(error: ModelError, secrets: &[String]) -> ModelError {
             ModelError::UnknownFinishReason(scrub(&reason, secrets))
         }
         ModelError::Refused(message) => ModelError::Refused(scrub(&message, secrets)),
-        ModelError::Redirect { status, target } => ModelError::Redirect {
+        ModelError::Redirect {
+            status,
+            target,
+            endpoint,
+        } => ModelError::Redirect {
             status,
             target: scrub(&target, secrets),
+            endpoint,
         },
         other => other,
     }
-}
-
-/// `url` with any user-info (`user:password@`) replaced by `[redacted]`, for `Debug`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}://{REDACTED}@{}{path}", &authority[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
-/// The user-info password of `url`, if any: a secret to scrub.
-pub(crate) fn url_secrets(url: &str) -> Vec<String> {
-    reqwest::Url::parse(url)
-        .ok()
-        .map(|url| {
-            let mut secrets: Vec<String> = url.password().map(str::to_owned).into_iter().collect();
-            if !url.username().is_empty() {
-                secrets.push(url.username().to_owned());
-            }
-            secrets
-        })
-        .unwrap_or_default()
 }
 
 /// Exponential backoff with jitter: a random wait between half and all of
@@ -414,20 +425,69 @@ pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duratio
     full / 2 + (full / 2 / 1_000) * random
 }
 
-pub(crate) fn transport_error(error: reqwest::Error) -> ModelError {
+/// A failure to send a request: a timeout, or a connection that failed (and why).
+pub(crate) fn transport_error(error: reqwest::Error, endpoint: Option<String>) -> ModelError {
     let error = error.without_url();
     if error.is_timeout() {
-        ModelError::Timeout(Box::new(error))
+        ModelError::Timeout {
+            endpoint,
+            source: Box::new(error),
+        }
     } else {
-        ModelError::Connect(Box::new(error))
+        ModelError::Connect {
+            endpoint,
+            reason: connect_reason(&error),
+            source: Box::new(error),
+        }
+    }
+}
+
+/// Why a request could not be sent, in a few words, from the transport's error chain.
+fn connect_reason(error: &reqwest::Error) -> &'static str {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut texts = String::new();
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return "connection refused",
+                ErrorKind::ConnectionReset => return "connection reset by the server",
+                ErrorKind::ConnectionAborted => return "connection aborted",
+                ErrorKind::TimedOut => return "connection timed out",
+                ErrorKind::HostUnreachable => return "host unreachable",
+                ErrorKind::NetworkUnreachable => return "network unreachable",
+                ErrorKind::AddrNotAvailable => return "address not available",
+                _ => {}
+            }
+        }
+        texts.push_str(&error.to_string().to_ascii_lowercase());
+        texts.push('\n');
+        cause = error.source();
+    }
+    // hyper and rustls say these only in words.
+    if texts.contains("dns error") {
+        "DNS lookup failed"
+    } else if texts.contains("certificate") || texts.contains("tls") {
+        "TLS error"
+    } else if texts.contains("invalid http") {
+        "the answer is not HTTP"
+    } else if texts.contains("connection closed") {
+        "connection closed by the server"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
     }
 }
 
 /// An error while reading a body: a timeout, or a cut connection.
-fn body_error(error: reqwest::Error) -> ModelError {
+fn body_error(error: reqwest::Error, endpoint: Option<String>) -> ModelError {
     let error = error.without_url();
     if error.is_timeout() {
-        ModelError::Timeout(Box::new(error))
+        ModelError::Timeout {
+            endpoint,
+            source: Box::new(error),
+        }
     } else {
         ModelError::StreamInterrupted {
             what: "transport error while reading the body".into(),

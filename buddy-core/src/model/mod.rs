@@ -14,6 +14,7 @@
 
 mod anthropic;
 pub(crate) mod call;
+mod endpoint;
 mod error;
 mod http;
 mod limits;

@@ -6,19 +6,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
+use super::endpoint::{self, Endpoint, InvalidBaseUrl};
 use super::http::{self, Call, HttpSettings, provider_message};
 use super::wire::null_default;
 use super::{
     FinishReason, Limits, Message, Model, ModelError, ModelRequest, ModelResponse, ModelStream,
-    ModelStreamEvent, ResponseFormat, Role, ToolCall, ToolChoice, sse,
+    ModelStreamEvent, ToolCall, sse,
 };
 use crate::run::Metrics;
 
+mod body;
+
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The API's path under the base URL.
+const PATH: &str = "/chat/completions";
 
 /// A client for OpenAI's chat-completions API and any server that speaks it (vLLM,
 /// llama.cpp, Ollama, LiteLLM, ...).
@@ -32,10 +39,16 @@ const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// Failed requests are retried in one place: on 408, 429, 5xx, connection failures and
 /// timeouts, up to [`max_retries`](OpenAIChat::max_retries) times, with exponential backoff
 /// and jitter, waiting as long as a `Retry-After` header asks (at most 60 s). The API key is
-/// never printed: `Debug` shows `[redacted]` (also for user-info in the base URL), errors
-/// carry neither key nor URL, and a key or header value the server echoes back in an error
-/// is replaced by `[redacted]`. Redirects are never followed (a 3xx is
-/// [`ModelError::Redirect`]), so credentials and prompts only go to the configured origin.
+/// never printed: `Debug` shows `[redacted]` (also for user-info and query values in the
+/// base URL), errors name the endpoint only as `host[:port]/path` and never carry the key,
+/// and a key or header value the server echoes back in an error is replaced by
+/// `[redacted]`. Redirects are never followed (a 3xx is [`ModelError::Redirect`]), so
+/// credentials and prompts only go to the configured origin.
+///
+/// The base URL is parsed once, when it is set, and the request URL reused for every
+/// request. One without a scheme (`localhost:11434/v1`) or that is not an `http` or `https`
+/// URL makes every request fail with [`ModelError::InvalidBaseUrl`], which says what is
+/// wrong and how to fix it; nothing is sent.
 ///
 /// # Time and size bounds
 ///
@@ -75,6 +88,8 @@ pub struct OpenAIChat {
 struct Config {
     id: String,
     base_url: String,
+    /// `base_url` parsed, with the API's path: the URL of every request.
+    endpoint: Result<Endpoint, InvalidBaseUrl>,
     api_key: Option<String>,
     temperature: Option<f32>,
     max_tokens: Option<u32>,
@@ -94,7 +109,7 @@ impl fmt::Debug for OpenAIChat {
         let c = &*self.inner;
         f.debug_struct("OpenAIChat")
             .field("id", &c.id)
-            .field("base_url", &http::redact_url(&c.base_url))
+            .field("base_url", &endpoint::redact_url(&c.base_url))
             .field("api_key", &c.api_key.as_ref().map(|_| http::REDACTED))
             .field(
                 "headers",
@@ -129,6 +144,7 @@ impl OpenAIChat {
         OpenAIChat {
             inner: Arc::new(Config {
                 id: id.into(),
+                endpoint: Endpoint::new(&base_url, PATH),
                 base_url,
                 api_key,
                 temperature: None,
@@ -150,9 +166,15 @@ impl OpenAIChat {
         Arc::make_mut(&mut self.inner)
     }
 
-    /// The server's base URL, up to and including `/v1`.
+    /// The server's base URL, up to and including `/v1` (`http://localhost:11434/v1`);
+    /// requests go to `{base_url}/chat/completions`, with any query of the base URL kept.
+    ///
+    /// Parsed here, once: a URL without a scheme, or one that is not `http` or `https`,
+    /// makes every request fail with [`ModelError::InvalidBaseUrl`].
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.config().base_url = url.into();
+        let config = self.config();
+        config.base_url = url.into();
+        config.endpoint = Endpoint::new(&config.base_url, PATH);
         self
     }
 
@@ -285,97 +307,48 @@ impl OpenAIChat {
         self
     }
 
-    /// The secrets scrubbed from errors: the key, every extra header value, URL user-info.
+    /// The secrets scrubbed from errors: the key, every extra header value, the base URL's
+    /// user-info and query values.
     fn secrets(&self) -> Vec<String> {
         let c = &*self.inner;
         let mut secrets: Vec<String> = c.api_key.iter().cloned().collect();
         secrets.extend(c.headers.iter().map(|(_, value)| value.clone()));
-        secrets.extend(http::url_secrets(&c.base_url));
+        if let Ok(endpoint) = &c.endpoint {
+            secrets.extend(endpoint.secrets().iter().cloned());
+        }
         secrets
     }
 
-    /// The JSON body of a chat-completions request for `request`.
+    /// The request URL, or the error every request reports for an unusable base URL.
+    fn endpoint(&self) -> Result<&Endpoint, ModelError> {
+        self.inner
+            .endpoint
+            .as_ref()
+            .map_err(InvalidBaseUrl::to_error)
+    }
+
+    /// The bytes of the chat-completions request body for `request`.
+    fn body_bytes(&self, request: &ModelRequest, stream: bool) -> Result<Bytes, ModelError> {
+        serde_json::to_vec(&body::Body::new(&self.inner, request, stream))
+            .map(Bytes::from)
+            .map_err(|error| ModelError::Config(format!("cannot encode the request: {error}")))
+    }
+
+    /// The JSON body of a chat-completions request for `request`: the same JSON the client
+    /// sends (which it serialises straight from typed structs, without this `Value`).
     pub fn request_body(&self, request: &ModelRequest, stream: bool) -> Value {
-        let c = &*self.inner;
-        let mut body = Map::new();
-        body.insert("model".into(), Value::String(c.id.clone()));
-        body.insert(
-            "messages".into(),
-            Value::Array(request.messages.iter().map(wire_message).collect()),
-        );
-        if stream {
-            body.insert("stream".into(), Value::Bool(true));
-            body.insert("stream_options".into(), json!({ "include_usage": true }));
-        }
-        let mut put = |key: &str, value: Option<Value>| {
-            if let Some(value) = value {
-                body.insert(key.into(), value);
-            }
-        };
-        put("temperature", c.temperature.map(|v| json!(v)));
-        put("max_tokens", c.max_tokens.map(|v| json!(v)));
-        put(
-            "max_completion_tokens",
-            c.max_completion_tokens.map(|v| json!(v)),
-        );
-        put("top_p", c.top_p.map(|v| json!(v)));
-        put("seed", c.seed.map(|v| json!(v)));
-        put("frequency_penalty", c.frequency_penalty.map(|v| json!(v)));
-        put("presence_penalty", c.presence_penalty.map(|v| json!(v)));
-        put("user", c.user.as_ref().map(|v| json!(v)));
-        put("stop", (!c.stop.is_empty()).then(|| json!(c.stop)));
-        if !request.tools.is_empty() {
-            let tools = request
-                .tools
-                .iter()
-                .map(|tool| {
-                    let mut function = json!({
-                        "name": tool.name,
-                        "description": tool.description,
-                        "parameters": tool.parameters,
-                    });
-                    if let (Some(strict), Some(map)) = (tool.strict, function.as_object_mut()) {
-                        map.insert("strict".into(), Value::Bool(strict));
-                    }
-                    json!({ "type": "function", "function": function })
-                })
-                .collect();
-            put("tools", Some(Value::Array(tools)));
-        }
-        put(
-            "tool_choice",
-            request.tool_choice.as_ref().map(|choice| match choice {
-                ToolChoice::Auto => json!("auto"),
-                ToolChoice::None => json!("none"),
-                ToolChoice::Required => json!("required"),
-                ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
-            }),
-        );
-        put(
-            "response_format",
-            request.response_format.as_ref().map(|format| match format {
-                ResponseFormat::Text => json!({"type": "text"}),
-                ResponseFormat::JsonObject => json!({"type": "json_object"}),
-                ResponseFormat::JsonSchema {
-                    name,
-                    schema,
-                    strict,
-                } => json!({
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": schema, "strict": strict},
-                }),
-            }),
-        );
-        Value::Object(body)
+        serde_json::to_value(body::Body::new(&self.inner, request, stream)).unwrap_or_default()
     }
 
     /// Sends `body` through the shared retry loop.
-    async fn send(&self, call: &Call<'_>, body: &Value) -> Result<reqwest::Response, ModelError> {
+    async fn send(&self, call: &Call<'_>, body: Bytes) -> Result<reqwest::Response, ModelError> {
         let c = &*self.inner;
         let client = call.client()?;
-        let url = format!("{}/chat/completions", c.base_url.trim_end_matches('/'));
-        call.send(&url, || {
-            let mut builder = client.post(&url).json(body);
+        call.send(|url| {
+            let mut builder = client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
             if let Some(key) = &c.api_key {
                 builder = builder.bearer_auth(key);
             }
@@ -396,8 +369,8 @@ impl OpenAIChat {
         request: &ModelRequest,
     ) -> Result<ModelResponse, ModelError> {
         let started = Instant::now();
-        let body = self.request_body(request, false);
-        let response = self.send(call, &body).await?;
+        let body = self.body_bytes(request, false)?;
+        let response = self.send(call, body).await?;
         let bytes = call.read_body(response).await?;
         let completion: WireCompletion = serde_json::from_slice(&bytes)
             .map_err(|error| ModelError::malformed("chat completion", Some(Box::new(error))))?;
@@ -496,44 +469,6 @@ impl StreamedCalls {
             })
             .collect()
     }
-}
-
-fn wire_message(message: &Message) -> Value {
-    let role = match message.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
-    let mut map = Map::new();
-    map.insert("role".into(), Value::String(role.into()));
-    let content = match &message.content {
-        Some(content) => Value::String(content.clone()),
-        None if !message.tool_calls.is_empty() => Value::Null,
-        None => Value::String(String::new()),
-    };
-    map.insert("content".into(), content);
-    if !message.tool_calls.is_empty() {
-        let calls = message
-            .tool_calls
-            .iter()
-            .map(|call| {
-                json!({
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                })
-            })
-            .collect();
-        map.insert("tool_calls".into(), Value::Array(calls));
-    }
-    if let Some(id) = &message.tool_call_id {
-        map.insert("tool_call_id".into(), Value::String(id.clone()));
-    }
-    if let (Some(name), false) = (&message.name, message.role == Role::Tool) {
-        map.insert("name".into(), Value::String(name.clone()));
-    }
-    Value::Object(map)
 }
 
 // Every field may be absent or `null` (`null_default`): the wire format allows both.
@@ -647,7 +582,7 @@ impl Model for OpenAIChat {
     }
 
     async fn response(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let call = Call::start(&self.inner.http, self.secrets());
+        let call = Call::start(&self.inner.http, self.endpoint()?, self.secrets());
         self.respond(&call, request)
             .await
             .map_err(|error| call.scrub_error(error))
@@ -668,10 +603,20 @@ fn stream<'a>(
     request: &'a ModelRequest,
 ) -> impl futures::Stream<Item = Result<ModelStreamEvent, ModelError>> + Send + 'a {
     async_stream::stream! {
-        let call = Call::start(&model.inner.http, model.secrets());
+        let endpoint = match model.endpoint() {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                yield Err(error);
+                return;
+            }
+        };
+        let call = Call::start(&model.inner.http, endpoint, model.secrets());
         let started = Instant::now();
-        let body = model.request_body(request, true);
-        let response = match model.send(&call, &body).await {
+        let response = match model.body_bytes(request, true) {
+            Ok(body) => model.send(&call, body).await,
+            Err(error) => Err(error),
+        };
+        let response = match response {
             Ok(response) => response,
             Err(error) => {
                 yield Err(error);
@@ -707,7 +652,7 @@ fn stream<'a>(
                 continue;
             }
             if let Some(message) = provider_message(data) {
-                yield Err(ModelError::Status { status: 200, message, retry_after: None });
+                yield Err(ModelError::Status { status: 200, message, retry_after: None, endpoint: call.endpoint() });
                 return;
             }
             let chunk: WireCompletion = match serde_json::from_str(data) {
