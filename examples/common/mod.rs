@@ -116,7 +116,12 @@ pub fn fail(error: &Error) -> ! {
         eprintln!("  caused by: {cause}");
         source = cause.source();
     }
-    if error.model_error().is_some() {
+    // Only when the server could not be reached: a model that answered badly (bad tool
+    // JSON, a refusal) is not a connection problem.
+    if error
+        .model_error()
+        .is_some_and(|model| model.is_connect() || model.is_timeout())
+    {
         eprintln!(
             "\nIs the model server reachable? Set OPENAI_BASE_URL (and OPENAI_API_KEY if it needs one); see examples/README.md."
         );
