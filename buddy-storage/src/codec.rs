@@ -383,6 +383,16 @@ pub(crate) fn decode_run(
 ) -> Result<RunRecord, StorageError> {
     const WHAT: &str = "run record";
     let record = required(session_id, WHAT, record)?;
+    // The common case in one pass: an object that decodes straight into a record with a
+    // run id (and no escapes to undo). Anything else takes the checking path below, which
+    // names what is wrong.
+    if record.trim_start().starts_with('{')
+        && (text == Text::Raw || !record.contains(ESCAPE))
+        && let Ok(run) = serde_json::from_str::<RunRecord>(record)
+        && !run.run_id.is_empty()
+    {
+        return Ok(run);
+    }
     let value = text.decode_json(session_id, WHAT, record)?;
     match &value {
         Value::Object(map) if map.get("run_id").is_some_and(Value::is_string) => {}
