@@ -363,7 +363,8 @@ impl Backend {
 }
 
 /// `--sqlite-connections N`: a pool of N connections with the settings `SqliteStorage::open`
-/// uses (WAL, synchronous=NORMAL, busy timeout, foreign keys), instead of `open`'s 8.
+/// uses (WAL, synchronous=NORMAL, busy timeout, foreign keys), through `from_pool`, instead
+/// of `open`'s own writer connection.
 static SQLITE_CONNECTIONS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 async fn sqlite(dir: &Path, file: &str, table: &str) -> BenchResult<SqliteStorage> {

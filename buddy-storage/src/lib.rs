@@ -20,7 +20,7 @@
 //!
 //! Both write a run in about the same time whatever the length of the session's history,
 //! usually in one trip to the database (see [`SqliteStorage`] and [`PostgresStorage`]): on a
-//! small shared machine, 60–90 µs per commit for SQLite and 0.28–0.31 ms for Postgres over
+//! small shared machine, 60–130 µs per commit for SQLite and 0.28–0.38 ms for Postgres over
 //! loopback (`cargo bench -p buddy-storage`, which prints floors beside the figures).
 //!
 //! ```no_run
