@@ -6,7 +6,17 @@ use std::collections::HashMap;
 
 use buddy_core::session::{Session, SessionKey};
 
-use crate::codec::EncodedSession;
+use crate::codec::{EncodedSession, Text};
+
+/// The columns of a row as last seen that a one-statement commit compares, as stored, in the
+/// order the statements bind them.
+pub(crate) struct Compared {
+    /// `version`, `created_at`, `updated_at`, `run_count`.
+    pub numbers: [i64; 4],
+    /// `component_id`, `user_id`, `session_name`, then the JSON `component_data`,
+    /// `session_state` and `extra_data`.
+    pub texts: [Option<String>; 6],
+}
 
 /// The most session rows a cache holds, and the most bytes of JSON they may hold; past
 /// either, it forgets them all (and reads them again when they are next written).
@@ -28,6 +38,32 @@ pub(crate) struct SeenRow {
 }
 
 impl Seen {
+    /// The session a commit merges into (`None`: there was no row) and, for a row, the
+    /// columns to compare; text columns as `text` stores them.
+    pub fn split(self, text: Text) -> (Option<Session>, Option<Compared>) {
+        let Seen::Row(row) = self else {
+            return (None, None);
+        };
+        let SeenRow { session, stored } = *row;
+        let compared = Compared {
+            numbers: [
+                session.version,
+                session.created_at,
+                session.updated_at,
+                session.run_count,
+            ],
+            texts: [
+                text.store_opt(session.component_id.as_deref()),
+                text.store_opt(session.user_id.as_deref()),
+                text.store_opt(session.session_name.as_deref()),
+                Some(stored.component_data),
+                Some(stored.session_state),
+                stored.extra_data,
+            ],
+        };
+        (Some(session), Some(compared))
+    }
+
     pub fn row(session: &Session, stored: EncodedSession) -> Self {
         let mut session = session.clone();
         session.runs = Vec::new();

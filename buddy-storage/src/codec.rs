@@ -60,7 +60,6 @@ impl Text {
     }
 
     /// An optional string as stored.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // Only the Postgres backend uses it.
     pub fn store_opt(self, text: Option<&str>) -> Option<String> {
         text.map(|text| self.store(text).into_owned())
     }

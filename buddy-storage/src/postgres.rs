@@ -18,7 +18,7 @@ use sqlx::{
     Transaction,
 };
 
-use crate::cache::{Cache, Seen, SeenRow};
+use crate::cache::{Cache, Seen};
 use crate::codec::{
     EncodedSession, PG_SESSION_COLUMNS, PG_V2_SESSION_COLUMNS, SessionRow, Text, check_run_count,
     decode_run, encode_run, row_error, skip_corrupt, sql_limit,
@@ -660,26 +660,10 @@ impl PostgresStorage {
     ) -> StorageResult<Option<(Session, EncodedSession)>> {
         let sql = &self.inner.sql;
         let has_run = usize::from(write.run.is_some());
-        let (statement, existing, old) = match seen {
-            Seen::Absent => (&sql.insert_new[has_run], None, None),
-            Seen::Row(row) => {
-                let SeenRow { session, stored } = *row;
-                let old = (
-                    [
-                        session.version,
-                        session.created_at,
-                        session.updated_at,
-                        session.run_count,
-                    ],
-                    [
-                        TEXT.store_opt(session.component_id.as_deref()),
-                        TEXT.store_opt(session.user_id.as_deref()),
-                        TEXT.store_opt(session.session_name.as_deref()),
-                    ],
-                    stored,
-                );
-                (&sql.swap[has_run], Some(session), Some(old))
-            }
+        let (existing, compared) = seen.split(TEXT);
+        let statement = match compared {
+            Some(_) => &sql.swap[has_run],
+            None => &sql.insert_new[has_run],
         };
         let session = Session::apply_write(existing, write, now_millis());
         let stored = EncodedSession::new(&session, TEXT)?;
@@ -688,17 +672,13 @@ impl PostgresStorage {
             query = bind_run(query, &session.session_id, run)?;
         }
         // Then the row as last seen.
-        if let Some((numbers, texts, json)) = old {
-            for number in numbers {
+        if let Some(compared) = compared {
+            for number in compared.numbers {
                 query = query.bind(number);
             }
-            for text in texts {
+            for text in compared.texts {
                 query = query.bind(text);
             }
-            query = query
-                .bind(json.component_data)
-                .bind(json.session_state)
-                .bind(json.extra_data);
         }
         let row = query
             .fetch_one(&self.inner.pool)

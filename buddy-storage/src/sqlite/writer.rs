@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{Sql, Writes};
 use super::upgrade;
-use crate::cache::{Cache, Seen, SeenRow};
+use crate::cache::{Cache, Seen};
 use crate::codec::{
     EncodedSession, SessionRow, Text, check_run_count, decode_run, decode_runs, encode_run,
     row_error, skip_corrupt, sql_limit,
@@ -715,39 +715,21 @@ async fn one_trip(
     seen: Seen,
 ) -> StorageResult<Option<(Session, EncodedSession)>> {
     let has_run = usize::from(write.run.is_some());
-    let (statement, existing, old) = match seen {
-        Seen::Absent => (&writes.insert[has_run], None, None),
-        Seen::Row(row) => {
-            let SeenRow { session, stored } = *row;
-            let old = (
-                [
-                    session.version,
-                    session.created_at,
-                    session.updated_at,
-                    session.run_count,
-                ],
-                [
-                    session.component_id.clone(),
-                    session.user_id.clone(),
-                    session.session_name.clone(),
-                    Some(stored.component_data),
-                    Some(stored.session_state),
-                    stored.extra_data,
-                ],
-            );
-            (&writes.swap[has_run], Some(session), Some(old))
-        }
+    let (existing, compared) = seen.split(TEXT);
+    let statement = match compared {
+        Some(_) => &writes.swap[has_run],
+        None => &writes.insert[has_run],
     };
     let session = Session::apply_write(existing, write, now_millis());
     let stored = EncodedSession::new(&session, TEXT)?;
     let query = bind_write(sqlx::query(statement.clone()), &session, &stored);
     let mut query = bind_run(query, &session.session_id, write.run.as_ref())?;
     // `?18` to `?27`: the row as last seen.
-    if let Some((numbers, texts)) = old {
-        for number in numbers {
+    if let Some(compared) = compared {
+        for number in compared.numbers {
             query = query.bind(number);
         }
-        for text in texts {
+        for text in compared.texts {
             query = query.bind(text);
         }
     }
