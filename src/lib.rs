@@ -50,8 +50,8 @@ pub use buddy_core::storage::MemoryStorage;
 pub use buddy_core::{
     BoxError, DynWorkflow, Error, Member, MemberContext, Parameter, Result, RunEvent, RunEventKind,
     RunRecord, RunResponse, RunStatus, RunStream, RunWorkflow, Session, SessionKind, SessionQuery,
-    StateMerge, Storage, StorageError, Workflow, WorkflowBuilder, WorkflowSession, debug, error,
-    member, model, run, schemars, session, storage, workflow,
+    StateMerge, Storage, StorageError, StorageErrorKind, Workflow, WorkflowBuilder,
+    WorkflowSession, debug, error, member, model, run, schemars, session, storage, workflow,
 };
 #[doc = include_str!("../docs/workflow.md")]
 pub use buddy_macros::workflow;
@@ -60,6 +60,10 @@ pub use buddy_core::agent::Agent;
 pub use buddy_core::component::{Component, RunRequest, WorkflowComponent};
 pub use buddy_core::model::{Model, OpenAIChat};
 pub use buddy_core::team::{Team, TeamMember, TeamMode};
+/// Scripted models, a loopback model server and a fault-injecting storage, for your own
+/// tests (feature `testing`).
+#[cfg(feature = "testing")]
+pub use buddy_core::testing;
 pub use buddy_core::{agent, component, team, tool};
 /// Turns a function into a tool an agent can call.
 ///

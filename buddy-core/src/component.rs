@@ -6,13 +6,14 @@
 //! before anything runs or is written), and reads, lists, renames and deletes its sessions.
 //!
 //! ```
+//! # extern crate buddy_core as buddy;
 //! use std::sync::Arc;
-//! use buddy_core::agent::Agent;
-//! use buddy_core::component::{Component, RunRequest};
-//! use buddy_core::testing::ScriptedModel;
+//! use buddy::agent::Agent;
+//! use buddy::component::{Component, RunRequest};
+//! use buddy::testing::ScriptedModel;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> buddy_core::Result<()> {
+//! # async fn main() -> buddy::Result<()> {
 //! let registry: Vec<Arc<dyn Component>> =
 //!     vec![Arc::new(Agent::new(ScriptedModel::new().text("hi")).name("greeter"))];
 //! let greeter = &registry[0];

@@ -15,7 +15,8 @@ use std::sync::Arc;
 /// event the member emits ([`RunEvent::member_path`](crate::run::RunEvent::member_path)).
 ///
 /// ```
-/// use buddy_core::member::{Member, MemberContext};
+/// # extern crate buddy_core as buddy;
+/// use buddy::member::{Member, MemberContext};
 ///
 /// #[derive(Default)]
 /// struct Counter { session: Option<String>, scope: String }

@@ -36,11 +36,12 @@ pub const DEFAULT_MAX_TURNS: usize = 10;
 /// calls in all.
 ///
 /// ```no_run
-/// use buddy_core::agent::Agent;
-/// use buddy_core::model::OpenAIChat;
+/// # extern crate buddy_core as buddy;
+/// use buddy::agent::Agent;
+/// use buddy::model::OpenAIChat;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> buddy_core::Result<()> {
+/// # async fn main() -> buddy::Result<()> {
 /// let agent = Agent::new(OpenAIChat::new("gpt-4o-mini"))
 ///     .name("researcher")
 ///     .instructions("Answer in one sentence.");

@@ -45,8 +45,9 @@ const PATH: &str = "/v1/messages";
 /// agent decodes the answer.
 ///
 /// ```no_run
-/// use buddy_core::agent::Agent;
-/// use buddy_core::model::Claude;
+/// # extern crate buddy_core as buddy;
+/// use buddy::agent::Agent;
+/// use buddy::model::Claude;
 ///
 /// let agent = Agent::new(Claude::new("claude-3-5-haiku-latest").max_tokens(512));
 /// # let _ = agent;

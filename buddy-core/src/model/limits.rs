@@ -15,7 +15,8 @@
 /// | [`max_tool_call_index`](Limits::max_tool_call_index) | 1023 |
 ///
 /// ```
-/// use buddy_core::model::{Limits, OpenAIChat};
+/// # extern crate buddy_core as buddy;
+/// use buddy::model::{Limits, OpenAIChat};
 ///
 /// let model = OpenAIChat::new("gpt-4o-mini")
 ///     .limits(Limits::default().max_response_bytes(1 << 20).max_tool_calls(8));

@@ -49,8 +49,9 @@ pub type ModelStream<'a> = BoxStream<'a, Result<ModelStreamEvent, ModelError>>;
 /// [`stream`](Model::stream) yields the whole answer as one delta.
 ///
 /// ```
+/// # extern crate buddy_core as buddy;
 /// use async_trait::async_trait;
-/// use buddy_core::model::{Model, ModelError, ModelRequest, ModelResponse, Message};
+/// use buddy::model::{Model, ModelError, ModelRequest, ModelResponse, Message};
 ///
 /// #[derive(Debug)]
 /// struct Echo;

@@ -69,10 +69,11 @@ const PATH: &str = "/chat/completions";
 /// per-attempt and per-call limits.
 ///
 /// ```no_run
-/// use buddy_core::model::{Message, Model, ModelRequest, OpenAIChat};
+/// # extern crate buddy_core as buddy;
+/// use buddy::model::{Message, Model, ModelRequest, OpenAIChat};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), buddy_core::model::ModelError> {
+/// # async fn main() -> Result<(), buddy::model::ModelError> {
 /// let model = OpenAIChat::new("gpt-4o-mini").temperature(0.2).max_tokens(256);
 /// let response = model.response(&ModelRequest::new(vec![Message::user("Hi!")])).await?;
 /// println!("{:?}", response.message.content);

@@ -22,7 +22,8 @@ use super::{RunResponse, ToolExecution};
 /// member's. On the wire the kind is the `event` key, flattened next to the ids:
 ///
 /// ```
-/// use buddy_core::run::RunEvent;
+/// # extern crate buddy_core as buddy;
+/// use buddy::run::RunEvent;
 ///
 /// let event = RunEvent::content("Hel");
 /// let json = serde_json::to_value(&event).unwrap();

@@ -12,7 +12,8 @@ use super::Message;
 /// deserialising, so responses stored by a newer version still load.
 ///
 /// ```
-/// use buddy_core::run::RunResponse;
+/// # extern crate buddy_core as buddy;
+/// use buddy::run::RunResponse;
 ///
 /// let response = RunResponse::from_text("hello");
 /// assert_eq!(response.text(), "hello");

@@ -69,7 +69,8 @@ pub fn merge_overwrite(target: &mut Map<String, Value>, source: &Map<String, Val
 /// The changes one writer made to a session state: values set or removed at key paths.
 ///
 /// ```
-/// use buddy_core::session::StatePatch;
+/// # extern crate buddy_core as buddy;
+/// use buddy::session::StatePatch;
 /// use serde_json::json;
 ///
 /// let before = json!({"a": 1, "nested": {"x": 1, "y": 2}, "gone": true});

@@ -13,9 +13,10 @@ use crate::session::{Session, SessionKey, SessionQuery, SessionWrite};
 /// concurrent commits are applied one after the other and nothing is lost.
 ///
 /// ```
+/// # extern crate buddy_core as buddy;
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// use buddy_core::session::{SessionKey, SessionKind, SessionWrite};
-/// use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
+/// use buddy::session::{SessionKey, SessionKind, SessionWrite};
+/// use buddy::storage::{MemoryStorage, ReadOptions, Storage};
 ///
 /// let storage = MemoryStorage::new();
 /// let key = SessionKey::new("s1", SessionKind::Workflow);

@@ -111,11 +111,12 @@ impl Member for TeamMember {
 /// Cloning is cheap (the configuration is behind an `Arc`) and running takes `&self`.
 ///
 /// ```no_run
-/// use buddy_core::agent::Agent;
-/// use buddy_core::model::OpenAIChat;
-/// use buddy_core::team::{Team, TeamMode};
+/// # extern crate buddy_core as buddy;
+/// use buddy::agent::Agent;
+/// use buddy::model::OpenAIChat;
+/// use buddy::team::{Team, TeamMode};
 ///
-/// # async fn example() -> buddy_core::Result<()> {
+/// # async fn example() -> buddy::Result<()> {
 /// let team = Team::new(OpenAIChat::new("gpt-4o"), TeamMode::Coordinate)
 ///     .name("newsroom")
 ///     .member(Agent::new(OpenAIChat::new("gpt-4o-mini")).name("researcher"))

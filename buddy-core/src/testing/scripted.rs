@@ -32,7 +32,8 @@ pub enum Reply {
 /// another to an agent.
 ///
 /// ```
-/// use buddy_core::testing::ScriptedModel;
+/// # extern crate buddy_core as buddy;
+/// use buddy::testing::ScriptedModel;
 /// use serde_json::json;
 ///
 /// let model = ScriptedModel::new()
@@ -233,13 +234,14 @@ type Answer = dyn Fn(&ModelRequest) -> Result<ModelResponse, ModelError> + Send 
 /// A model that answers every request with a closure.
 ///
 /// ```
-/// use buddy_core::model::ModelResponse;
-/// use buddy_core::testing::FunctionModel;
+/// # extern crate buddy_core as buddy;
+/// use buddy::model::ModelResponse;
+/// use buddy::testing::FunctionModel;
 ///
 /// let model = FunctionModel::new(|request| {
 ///     Ok(ModelResponse::text(format!("{} messages", request.messages.len())))
 /// });
-/// # use buddy_core::model::Model;
+/// # use buddy::model::Model;
 /// assert_eq!(model.id(), "function");
 /// ```
 #[derive(Clone)]

@@ -246,7 +246,8 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Script> {
 /// and records the requests it receives. Stops when dropped.
 ///
 /// ```
-/// use buddy_core::testing::{Canned, TestServer, openai};
+/// # extern crate buddy_core as buddy;
+/// use buddy::testing::{Canned, TestServer, openai};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

@@ -127,11 +127,12 @@ pub struct InjectedFault {
 /// every fault. `create`, `upgrade_schema` and `drop_tables` are passed through as they are.
 ///
 /// ```
+/// # extern crate buddy_core as buddy;
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// use buddy_core::session::{SessionKey, SessionKind, SessionWrite};
-/// use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
-/// use buddy_core::testing::FaultyStorage;
-/// use buddy_core::StorageErrorKind;
+/// use buddy::session::{SessionKey, SessionKind, SessionWrite};
+/// use buddy::storage::{MemoryStorage, ReadOptions, Storage};
+/// use buddy::testing::FaultyStorage;
+/// use buddy::StorageErrorKind;
 ///
 /// let storage = FaultyStorage::new(MemoryStorage::new()).fail_commit(2);
 /// let key = SessionKey::new("s1", SessionKind::Workflow);

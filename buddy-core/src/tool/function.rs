@@ -13,7 +13,8 @@ type Handler = dyn Fn(Value) -> BoxFuture<'static, crate::Result<Value>> + Send 
 /// A tool made of a name, a description, a JSON Schema and an async closure.
 ///
 /// ```
-/// use buddy_core::tool::{FunctionTool, Tool};
+/// # extern crate buddy_core as buddy;
+/// use buddy::tool::{FunctionTool, Tool};
 /// use serde_json::json;
 ///
 /// let add = FunctionTool::new(

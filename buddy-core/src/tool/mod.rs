@@ -28,8 +28,9 @@ pub use toolkit::Toolkit;
 /// sends its message back to the model as the tool's result and the run goes on.
 ///
 /// ```
+/// # extern crate buddy_core as buddy;
 /// use async_trait::async_trait;
-/// use buddy_core::tool::Tool;
+/// use buddy::tool::Tool;
 /// use serde_json::{json, Value};
 ///
 /// struct Clock;
@@ -39,7 +40,7 @@ pub use toolkit::Toolkit;
 ///     fn name(&self) -> &str { "clock" }
 ///     fn description(&self) -> &str { "The current unix time in seconds." }
 ///     fn parameters(&self) -> Value { json!({"type": "object", "properties": {}}) }
-///     async fn call(&self, _arguments: Value) -> buddy_core::Result<Value> {
+///     async fn call(&self, _arguments: Value) -> buddy::Result<Value> {
 ///         Ok(json!(0))
 ///     }
 /// }

@@ -5,7 +5,8 @@ use super::{IntoTools, Tool};
 /// A named group of tools given to an agent together.
 ///
 /// ```
-/// use buddy_core::tool::{FunctionTool, Toolkit};
+/// # extern crate buddy_core as buddy;
+/// use buddy::tool::{FunctionTool, Toolkit};
 /// use serde_json::json;
 ///
 /// let echo = FunctionTool::new("echo", "Echoes.", json!({"type": "object"}), |a| async move { Ok(a) });

@@ -73,7 +73,8 @@ impl WorkflowSettings {
 /// only hands out the [`WorkflowSettings`] it holds.
 ///
 /// ```
-/// use buddy_core::workflow::{WorkflowBuilder, WorkflowSettings};
+/// # extern crate buddy_core as buddy;
+/// use buddy::workflow::{WorkflowBuilder, WorkflowSettings};
 ///
 /// /// A hand-written builder (what `#[workflow]` generates has fields and `build()` too).
 /// #[derive(Default)]
