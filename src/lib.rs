@@ -42,6 +42,27 @@
 //! recorded `cancelled`); [`SqliteStorage`] (default feature `sqlite`) and
 //! `PostgresStorage` (feature `postgres`) keep sessions; [`Component`] serves any of them
 //! from JSON.
+//!
+//! ## A short tour
+//!
+//! - **Agents**: an [`Agent`] has a model ([`OpenAIChat`] for any OpenAI-compatible server,
+//!   `model::Claude`), instructions, tools (functions marked [`#[tool]`](macro@tool)) and its
+//!   history from its session; `run` answers, `run_stream` streams.
+//! - **Teams**: a [`Team`]'s leader model routes to, coordinates or collaborates with its
+//!   members ([`TeamMode`]); members may be agents or teams.
+//! - **Workflows**: `#[workflow]` on a struct and on the `impl` that defines `run`. `run`'s
+//!   arguments are the typed input (checked against a JSON Schema when it comes as JSON);
+//!   it returns a [`RunResponse`] or streams [`RunEvent`]s (`buddy::stream!`), and typed
+//!   session state is one attribute away (`#[workflow(state = T)]`).
+//! - **Sessions and storage**: every run is recorded in its session, with the session
+//!   state, by a [`Storage`]: [`MemoryStorage`], [`SqliteStorage`] or `PostgresStorage`.
+//!   A workflow and its members share one storage value and one session id, each under its
+//!   own [`SessionKey`].
+//! - **Events**: every [`RunEvent`] says which run, session and member it comes from;
+//!   [`RunStream::into_response`] collects a streamed run into its response.
+//! - **Tests and logs**: feature `testing` gives `buddy::testing` (scripted models, a
+//!   loopback model server, a fault-injecting storage); buddy logs through `tracing`, and
+//!   `BUDDY_DEBUG=true` prints its debug events without a subscriber of your own.
 
 #![doc(test(attr(deny(warnings))))]
 
