@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use sqlx::{
     AssertSqlSafe, ConnectOptions, Connection, FromRow, Postgres, Row, SqlSafeStr, SqlStr,
     Transaction,
 };
+use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::{Cache, Seen};
 use crate::codec::{
@@ -59,6 +60,13 @@ const DDL_LOCK_KEY: i64 = 0x6275_6464_795f_6464; // "buddy_dd"
 /// run record or state key is lost; for a key written by two runs the later commit wins.
 /// Durability is the server's (`synchronous_commit`).
 ///
+/// Commits go through a task of the store's own, so a commit completes even if its future
+/// is dropped. A commit that finds a connection free runs alone (Postgres merges the WAL
+/// flushes of concurrent transactions itself); the commits that queue while every
+/// connection of the pool is busy are written in one transaction (group commit), each
+/// caller told its own outcome; if anything in the group fails, the group is rolled back
+/// and its commits run one by one, so a failing write never loses another's.
+///
 /// Pooled connections are not pinged before each use: an operation that finds its
 /// connection gone (the server restarted, a proxy dropped it) is retried once on a
 /// connection that answers, and a retried commit checks first whether its run was written.
@@ -97,6 +105,60 @@ struct Inner {
     cache: Mutex<Cache>,
     /// Commits written in one statement, for tests of that path.
     one_statement_commits: std::sync::atomic::AtomicUsize,
+    /// The way to the task that groups this store's commits (started on first use).
+    jobs: Mutex<Option<mpsc::UnboundedSender<GroupJob>>>,
+    /// Transactions that held more than one commit, for tests of grouping.
+    groups: std::sync::atomic::AtomicUsize,
+}
+
+/// The most commits one group transaction takes.
+const MAX_GROUP: usize = 64;
+
+/// A commit waiting for its group.
+struct GroupJob {
+    write: SessionWrite,
+    reply: oneshot::Sender<StorageResult<Session>>,
+}
+
+/// What [`PostgresStorage::locked_write`] did.
+enum Locked {
+    Written(Session, EncodedSession),
+    /// Nothing: a lost attempt had written the run already (the session as stored).
+    AlreadyWritten(Session),
+}
+
+/// Groups the commits queued for a store. As many groups run at once as the pool has
+/// connections, each as a task of its own; a commit that finds a connection free runs
+/// alone (Postgres already merges the WAL flushes of concurrent transactions), and the
+/// commits that queue while every connection is busy go into one transaction. Holds the
+/// store only weakly, so the task ends with the store.
+async fn serve_groups(
+    inner: Weak<Inner>,
+    slots: usize,
+    mut jobs: mpsc::UnboundedReceiver<GroupJob>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
+    while let Some(first) = jobs.recv().await {
+        // A free slot first: the commits that queue meanwhile join this group.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let storage = PostgresStorage { inner };
+        tokio::spawn(async move {
+            storage.run_group(group).await;
+            drop(slot);
+        });
+    }
 }
 
 struct Sql {
@@ -457,6 +519,8 @@ impl PostgresStorage {
                 init: tokio::sync::Mutex::new(()),
                 cache: Mutex::default(),
                 one_statement_commits: Default::default(),
+                jobs: Mutex::default(),
+                groups: Default::default(),
             }),
         }
     }
@@ -607,6 +671,75 @@ impl PostgresStorage {
         }
     }
 
+    /// Hands a commit to the grouping task, starting it on the current runtime if there is
+    /// none (first use, or the runtime it ran on has shut down).
+    fn send(&self, job: GroupJob) -> StorageResult<()> {
+        let mut sender = self
+            .inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let job = match sender.as_ref() {
+            Some(sender) => match sender.send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|error| StorageError::database("commit (a tokio runtime is needed)", error))?;
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        // The receiver is alive: this send cannot fail.
+        let _ = jobs.send(job);
+        let slots = self.inner.pool.options().get_max_connections();
+        let slots = usize::try_from(slots).unwrap_or(usize::MAX);
+        runtime.spawn(serve_groups(Arc::downgrade(&self.inner), slots, receiver));
+        *sender = Some(jobs);
+        Ok(())
+    }
+
+    /// The commits of one group: in one transaction when there are several, each on its
+    /// own if that fails (with the check for an already written run if the group lost its
+    /// connection, since it may have committed).
+    async fn run_group(&self, group: Vec<GroupJob>) {
+        if let Err(error) = self.ensure().await {
+            // Each commit gets its own error (the first is this one).
+            let mut first = Some(error);
+            for job in group {
+                let result = match first.take() {
+                    Some(error) => Err(error),
+                    None => match self.ensure().await {
+                        Ok(()) => self.commit_alone(&job.write, false).await,
+                        Err(error) => Err(error),
+                    },
+                };
+                let _ = job.reply.send(result);
+            }
+            return;
+        }
+        let mut retrying = false;
+        if group.len() > 1 {
+            let writes: Vec<&SessionWrite> = group.iter().map(|job| &job.write).collect();
+            match self.commit_group(&writes).await {
+                Ok(sessions) => {
+                    self.inner.groups.fetch_add(1, Ordering::Relaxed);
+                    for (job, session) in group.into_iter().zip(sessions) {
+                        let _ = job.reply.send(Ok(session));
+                    }
+                    return;
+                }
+                Err((error, lost)) => {
+                    tracing::debug!(%error, commits = group.len(), "group commit failed; committing one by one");
+                    retrying = lost;
+                }
+            }
+        }
+        for job in group {
+            let result = self.commit_alone(&job.write, retrying).await;
+            let _ = job.reply.send(result);
+        }
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.inner
             .cache
@@ -627,7 +760,8 @@ impl PostgresStorage {
             self.cache().take(&key)
         };
         if let Some(seen) = seen {
-            match self.one_statement(write, seen).await {
+            let mut conn = self.inner.pool.acquire().await.map_err(db("commit"))?;
+            match self.one_statement(&mut conn, write, seen).await {
                 Ok(Some((session, stored))) => {
                     self.cache().remember(key, Seen::row(&session, stored));
                     self.inner
@@ -655,6 +789,7 @@ impl PostgresStorage {
     /// if it is not.
     async fn one_statement(
         &self,
+        conn: &mut sqlx::PgConnection,
         write: &SessionWrite,
         seen: Seen,
     ) -> StorageResult<Option<(Session, EncodedSession)>> {
@@ -680,10 +815,7 @@ impl PostgresStorage {
                 query = query.bind(text);
             }
         }
-        let row = query
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(db("commit"))?;
+        let row = query.fetch_one(&mut *conn).await.map_err(db("commit"))?;
         let applied: i64 = row.try_get("applied").map_err(db("commit"))?;
         Ok((applied == 1).then_some((session, stored)))
     }
@@ -696,28 +828,46 @@ impl PostgresStorage {
         write: &SessionWrite,
         retrying: bool,
     ) -> StorageResult<(Session, Option<EncodedSession>)> {
-        let now = now_millis();
         let mut conn = if retrying {
             self.live_connection().await?
         } else {
             self.inner.pool.acquire().await.map_err(db("commit"))?
         };
         let mut tx = conn.begin().await.map_err(db("commit"))?;
-        let current = self
-            .lock_session(&mut tx, &write.key(), now, "commit")
-            .await?;
+        match self.locked_write(&mut tx, write, retrying).await? {
+            Locked::Written(session, stored) => {
+                tx.commit().await.map_err(db("commit"))?;
+                Ok((session, Some(stored)))
+            }
+            Locked::AlreadyWritten(session) => {
+                tx.rollback().await.map_err(db("commit"))?;
+                Ok((session, None))
+            }
+        }
+    }
+
+    /// Inside the caller's transaction: locks the row (inserting it if missing), merges the
+    /// write into it and writes it. `retrying`: first check whether a lost attempt already
+    /// wrote the run.
+    async fn locked_write(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        write: &SessionWrite,
+        retrying: bool,
+    ) -> StorageResult<Locked> {
+        let now = now_millis();
+        let current = self.lock_session(conn, &write.key(), now, "commit").await?;
         if let (true, Some(run)) = (retrying, &write.run) {
             let written: bool = sqlx::query_scalar(self.inner.sql.has_run.clone())
                 .bind(TEXT.store(&write.session_id))
                 .bind(write.kind.as_str())
                 .bind(TEXT.store(&write.scope))
                 .bind(TEXT.store(&run.run_id))
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(db("commit"))?;
             if written {
-                tx.rollback().await.map_err(db("commit"))?;
-                return Ok((current, None));
+                return Ok(Locked::AlreadyWritten(current));
             }
         }
         // A row just inserted by `lock_session` has version 0: apply the write as to a new
@@ -733,7 +883,7 @@ impl PostgresStorage {
         if let Some(run) = &write.run {
             query = bind_run(query, &session.session_id, run)?;
         }
-        let written = query.execute(&mut *tx).await.map_err(db("commit"))?;
+        let written = query.execute(&mut *conn).await.map_err(db("commit"))?;
         if written.rows_affected() != 1 {
             // Cannot happen while the row is locked; never commit half a write.
             return Err(StorageError::database(
@@ -741,8 +891,95 @@ impl PostgresStorage {
                 "the locked session row was not updated",
             ));
         }
-        tx.commit().await.map_err(db("commit"))?;
-        Ok((session, Some(stored)))
+        Ok(Locked::Written(session, stored))
+    }
+
+    /// Several commits in one transaction (one WAL flush for all). On any failure the
+    /// transaction is rolled back, what the cache learnt from it forgotten, and the error
+    /// returned with whether the connection was lost (the group may then have committed).
+    async fn commit_group(
+        &self,
+        writes: &[&SessionWrite],
+    ) -> Result<Vec<Session>, (StorageError, bool)> {
+        let lost = |error: StorageError| {
+            let lost = lost_connection(&error);
+            (error, lost)
+        };
+        let mut conn = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| lost(crate::error::database("commit", error)))?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(|error| lost(crate::error::database("commit", error)))?;
+        let mut sessions = Vec::with_capacity(writes.len());
+        let mut failure = None;
+        for write in writes {
+            match self.group_member(&mut tx, write).await {
+                Ok(session) => sessions.push(session),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let outcome = match failure {
+            None => match tx.commit().await {
+                Ok(()) => return Ok(sessions),
+                Err(error) => crate::error::database("commit", error),
+            },
+            Some(error) => {
+                let _ = tx.rollback().await;
+                error
+            }
+        };
+        let mut cache = self.cache();
+        for write in writes {
+            cache.forget(&write.key());
+        }
+        Err(lost(outcome))
+    }
+
+    /// One commit of a group, inside its transaction.
+    async fn group_member(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        write: &SessionWrite,
+    ) -> StorageResult<Session> {
+        let key = write.key();
+        let seen = self.cache().take(&key);
+        if let Some(seen) = seen
+            && let Some((session, stored)) = self.one_statement(tx, write, seen).await?
+        {
+            self.cache().remember(key, Seen::row(&session, stored));
+            return Ok(session);
+        }
+        match self.locked_write(tx, write, false).await? {
+            Locked::Written(session, stored) => {
+                self.cache().remember(key, Seen::row(&session, stored));
+                Ok(session)
+            }
+            Locked::AlreadyWritten(session) => Ok(session),
+        }
+    }
+
+    /// A commit on its own: retried once, on a live connection, if its connection was lost.
+    async fn commit_alone(&self, write: &SessionWrite, retrying: bool) -> StorageResult<Session> {
+        if retrying {
+            return self.commit_once(write, true).await;
+        }
+        match self.commit_once(write, false).await {
+            // Pooled connections are not pinged before use: one found dead (the server
+            // restarted, a proxy dropped it) costs one retry on another.
+            Err(error) if lost_connection(&error) => {
+                tracing::debug!(%error, "postgres connection lost during a commit; retrying once");
+                self.commit_once(write, true).await
+            }
+            result => result,
+        }
     }
 
     async fn select_runs(
@@ -1023,16 +1260,21 @@ impl Storage for PostgresStorage {
     }
 
     async fn commit(&self, write: SessionWrite) -> StorageResult<Session> {
-        self.ensure().await?;
-        match self.commit_once(&write, false).await {
-            // Pooled connections are not pinged before use: one found dead (the server
-            // restarted, a proxy dropped it) costs one retry on another.
-            Err(error) if lost_connection(&error) => {
-                tracing::debug!(%error, "postgres connection lost during a commit; retrying once");
-                self.commit_once(&write, true).await
-            }
-            result => result,
-        }
+        // Handed over before anything is awaited, so that the commit completes even if this
+        // future is dropped (the grouping task creates the tables if needed).
+        let (reply, answer) = oneshot::channel();
+        self.send(GroupJob { write, reply })?;
+        answer.await.map_err(|_| {
+            StorageError::database_with_kind(
+                "commit",
+                StorageErrorKind::Unavailable,
+                "the postgres commit task stopped before answering (its runtime shut down)",
+            )
+        })?
+    }
+
+    fn commit_survives_drop(&self) -> bool {
+        true
     }
 
     async fn runs(&self, key: &SessionKey, limit: Option<usize>) -> StorageResult<Vec<RunRecord>> {
@@ -1157,5 +1399,82 @@ mod tests {
         assert_eq!(count(&a), 4, "the changed row is locked, not swapped");
         assert_eq!(merged.session_state.len(), 7);
         a.drop_tables().await.unwrap();
+    }
+
+    fn run_write(session_id: &str, n: usize) -> SessionWrite {
+        let mut write = SessionWrite::new(SessionKey::new(
+            session_id,
+            buddy_core::session::SessionKind::Workflow,
+        ));
+        let mut after = serde_json::Map::new();
+        after.insert(format!("k{n}"), serde_json::json!(n));
+        write.state_patch = buddy_core::session::StatePatch::diff(&serde_json::Map::new(), &after);
+        write.run = Some(RunRecord {
+            run_id: format!("{session_id}-{n}"),
+            session_id: session_id.to_owned(),
+            ..RunRecord::default()
+        });
+        write
+    }
+
+    /// Commits queued together go into one transaction, each caller told its own result; a
+    /// commit that fails inside a group (a corrupt row) costs the others nothing.
+    #[tokio::test]
+    async fn queued_commits_are_grouped_and_a_failure_loses_no_other() {
+        let Ok(url) = std::env::var("BUDDY_TEST_POSTGRES_URL") else {
+            eprintln!("SKIPPED: set BUDDY_TEST_POSTGRES_URL to run this Postgres test");
+            return;
+        };
+        let table = format!("grouped_{}", std::process::id());
+        let storage = PostgresStorage::connect(&url)
+            .await
+            .unwrap()
+            .table(&table)
+            .unwrap();
+        storage.create().await.unwrap();
+        storage.commit(run_write("bad", 0)).await.unwrap();
+        storage.commit(run_write("bad", 1)).await.unwrap();
+        let corrupt = format!("UPDATE \"{table}\" SET run_count = 1 WHERE session_id = 'bad'");
+        sqlx::raw_sql(AssertSqlSafe(corrupt))
+            .execute(storage.pool())
+            .await
+            .unwrap();
+
+        let before = storage.inner.groups.load(Ordering::Relaxed);
+        let commits = (0..32).map(|n| storage.commit(run_write(&format!("s{}", n % 4), n)));
+        let results = futures::future::join_all(commits).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(
+            storage.inner.groups.load(Ordering::Relaxed) > before,
+            "grouped"
+        );
+
+        let commits = (0..16).map(|n| {
+            let session = if n == 7 {
+                "bad".to_owned()
+            } else {
+                format!("g{}", n % 2)
+            };
+            storage.commit(run_write(&session, 100 + n))
+        });
+        let results = futures::future::join_all(commits).await;
+        for (n, result) in results.into_iter().enumerate() {
+            if n == 7 {
+                assert!(result.unwrap_err().is_corrupt());
+            } else {
+                result.unwrap();
+            }
+        }
+        let mut stored = 0;
+        for s in ["g0", "g1"] {
+            let key = SessionKey::new(s, buddy_core::session::SessionKind::Workflow);
+            stored += storage.runs(&key, None).await.unwrap().len();
+        }
+        assert_eq!(stored, 15);
+        for s in 0..4 {
+            let key = SessionKey::new(format!("s{s}"), buddy_core::session::SessionKind::Workflow);
+            assert_eq!(storage.runs(&key, None).await.unwrap().len(), 8);
+        }
+        storage.drop_tables().await.unwrap();
     }
 }
