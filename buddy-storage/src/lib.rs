@@ -180,6 +180,8 @@ mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod ident;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod lane;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -24,6 +24,7 @@ use crate::codec::{
     EncodedSession, PG_SESSION_COLUMNS, PG_V2_SESSION_COLUMNS, SessionRow, Text, check_run_count,
     decode_run, encode_run, row_error, skip_corrupt, sql_limit,
 };
+use crate::lane::Lane;
 
 /// Postgres text cannot hold NUL: it is escaped (see the `codec` module).
 const TEXT: Text = Text::EscapeNul;
@@ -106,7 +107,7 @@ struct Inner {
     /// Commits written in one statement, for tests of that path.
     one_statement_commits: std::sync::atomic::AtomicUsize,
     /// The way to the task that groups this store's commits (started on first use).
-    jobs: Mutex<Option<mpsc::UnboundedSender<GroupJob>>>,
+    jobs: Lane<GroupJob>,
     /// Transactions that held more than one commit, for tests of grouping.
     groups: std::sync::atomic::AtomicUsize,
 }
@@ -519,7 +520,7 @@ impl PostgresStorage {
                 init: tokio::sync::Mutex::new(()),
                 cache: Mutex::default(),
                 one_statement_commits: Default::default(),
-                jobs: Mutex::default(),
+                jobs: Lane::default(),
                 groups: Default::default(),
             }),
         }
@@ -674,28 +675,11 @@ impl PostgresStorage {
     /// Hands a commit to the grouping task, starting it on the current runtime if there is
     /// none (first use, or the runtime it ran on has shut down).
     fn send(&self, job: GroupJob) -> StorageResult<()> {
-        let mut sender = self
-            .inner
-            .jobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let job = match sender.as_ref() {
-            Some(sender) => match sender.send(job) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(job)) => job,
-            },
-            None => job,
-        };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|error| StorageError::database("commit (a tokio runtime is needed)", error))?;
-        let (jobs, receiver) = mpsc::unbounded_channel();
-        // The receiver is alive: this send cannot fail.
-        let _ = jobs.send(job);
-        let slots = self.inner.pool.options().get_max_connections();
-        let slots = usize::try_from(slots).unwrap_or(usize::MAX);
-        runtime.spawn(serve_groups(Arc::downgrade(&self.inner), slots, receiver));
-        *sender = Some(jobs);
-        Ok(())
+        self.inner.jobs.send(job, |receiver| {
+            let slots = self.inner.pool.options().get_max_connections();
+            let slots = usize::try_from(slots).unwrap_or(usize::MAX);
+            Ok(serve_groups(Arc::downgrade(&self.inner), slots, receiver))
+        })
     }
 
     /// The commits of one group: in one transaction when there are several, each on its

@@ -980,3 +980,29 @@ async fn a_row_changed_by_another_store_is_merged_not_overwritten() {
     let ids: Vec<_> = runs.iter().map(|run| run.run_id.as_str()).collect();
     assert_eq!(ids.len(), 4, "{ids:?}");
 }
+
+/// A store outlives the runtime its writer ran on: the next operation, on another runtime,
+/// starts a new writer on a new connection, and nothing written before is lost.
+#[test]
+fn a_store_keeps_working_after_its_writers_runtime_shut_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runtimes.db");
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let storage = runtime().block_on(async {
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        storage.commit(run_write("s", 1, "first")).await.unwrap();
+        storage
+    });
+    // That runtime is gone, and its writer with it.
+    runtime().block_on(async {
+        let session = storage.commit(run_write("s", 2, "second")).await.unwrap();
+        assert_eq!(session.run_count, 2);
+        assert_eq!(session.session_state, obj(json!({"first": 1, "second": 2})));
+        assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 2);
+    });
+}

@@ -51,6 +51,7 @@ use crate::codec::{
     row_error, skip_corrupt, sql_limit,
 };
 use crate::error::db;
+use crate::lane::Lane;
 use crate::migrate::Layout;
 
 /// SQLite stores NUL in text as it is.
@@ -167,7 +168,7 @@ pub(super) struct WriterHandle {
     /// For a file: the writer's own connection until a writer takes it, and how to open
     /// another (for a writer started on a new runtime). `None`: the writer uses `pool`.
     own: Option<Own>,
-    sender: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    lane: Lane<Job>,
     /// Transactions begun for commits (a group counts once), for tests of grouping.
     transactions: Arc<AtomicUsize>,
 }
@@ -192,7 +193,7 @@ impl WriterHandle {
                 connection: Mutex::new(Some(connection)),
                 options,
             }),
-            sender: Mutex::new(None),
+            lane: Lane::default(),
             transactions: Arc::default(),
         }
     }
@@ -202,7 +203,7 @@ impl WriterHandle {
         WriterHandle {
             pool,
             own: None,
-            sender: Mutex::new(None),
+            lane: Lane::default(),
             transactions: Arc::default(),
         }
     }
@@ -213,39 +214,25 @@ impl WriterHandle {
 
     /// Hands `job` to the writer.
     pub(super) fn send(&self, job: Job) -> StorageResult<()> {
-        let mut sender = lock(&self.sender);
-        let job = match sender.as_ref() {
-            Some(sender) => match sender.send(job) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(job)) => job,
-            },
-            None => job,
-        };
-        if self.pool.is_closed() {
-            return Err(closed());
-        }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
-            StorageError::database("start the sqlite writer (a tokio runtime is needed)", error)
-        })?;
-        let (jobs, receiver) = mpsc::unbounded_channel();
-        // The receiver is alive: this send cannot fail.
-        let _ = jobs.send(job);
-        let source = match &self.own {
-            None => Source::Pool,
-            Some(own) => Source::Own {
-                connection: lock(&own.connection).take(),
-                options: Box::new(own.options.clone()),
-            },
-        };
-        let writer = Writer {
-            pool: self.pool.clone(),
-            source,
-            tables: HashMap::new(),
-            transactions: Arc::clone(&self.transactions),
-        };
-        runtime.spawn(writer.serve(receiver));
-        *sender = Some(jobs);
-        Ok(())
+        self.lane.send(job, |receiver| {
+            if self.pool.is_closed() {
+                return Err(closed());
+            }
+            let source = match &self.own {
+                None => Source::Pool,
+                Some(own) => Source::Own {
+                    connection: lock(&own.connection).take(),
+                    options: Box::new(own.options.clone()),
+                },
+            };
+            let writer = Writer {
+                pool: self.pool.clone(),
+                source,
+                tables: HashMap::new(),
+                transactions: Arc::clone(&self.transactions),
+            };
+            Ok(writer.serve(receiver))
+        })
     }
 
     /// Sends the job `make` builds and waits for its reply.
