@@ -72,7 +72,8 @@ pub use buddy_core::{
     BoxError, DynWorkflow, Error, Member, MemberContext, Parameter, Result, RunEvent, RunEventKind,
     RunRecord, RunResponse, RunStatus, RunStream, RunWorkflow, Session, SessionKind, SessionQuery,
     StateMerge, Storage, StorageError, StorageErrorKind, Workflow, WorkflowBuilder,
-    WorkflowSession, debug, error, member, model, run, schemars, session, storage, workflow,
+    WorkflowSession, debug, durable, error, member, model, run, schemars, session, storage,
+    workflow,
 };
 #[doc = include_str!("../docs/workflow.md")]
 pub use buddy_macros::workflow;
@@ -145,6 +146,7 @@ pub mod prelude {
         Component, Error, Member, MemberContext, MemoryStorage, Result, RunEvent, RunEventKind,
         RunResponse, RunStream, RunWorkflow, Workflow, WorkflowBuilder, workflow,
     };
+    pub use buddy_core::durable::{DurableError, ResumeOptions, step, wait_for};
     pub use buddy_core::session::SessionQuery;
     pub use futures::{Stream, StreamExt};
 }

@@ -27,6 +27,9 @@ pub enum Error {
     /// A storage operation failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A durable run paused, is not deterministic, cannot be resumed, or got a bad value.
+    #[error(transparent)]
+    Durable(#[from] crate::durable::DurableError),
     /// The run itself finished, but writing it to storage failed.
     ///
     /// The run's response is kept here so that nothing the run produced is lost.
@@ -148,6 +151,7 @@ impl Error {
                 .field("message", message)
                 .finish(),
             Error::Storage(error) => f.debug_tuple("Storage").field(error).finish(),
+            Error::Durable(error) => f.debug_tuple("Durable").field(error).finish(),
             Error::Persist { response, source } => f
                 .debug_struct("Persist")
                 .field("response", response)
@@ -231,6 +235,19 @@ impl Error {
         }
     }
 
+    /// The durable-run error, if it is one.
+    pub fn durable_error(&self) -> Option<&crate::durable::DurableError> {
+        match self {
+            Error::Durable(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Whether a durable run paused for input (the run is stored, waiting for its values).
+    pub fn is_paused(&self) -> bool {
+        self.durable_error().is_some_and(|error| error.is_paused())
+    }
+
     /// Whether this error came from the storage backend (reading or writing).
     pub fn is_storage(&self) -> bool {
         matches!(self, Error::Storage(_) | Error::Persist { .. })
@@ -301,6 +318,33 @@ pub enum StorageError {
         #[source]
         source: BoxError,
     },
+    /// The storage does not implement an operation (a custom backend without durable runs).
+    #[error("this storage does not support {operation}")]
+    Unsupported {
+        /// What is not supported.
+        operation: &'static str,
+    },
+    /// A durable write's fence did not hold: the run changed since the writer read it (another
+    /// process resumed it, it was answered, cancelled or it ended). Nothing was written.
+    #[error("durable run `{run_id}` changed under this write ({what})")]
+    Fenced {
+        /// The run.
+        run_id: String,
+        /// What differs: `attempt 3, expected 2`, `status completed, expected paused`,
+        /// `no such run`.
+        what: String,
+    },
+    /// A stored durable run, journal entry or event does not decode.
+    #[error("stored durable run `{run_id}` is corrupt ({what})")]
+    CorruptRun {
+        /// The run the row belongs to.
+        run_id: String,
+        /// Which row or part is bad.
+        what: String,
+        /// What the decoder said.
+        #[source]
+        source: BoxError,
+    },
     /// The database answered with an error or could not be reached.
     #[error("database error during {operation}")]
     Database {
@@ -337,6 +381,8 @@ pub enum StorageErrorKind {
     InvalidName,
     /// A value could not be encoded for storage ([`StorageError::Encode`]).
     Encode,
+    /// The operation is not implemented by this storage ([`StorageError::Unsupported`]).
+    Unsupported,
     /// Any other failure.
     Other,
 }
@@ -351,6 +397,7 @@ impl StorageErrorKind {
             StorageErrorKind::Unavailable => "unavailable",
             StorageErrorKind::InvalidName => "invalid name",
             StorageErrorKind::Encode => "encode",
+            StorageErrorKind::Unsupported => "unsupported",
             StorageErrorKind::Other => "other",
         }
     }
@@ -367,7 +414,11 @@ impl StorageError {
     pub fn kind(&self) -> StorageErrorKind {
         match self {
             StorageError::InvalidTableName { .. } => StorageErrorKind::InvalidName,
-            StorageError::Corrupt { .. } => StorageErrorKind::Corrupt,
+            StorageError::Corrupt { .. } | StorageError::CorruptRun { .. } => {
+                StorageErrorKind::Corrupt
+            }
+            StorageError::Unsupported { .. } => StorageErrorKind::Unsupported,
+            StorageError::Fenced { .. } => StorageErrorKind::Conflict,
             StorageError::Encode { .. } => StorageErrorKind::Encode,
             StorageError::Database { kind, .. } | StorageError::Connect { kind, .. } => *kind,
         }

@@ -10,8 +10,10 @@
 pub mod agent;
 pub mod component;
 pub mod debug;
+pub mod durable;
 mod engine;
 pub mod error;
+pub mod fault;
 pub mod member;
 pub mod model;
 pub mod run;
@@ -49,7 +51,7 @@ pub mod __private {
     pub use ::std::convert::Into;
     pub use ::std::default::Default;
     pub use ::std::option::Option::{self, None, Some};
-    pub use ::std::primitive::{bool, str, usize};
+    pub use ::std::primitive::{bool, str, u32, usize};
     pub use ::std::result::Result::{self, Err, Ok};
     pub use ::std::string::String;
     pub use ::std::sync::Arc;

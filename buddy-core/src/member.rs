@@ -181,6 +181,18 @@ impl Attachment {
         }
     }
 
+    /// The name of this member's entries in a durable run's journal: its field or member
+    /// id (the last segment of its path), else its own name, else `default` — never its id,
+    /// which may be made up anew in every process.
+    pub(crate) fn journal_name(&self, name: Option<&str>, default: &str) -> String {
+        self.path
+            .last()
+            .map(String::as_str)
+            .or(name)
+            .unwrap_or(default)
+            .to_owned()
+    }
+
     /// The user, owned.
     pub(crate) fn user(&self) -> Option<String> {
         self.user_id.as_deref().map(str::to_owned)

@@ -150,7 +150,7 @@ pub(crate) struct StructArgs {
 }
 
 const STRUCT_KEYS: &[&str] = &["name", "description", "state", "crate", "clone"];
-const IMPL_KEYS: &[&str] = &["crate"];
+const IMPL_KEYS: &[&str] = &["crate", "durable", "version"];
 const ATTR: &str = "#[workflow]";
 
 impl StructArgs {
@@ -206,11 +206,40 @@ impl StructArgs {
 #[derive(Default)]
 pub(crate) struct ImplArgs {
     pub(crate) krate: Option<Path>,
+    /// `durable`: runs are journaled and resumable.
+    pub(crate) durable: Option<bool>,
+    /// `version = N`: the workflow's version, checked when a durable run is resumed.
+    pub(crate) version: Option<syn::LitInt>,
+}
+
+fn int_value(errors: &mut Errors, arg: &Arg) -> Option<syn::LitInt> {
+    match &arg.value {
+        Some(Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(value),
+            ..
+        })) if value.base10_parse::<u32>().is_ok() => Some(value.clone()),
+        Some(other) => {
+            errors.push(syn::Error::new(
+                other.span(),
+                format!("`{}` takes a whole number from 0 to {}", arg.key, u32::MAX),
+            ));
+            None
+        }
+        None => {
+            errors.push(syn::Error::new(
+                arg.key.span(),
+                format!("`{}` needs a value: `{} = 2`", arg.key, arg.key),
+            ));
+            None
+        }
+    }
 }
 
 impl ImplArgs {
     pub(crate) fn from_args(args: Vec<Arg>, errors: &mut Errors) -> Self {
         let mut krate = Once::new("crate");
+        let mut durable = Once::new("durable");
+        let mut version = Once::new("version");
         for arg in args {
             let span = arg.key.span();
             match arg.key.to_string().as_str() {
@@ -219,16 +248,30 @@ impl ImplArgs {
                         krate.set(errors, ATTR, span, path);
                     }
                 }
+                "durable" => {
+                    if let Some(value) = bool_value(errors, &arg) {
+                        durable.set(errors, ATTR, span, value);
+                    }
+                }
+                "version" => {
+                    if let Some(value) = int_value(errors, &arg) {
+                        version.set(errors, ATTR, span, value);
+                    }
+                }
                 key if STRUCT_KEYS.contains(&key) => errors.push(syn::Error::new(
                     span,
                     format!(
-                        "`{key}` belongs on the struct: `#[workflow({key} = ...)]` on the struct definition; on an `impl` block `#[workflow]` accepts only `crate`"
+                        "`{key}` belongs on the struct: `#[workflow({key} = ...)]` on the struct definition; on an `impl` block `#[workflow]` accepts `crate`, `durable` and `version`"
                     ),
                 )),
                 _ => unknown(errors, ATTR, &arg.key, IMPL_KEYS),
             }
         }
-        ImplArgs { krate: krate.get() }
+        ImplArgs {
+            krate: krate.get(),
+            durable: durable.get(),
+            version: version.get(),
+        }
     }
 }
 

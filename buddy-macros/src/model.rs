@@ -143,6 +143,10 @@ pub(crate) struct WorkflowImpl {
     pub(crate) args: Vec<RunArg>,
     pub(crate) kind: ReturnKind,
     pub(crate) runtime: Runtime,
+    /// `#[workflow(durable)]`.
+    pub(crate) durable: bool,
+    /// `#[workflow(version = N)]`.
+    pub(crate) version: Option<syn::LitInt>,
 }
 
 /// The parts of an impl block before validation.
@@ -204,6 +208,8 @@ impl WorkflowImpl {
             args: run_args,
             kind,
             runtime: Runtime::new(args.krate.as_ref()),
+            durable: args.durable.unwrap_or(false),
+            version: args.version,
         })
     }
 }

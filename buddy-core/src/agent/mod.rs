@@ -293,9 +293,19 @@ impl Agent {
 
     /// Runs the agent on `input` (a string, or a [`Message`]) and returns its answer, the
     /// run's messages, tool calls and metrics.
-    pub async fn run(&self, input: impl Into<Message>) -> crate::Result<RunResponse> {
-        self.execute(input.into(), None, &EventSink::disabled())
-            .await
+    ///
+    /// In a durable run the run's journal key is allocated here, when the future is made
+    /// (so runs joined with `join!` keep their keys on resume).
+    pub fn run(
+        &self,
+        input: impl Into<Message>,
+    ) -> impl Future<Output = crate::Result<RunResponse>> + Send + '_ {
+        let slot = self.journal_slot();
+        let input = input.into();
+        async move {
+            self.execute(input, None, &EventSink::disabled(), slot)
+                .await
+        }
     }
 
     /// Runs the agent on `input`, streaming events: `run_started`, `run_content` deltas,
@@ -305,7 +315,8 @@ impl Agent {
     pub fn run_stream(&self, input: impl Into<Message>) -> RunStream<'static> {
         let agent = self.clone();
         let input = input.into();
-        RunStream::start(move |sink| async move { agent.execute(input, None, &sink).await })
+        let slot = self.journal_slot();
+        RunStream::start(move |sink| async move { agent.execute(input, None, &sink, slot).await })
     }
 
     /// Runs the agent asking for structured output that fits `T` (a strict JSON Schema),
@@ -313,31 +324,44 @@ impl Agent {
     ///
     /// Output that does not decode fails with
     /// [`Error::StructuredOutput`](crate::Error::StructuredOutput), which keeps the text.
-    pub async fn run_typed<T>(&self, input: impl Into<Message>) -> crate::Result<T>
+    pub fn run_typed<T>(
+        &self,
+        input: impl Into<Message>,
+    ) -> impl Future<Output = crate::Result<T>> + Send + '_
     where
         T: DeserializeOwned + schemars::JsonSchema,
     {
-        let format = ResponseFormat::json_schema_for::<T>();
-        let response = self
-            .execute(input.into(), Some(format), &EventSink::disabled())
-            .await?;
-        decode::<T>(&response)
+        let response = self.run_with_format::<T>(input.into());
+        async move { decode::<T>(&response.await?) }
     }
 
     /// Like [`run_typed`](Agent::run_typed), also returning the whole response.
-    pub async fn run_typed_response<T>(
+    pub fn run_typed_response<T>(
         &self,
         input: impl Into<Message>,
-    ) -> crate::Result<(T, RunResponse)>
+    ) -> impl Future<Output = crate::Result<(T, RunResponse)>> + Send + '_
     where
         T: DeserializeOwned + schemars::JsonSchema,
     {
+        let response = self.run_with_format::<T>(input.into());
+        async move {
+            let response = response.await?;
+            let value = decode::<T>(&response)?;
+            Ok((value, response))
+        }
+    }
+
+    /// A run asking for structured output that fits `T`.
+    fn run_with_format<T: schemars::JsonSchema>(
+        &self,
+        input: Message,
+    ) -> impl Future<Output = crate::Result<RunResponse>> + Send + '_ {
         let format = ResponseFormat::json_schema_for::<T>();
-        let response = self
-            .execute(input.into(), Some(format), &EventSink::disabled())
-            .await?;
-        let value = decode::<T>(&response)?;
-        Ok((value, response))
+        let slot = self.journal_slot();
+        async move {
+            self.execute(input, Some(format), &EventSink::disabled(), slot)
+                .await
+        }
     }
 }
 

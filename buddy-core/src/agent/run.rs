@@ -10,7 +10,11 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::{Agent, prompt};
-use crate::engine::{EventSink, RunScope, RunSpec, catch_panic, error_chain, panic_message};
+use crate::durable::{Slot, hash_value, within};
+use crate::engine::{
+    EventSink, Journaled, RunScope, RunSpec, catch_panic, error_chain, panic_message,
+    replay_member_events,
+};
 use crate::error::{Error, Result};
 use crate::model::call::call_model;
 use crate::model::{Message, ModelRequest, ResponseFormat, Role, ToolCall};
@@ -21,15 +25,25 @@ use crate::tool::result_text;
 use crate::tool::turn::{CallOutcome, run_calls};
 
 impl Agent {
-    /// One run of the agent on `input`, its events sent into `sink`.
+    /// The journal slot of a run of this agent made now, in a durable run.
+    pub(crate) fn journal_slot(&self) -> Option<Slot> {
+        let name = self
+            .attached
+            .journal_name(self.config.name.as_deref(), "agent");
+        crate::durable::allocate(crate::durable::EntryKind::Agent, &name)
+    }
+
+    /// One run of the agent on `input`, its events sent into `sink`; in a durable run, the
+    /// journal entry `slot`.
     pub(crate) async fn execute(
         &self,
         input: Message,
         format: Option<ResponseFormat>,
         sink: &EventSink,
+        slot: Option<Slot>,
     ) -> Result<RunResponse> {
         let config = &*self.config;
-        let spec = RunSpec::member_run(
+        let mut spec = RunSpec::member_run(
             SessionKind::Agent,
             (self.id(), config.name.as_ref()),
             self.current_session_id(),
@@ -37,15 +51,33 @@ impl Agent {
             self.effective_storage().cloned(),
             &input,
         );
+        let mut busy = None;
+        if let Some(slot) = slot {
+            let input_hash = hash_value(&(&input, &format));
+            if let Some(entry) = slot.replay(&input_hash)? {
+                let response: RunResponse =
+                    crate::durable::decode(&slot.key, entry.output.unwrap_or_default())?;
+                replay_member_events(&spec, sink, &response);
+                return Ok(response);
+            }
+            busy = Some(slot.journal().busy());
+            spec.journaled = Journaled::Member { slot, input_hash };
+        }
         let mut scope = RunScope::start(spec, sink);
         scope.set_write(self.session_write());
         let span = scope.span().clone();
         let mut response = RunResponse::new();
         response.model = Some(config.model.id().to_owned());
-        let outcome = catch_panic(self.turns(&mut scope, input, format, &mut response))
-            .instrument(span.clone())
-            .await;
-        scope.conclude(outcome, response).instrument(span).await
+        let entries = scope.entries().cloned();
+        let outcome = catch_panic(within(
+            entries,
+            self.turns(&mut scope, input, format, &mut response),
+        ))
+        .instrument(span.clone())
+        .await;
+        let result = scope.conclude(outcome, response).instrument(span).await;
+        drop(busy);
+        result
     }
 
     fn debug_enabled(&self) -> bool {
@@ -99,7 +131,7 @@ impl Agent {
             turn += 1;
             let answer = match call_model(&*config.model, &request, scope, turn, debug).await {
                 Ok(answer) => answer,
-                Err(error) => break Err(Error::from(error)),
+                Err(error) => break Err(error),
             };
             let first_token = metrics.time_to_first_token_ms;
             metrics += answer.metrics;
@@ -123,10 +155,13 @@ impl Agent {
                 });
             }
             let scope = &*scope;
-            run_calls(scope, &calls, &mut request.messages, response, |call| {
+            let ran = run_calls(scope, &calls, &mut request.messages, response, |call| {
                 self.call_tool(call, scope).boxed()
             })
             .await;
+            if let Err(error) = ran {
+                break Err(error);
+            }
         };
         metrics.duration_ms = started.elapsed().as_secs_f64() * 1_000.0;
         response.metrics = Some(metrics);

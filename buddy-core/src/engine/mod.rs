@@ -17,7 +17,10 @@ mod scope;
 mod sink;
 mod stream;
 
-pub(crate) use scope::{Failed, RunScope, RunSpec, error_chain, merge_code_state, panic_message};
+pub(crate) use scope::{
+    Failed, Journaled, RunScope, RunSpec, error_chain, merge_code_state, panic_message,
+    replay_member_events,
+};
 pub(crate) use sink::EventSink;
 pub use stream::RunStream;
 

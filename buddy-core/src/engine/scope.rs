@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 
 use super::sink::EventSink;
+use crate::durable::{DurableError, EntryKind, Journal, JournalScope, Slot};
 use crate::error::{Error, Result};
 use crate::run::{RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus, now_millis};
 use crate::session::{Session, SessionKey, SessionKind, SessionWrite, StateMerge, StatePatch};
@@ -31,6 +32,29 @@ pub(crate) struct RunSpec {
     pub input: Value,
     /// Whether debug output is on.
     pub debug: bool,
+    /// The run's id when it is given (a resumed durable run keeps its own).
+    pub run_id: Option<String>,
+    /// How the run is journaled.
+    pub journaled: Journaled,
+}
+
+/// How a run takes part in a durable run's journal.
+#[derive(Default)]
+pub(crate) enum Journaled {
+    /// Not at all: nothing is journaled (every run outside durable workflows).
+    #[default]
+    No,
+    /// The top-level run of a durable workflow: it owns the journal, writes the run's row
+    /// when it ends or pauses, and its record goes with it.
+    Root(Arc<Journal>),
+    /// A member run inside a durable run: its whole response is the entry of `slot`,
+    /// written (with its session write when it shares the journal's storage) when it ends.
+    Member {
+        /// The member run's journal slot.
+        slot: Slot,
+        /// The hash of its input.
+        input_hash: String,
+    },
 }
 
 impl RunSpec {
@@ -53,6 +77,8 @@ impl RunSpec {
             storage,
             input: super::message_input(input),
             debug: attachment.debug(),
+            run_id: None,
+            journaled: Journaled::No,
         }
     }
 }
@@ -88,6 +114,12 @@ pub(crate) struct RunScope {
     template: Option<SessionWrite>,
     /// Whether a drop still has to record the run.
     armed: bool,
+    /// How the run is journaled.
+    journaled: Journaled,
+    /// The journal its events go to, if it is in a durable run.
+    journal: Option<Arc<Journal>>,
+    /// Where its model requests and tool calls are journaled.
+    entries: Option<JournalScope>,
 }
 
 /// A failed run: its error, and what it had produced when it failed (kept in its record).
@@ -120,7 +152,18 @@ fn new_id() -> String {
 impl RunScope {
     /// Starts a run: a fresh run id, the span, `run_started` on `sink`.
     pub(crate) fn start(spec: RunSpec, sink: &EventSink) -> RunScope {
-        let run_id = new_id();
+        let run_id = spec.run_id.clone().unwrap_or_else(new_id);
+        let (journal, entries) = match &spec.journaled {
+            Journaled::No => (None, None),
+            Journaled::Root(journal) => (Some(Arc::clone(journal)), Some(journal.root())),
+            Journaled::Member { slot, .. } => {
+                (Some(Arc::clone(slot.journal())), Some(slot.child()))
+            }
+        };
+        let resumed = match &spec.journaled {
+            Journaled::Root(journal) => journal.resumed_attempt(),
+            _ => None,
+        };
         if spec.debug {
             crate::debug::enable();
         }
@@ -145,12 +188,36 @@ impl RunScope {
             content: String::new(),
             template: None,
             armed: true,
+            journaled: spec.journaled,
+            journal,
+            entries,
         };
         scope
             .span
             .in_scope(|| tracing::debug!("{} run started", scope.kind.as_str()));
-        scope.emit(RunEventKind::RunStarted);
+        match resumed {
+            Some(attempt) => scope.emit(RunEventKind::RunResumed { attempt }),
+            None => scope.emit(RunEventKind::RunStarted),
+        }
         scope
+    }
+
+    /// Where this run's model requests and tool calls are journaled (none outside durable
+    /// runs).
+    pub(crate) fn entries(&self) -> Option<&JournalScope> {
+        self.entries.as_ref()
+    }
+
+    /// Allocates a journal slot for this run's next `kind` entry named `name`.
+    pub(crate) fn allocate(&self, kind: EntryKind, name: &str) -> Option<Slot> {
+        self.entries
+            .as_ref()
+            .map(|scope| scope.allocate(kind, name))
+    }
+
+    /// The journal of the durable run this run is in.
+    pub(crate) fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
     }
 
     /// The run's id.
@@ -173,9 +240,9 @@ impl RunScope {
         &self.sink
     }
 
-    /// Whether the run's events are read by anyone.
+    /// Whether the run's events are read by anyone (a live stream, or a durable run's log).
     pub(crate) fn streaming(&self) -> bool {
-        self.sink.is_enabled()
+        self.sink.is_enabled() || self.journal.is_some()
     }
 
     /// The key of this run's session.
@@ -223,20 +290,51 @@ impl RunScope {
         event
     }
 
-    /// Emits an event of this run.
+    /// Emits an event of this run (to its stream, and to the log of a durable run).
     pub(crate) fn emit(&self, kind: RunEventKind) {
+        match &self.journal {
+            None => {
+                if self.sink.is_enabled() {
+                    self.sink.send(self.event(kind));
+                }
+            }
+            Some(journal) => {
+                let mut event = self.event(kind);
+                self.sink.stamp(&mut event);
+                if self.sink.is_enabled() {
+                    journal.push_event(event.clone());
+                    self.sink.deliver(event);
+                } else {
+                    journal.push_event(event);
+                }
+            }
+        }
+    }
+
+    /// Emits an event that repeats what the journal holds: to the stream only, marked
+    /// replayed (the log has it already).
+    pub(crate) fn emit_replayed(&self, kind: RunEventKind) {
         if self.sink.is_enabled() {
-            self.sink.send(self.event(kind));
+            let mut event = self.event(kind);
+            event.replayed = true;
+            self.sink.send(event);
         }
     }
 
     /// Emits a text delta of this run and keeps the text.
     pub(crate) fn emit_content(&mut self, text: String) {
         self.content.push_str(&text);
-        if self.sink.is_enabled() {
-            self.sink
-                .send(self.event(RunEventKind::RunContent { content: text }));
+        if self.sink.is_enabled() || self.journal.is_some() {
+            self.emit(RunEventKind::RunContent { content: text });
         }
+    }
+
+    /// Keeps the text of a replayed model answer and emits it, marked replayed.
+    pub(crate) fn emit_replayed_content(&mut self, text: &str) {
+        self.content.push_str(text);
+        self.emit_replayed(RunEventKind::RunContent {
+            content: text.to_owned(),
+        });
     }
 
     /// Passes on an event a workflow body yielded: it keeps its origin (an event without one
@@ -246,12 +344,24 @@ impl RunScope {
         if let Some(delta) = event.content_delta() {
             self.content.push_str(delta);
         }
-        if event.source_run_id.is_none() {
+        // The body's own events; a member's were logged by the member's run (members in a
+        // durable run are journaled in it).
+        let own = event.source_run_id.is_none();
+        if own {
             event.source_run_id = Some(self.run_id.clone());
             event.member_path = self.path.clone();
             if self.kind == SessionKind::Workflow && event.workflow_id.is_none() {
                 event.workflow_id = Some(self.component_id.clone());
             }
+        }
+        if let Some(journal) = &self.journal
+            && own
+            && !event.replayed
+        {
+            self.sink.stamp(&mut event);
+            journal.push_event(event.clone());
+            self.sink.deliver(event);
+            return;
         }
         self.sink.send(event);
     }
@@ -291,6 +401,10 @@ impl RunScope {
     /// Records the run and commits its session write; emits `run_completed` when all went
     /// well. `state_patch` is applied only when `outcome` is a success; a failure keeps the
     /// response it carries (or the text streamed so far) in the record.
+    ///
+    /// In a durable run the write goes through the journal: the top-level run's row, its
+    /// last events and its session write in one transaction; a member's whole response as
+    /// its journal entry (with its session write when it shares the journal's storage).
     pub(crate) async fn finish(
         mut self,
         outcome: Result<RunResponse, Failed>,
@@ -313,29 +427,59 @@ impl RunScope {
         } else {
             RunStatus::Completed
         };
-        let record = self.record(
-            status,
-            response.clone(),
-            error.as_ref().map(|error| error_chain(error)),
-        );
+        let message = error.as_ref().map(|error| error_chain(error));
+        let record = self.record(status, response.clone(), message.clone());
+        if let Journaled::Root(journal) = &self.journaled
+            && let Some(stop) = journal.stop_reason(error.is_none())
+        {
+            // Not deterministic, or taken over by another process: nothing more is written
+            // and the run stays resumable.
+            let _entered = self.span.enter();
+            tracing::error!(error = %error_chain(&stop), "durable run stopped");
+            return Finished {
+                result: Err(stop),
+                record,
+                stored: None,
+            };
+        }
         let mut write = self.write();
         if error.is_none() {
             write.state_patch = state_patch;
         }
         write.run = Some(record.clone());
-        let committed = match &self.storage {
-            None => Ok(None),
-            Some(storage) => crate::storage::commit_detached(storage, write)
-                .await
-                .map(Some),
-        };
+        let closing = match &message {
+            None => Some(RunEventKind::RunCompleted {
+                response: Box::new(response.clone()),
+            }),
+            Some(message) if !self.top_level || self.journal.is_some() => {
+                Some(RunEventKind::RunError {
+                    message: message.clone(),
+                })
+            }
+            Some(_) => None,
+        }
+        .map(|kind| {
+            let mut event = self.event(kind);
+            self.sink.stamp(&mut event);
+            event
+        });
+        let committed = self
+            .commit(write, &response, message, closing.as_ref())
+            .await;
         let _entered = self.span.enter();
+        // The top-level run's failure is its stream's `Err`, not an event.
+        let failed = error.is_some();
+        let deliver = |event: Option<RunEvent>| {
+            if let Some(event) = event
+                && (!failed || !self.top_level)
+            {
+                self.sink.deliver(event);
+            }
+        };
         match (error, committed) {
             (None, Ok(stored)) => {
                 tracing::debug!("{} run completed", self.kind.as_str());
-                self.emit(RunEventKind::RunCompleted {
-                    response: Box::new(response.clone()),
-                });
+                deliver(closing);
                 Finished {
                     result: Ok(response),
                     record,
@@ -343,32 +487,129 @@ impl RunScope {
                 }
             }
             (None, Err(source)) => {
-                tracing::error!(error = %source, "run finished but could not be persisted");
-                Finished {
-                    result: Err(Error::Persist {
+                tracing::error!(error = %error_chain(&source), "run finished but could not be persisted");
+                let result = match source {
+                    Error::Storage(source) => Err(Error::Persist {
                         response: Box::new(response),
                         source,
                     }),
+                    other => Err(other),
+                };
+                Finished {
+                    result,
                     record,
                     stored: None,
                 }
             }
             (Some(error), committed) => {
                 if let Err(storage) = &committed {
-                    tracing::error!(error = %storage, "failed run could not be persisted");
+                    tracing::error!(error = %error_chain(storage), "failed run could not be persisted");
                 }
                 tracing::debug!(error = %error_chain(&error), "{} run failed", self.kind.as_str());
-                if !self.top_level {
-                    self.emit(RunEventKind::RunError {
-                        message: error_chain(&error),
-                    });
-                }
+                deliver(closing);
                 Finished {
                     result: Err(error),
                     record,
                     stored: committed.ok().flatten(),
                 }
             }
+        }
+    }
+
+    /// Writes a finished run: its session write, through the journal in a durable run
+    /// (with `closing`, the run's last event, in the same transaction).
+    async fn commit(
+        &self,
+        write: SessionWrite,
+        response: &RunResponse,
+        error: Option<String>,
+        closing: Option<&RunEvent>,
+    ) -> Result<Option<Session>> {
+        let detached = |write| async {
+            match &self.storage {
+                None => Ok(None),
+                Some(storage) => Ok(Some(crate::storage::commit_detached(storage, write).await?)),
+            }
+        };
+        match &self.journaled {
+            Journaled::No => detached(write).await,
+            Journaled::Root(journal) => {
+                if let Some(event) = closing {
+                    journal.push_event(event.clone());
+                }
+                let status = if error.is_some() {
+                    RunStatus::Error
+                } else {
+                    RunStatus::Completed
+                };
+                let session = self.storage.is_some().then_some(write);
+                journal
+                    .end(status, Some(response.clone()), error, session)
+                    .await
+            }
+            // A failed member run is not journaled: on resume it runs again.
+            Journaled::Member { .. } if error.is_some() => {
+                let stored = detached(write).await;
+                if let (Some(event), Some(journal)) = (closing, &self.journal) {
+                    journal.push_event(event.clone());
+                }
+                stored
+            }
+            Journaled::Member { slot, input_hash } => {
+                let output = serde_json::to_value(response).map_err(|source| {
+                    Error::Durable(DurableError::Encode {
+                        key: slot.key.clone(),
+                        source,
+                    })
+                })?;
+                if let Some(event) = closing {
+                    slot.journal().push_event(event.clone());
+                }
+                let shared = self
+                    .storage
+                    .as_ref()
+                    .is_some_and(|storage| Arc::ptr_eq(storage, slot.journal().storage()));
+                if shared {
+                    return slot
+                        .record(input_hash.clone(), Ok(output), Some(write))
+                        .await;
+                }
+                // Two stores: the session first, then the entry. A crash in between runs the
+                // member again on resume (its model calls come from the journal) and
+                // records it twice in its own session.
+                let stored = detached(write).await?;
+                slot.record(input_hash.clone(), Ok(output), None).await?;
+                Ok(stored)
+            }
+        }
+    }
+
+    /// Pauses a durable top-level run: its row becomes `paused` with its pending waits and
+    /// `run_paused`; no record is written (the run is not over). Returns the pause as the
+    /// run's error.
+    pub(crate) async fn pause(mut self) -> Error {
+        self.armed = false;
+        let Journaled::Root(journal) = &self.journaled else {
+            return Error::msg("only a durable run can pause");
+        };
+        if let Some(stop) = journal.stop_reason(false) {
+            return stop;
+        }
+        let waits = journal.pending_waits();
+        let mut event = self.event(RunEventKind::RunPaused { waits });
+        self.sink.stamp(&mut event);
+        journal.push_event(event.clone());
+        match journal.pause().await {
+            Ok(keys) => {
+                self.sink.deliver(event);
+                self.span
+                    .in_scope(|| tracing::info!(waits = ?keys, "durable run paused"));
+                Error::Durable(DurableError::Paused {
+                    run_id: self.run_id.clone(),
+                    waits: keys,
+                })
+            }
+            Err(error) => error,
         }
     }
 
@@ -406,6 +647,11 @@ impl Drop for RunScope {
     /// else in a spawned task.
     fn drop(&mut self) {
         if !self.armed {
+            return;
+        }
+        if let Journaled::Root(_) = self.journaled {
+            // A durable run dropped (a caller gave up, the process is going down) is left
+            // `running`: it is resumed, not recorded cancelled.
             return;
         }
         let Some(storage) = self.storage.clone() else {
@@ -516,4 +762,38 @@ pub(crate) fn merge_code_state(
     }
     let patch = StatePatch::diff(stored, &merged);
     (merged, patch)
+}
+
+/// Sends the events of a member run that the journal holds whole to `sink`, marked replayed:
+/// `run_started`, its text, `run_completed` with the recorded response (a stream reading
+/// the member still gets its response; the log has these events already).
+pub(crate) fn replay_member_events(spec: &RunSpec, sink: &EventSink, response: &RunResponse) {
+    if !sink.is_enabled() {
+        return;
+    }
+    let run_id = response.run_id.clone().unwrap_or_default();
+    let (sink, _) = sink.for_run(&run_id, &spec.session_id, None);
+    let send = |kind: RunEventKind| {
+        let mut event = RunEvent::new(kind);
+        event.source_run_id = Some(run_id.clone());
+        event.member_path = spec.path.clone();
+        let id = Some(spec.component_id.clone());
+        match spec.kind {
+            SessionKind::Workflow => event.workflow_id = id,
+            SessionKind::Agent => event.agent_id = id,
+            SessionKind::Team => event.team_id = id,
+        }
+        event.replayed = true;
+        sink.send(event);
+    };
+    send(RunEventKind::RunStarted);
+    let text = response.text();
+    if !text.is_empty() {
+        send(RunEventKind::RunContent {
+            content: text.into_owned(),
+        });
+    }
+    send(RunEventKind::RunCompleted {
+        response: Box::new(response.clone()),
+    });
 }

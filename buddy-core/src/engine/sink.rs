@@ -83,7 +83,15 @@ impl EventSink {
 
     /// Stamps `event` with the top-level run's ids and sends it; a closed stream drops it.
     pub(crate) fn send(&self, mut event: RunEvent) {
-        let Some(tx) = &self.tx else { return };
+        if self.tx.is_none() {
+            return;
+        }
+        self.stamp(&mut event);
+        self.deliver(event);
+    }
+
+    /// Stamps `event` with the team it runs in and the top-level run's ids.
+    pub(crate) fn stamp(&self, event: &mut RunEvent) {
         if event.team_id.is_none() {
             event.team_id = self.team_id.as_deref().map(str::to_owned);
         }
@@ -94,6 +102,12 @@ impl EventSink {
                 event.workflow_id = Some(workflow_id.clone());
             }
         }
-        let _ = tx.send(event);
+    }
+
+    /// Sends a stamped event; a closed stream drops it.
+    pub(crate) fn deliver(&self, event: RunEvent) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(event);
+        }
     }
 }

@@ -6,12 +6,56 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 use super::{Model, ModelError, ModelRequest, ModelResponse, ModelStreamEvent};
+use crate::durable::{EntryKind, hash_value};
 use crate::engine::RunScope;
+use crate::error::{Error, Result};
 use crate::run::Role;
 
 /// Sends `request` to `model` for the run `scope` (turn `turn` of its loop): streamed when
 /// the run is streamed, text deltas emitted as they come.
+///
+/// In a durable run the call is a journal entry: the answer is written before it is
+/// returned, and on resume a journaled answer is returned (its text re-emitted, marked
+/// replayed) without calling the model. A failed call is not journaled: on resume it is
+/// made again.
 pub(crate) async fn call_model(
+    model: &dyn Model,
+    request: &ModelRequest,
+    scope: &mut RunScope,
+    turn: usize,
+    debug: bool,
+) -> Result<ModelResponse> {
+    let Some(slot) = scope.allocate(EntryKind::Model, "model") else {
+        return Ok(send(model, request, scope, turn, debug).await?);
+    };
+    let input_hash = hash_value(request);
+    if let Some(entry) = slot.replay(&input_hash)? {
+        let response: ModelResponse =
+            crate::durable::decode(&slot.key, entry.output.unwrap_or_default())?;
+        if let Some(text) = response.message.content.as_deref()
+            && !text.is_empty()
+        {
+            scope.emit_replayed_content(text);
+        }
+        return Ok(response);
+    }
+    let busy = slot.journal().busy();
+    crate::fault::point("before_model_call", &slot.key);
+    let response = send(model, request, scope, turn, debug).await?;
+    let output = serde_json::to_value(&response).map_err(|source| {
+        Error::Durable(crate::durable::DurableError::Encode {
+            key: slot.key.clone(),
+            source,
+        })
+    })?;
+    slot.record(input_hash, Ok(output), None).await?;
+    drop(busy);
+    crate::fault::point("after_model_call", &slot.key);
+    Ok(response)
+}
+
+/// One model call: the span, debug output, streaming.
+async fn send(
     model: &dyn Model,
     request: &ModelRequest,
     scope: &mut RunScope,
@@ -67,7 +111,15 @@ async fn streamed(
     let mut deltas = model.stream(request);
     while let Some(item) = deltas.next().await {
         match item? {
-            ModelStreamEvent::Content(text) => scope.emit_content(text),
+            ModelStreamEvent::Content(text) => {
+                scope.emit_content(text);
+                // A durable run's deltas reach its log in short windows, not one by one.
+                if let Some(journal) = scope.journal()
+                    && let Err(error) = journal.flush_if_due().await
+                {
+                    tracing::warn!(error = %crate::engine::error_chain(&error), "text deltas could not be written to the event log");
+                }
+            }
             ModelStreamEvent::Done(response) => return Ok(*response),
         }
     }

@@ -59,6 +59,11 @@ pub struct RunEvent {
     /// Unix milliseconds when the event was created.
     #[serde(default)]
     pub created_at: i64,
+    /// Whether the event repeats what a resumed durable run's journal holds (the text of a
+    /// finished model call, sent again to the resumed run's stream) rather than new work.
+    /// Replayed events are not appended to the run's event log again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// The kinds of [`RunEvent`].
@@ -88,11 +93,24 @@ pub enum RunEventKind {
         /// The full response.
         response: Box<RunResponse>,
     },
-    /// A member's run failed (the top-level run's failure ends its stream with the error).
+    /// A member's run failed (the top-level run's failure ends its stream with the error;
+    /// in a durable run's event log it is the last event).
     RunError {
         /// What went wrong, with its causes.
         message: String,
     },
+    /// A durable run paused: it waits for these values.
+    RunPaused {
+        /// The waits it is blocked on, with their prompts and schemas.
+        waits: Vec<crate::durable::PendingWait>,
+    },
+    /// A durable run was resumed (after a crash, a pause or a dropped run).
+    RunResumed {
+        /// The run's attempt now (2 on the first resume).
+        attempt: u32,
+    },
+    /// A durable run was cancelled.
+    RunCancelled,
     /// An event defined by user code.
     Custom {
         /// The user's name for the event.
@@ -119,6 +137,7 @@ impl RunEvent {
             source_run_id: None,
             member_path: Vec::new(),
             created_at: super::now_millis(),
+            replayed: false,
         }
     }
 
@@ -179,6 +198,9 @@ impl RunEvent {
             RunEventKind::ToolCallCompleted { .. } => "tool_call_completed",
             RunEventKind::RunCompleted { .. } => "run_completed",
             RunEventKind::RunError { .. } => "run_error",
+            RunEventKind::RunPaused { .. } => "run_paused",
+            RunEventKind::RunResumed { .. } => "run_resumed",
+            RunEventKind::RunCancelled => "run_cancelled",
             RunEventKind::Custom { .. } => "custom",
             RunEventKind::Unknown => "unknown",
         }

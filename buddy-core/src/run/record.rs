@@ -12,8 +12,14 @@ pub enum RunStatus {
     Completed,
     /// The run returned an error or panicked.
     Error,
-    /// The run was dropped by its caller before the end (a stream dropped, a timeout).
+    /// The run was dropped by its caller before the end (a stream dropped, a timeout), or a
+    /// durable run was cancelled.
     Cancelled,
+    /// A durable run that started and has not ended (or whose process died: it can be
+    /// resumed).
+    Running,
+    /// A durable run waiting for input.
+    Paused,
     /// A status written by a newer version of buddy.
     #[serde(other)]
     Unknown,
@@ -26,6 +32,8 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Error => "error",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
             RunStatus::Unknown => "unknown",
         }
     }

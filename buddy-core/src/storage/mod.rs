@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::durable::{DurableQuery, DurableRun, DurableState, DurableWrite, StoredEvent};
 use crate::error::StorageError;
 use crate::run::RunRecord;
 use crate::session::{Session, SessionKey, SessionQuery, SessionWrite};
@@ -110,6 +111,65 @@ pub trait Storage: fmt::Debug + Send + Sync {
 
     /// Drops the tables and everything in them.
     async fn drop_tables(&self) -> StorageResult<()>;
+
+    /// Whether this storage keeps durable runs (the methods below). The default is no:
+    /// they fail with [`StorageError::Unsupported`].
+    fn supports_durable(&self) -> bool {
+        false
+    }
+
+    /// Applies `write` in one transaction: the fence is checked first (a run that does not
+    /// match fails with [`StorageError::Fenced`] and nothing changes), then the run's row is
+    /// replaced, its journal entries are replaced by key, its events appended (a sequence
+    /// number already stored fails the whole write as a conflict) and the session write
+    /// committed as [`commit`](Storage::commit) does. Returns the session as stored after
+    /// the session write, if there was one.
+    async fn write_durable(&self, write: DurableWrite) -> StorageResult<Option<Session>> {
+        let _ = write;
+        Err(StorageError::Unsupported {
+            operation: "durable runs",
+        })
+    }
+
+    /// The durable run `run_id` with its journal and its last event's sequence number.
+    async fn load_durable(&self, run_id: &str) -> StorageResult<Option<DurableState>> {
+        let _ = run_id;
+        Err(StorageError::Unsupported {
+            operation: "durable runs",
+        })
+    }
+
+    /// Durable runs matching `query`, the oldest first (then by run id).
+    async fn durable_runs(&self, query: &DurableQuery) -> StorageResult<Vec<DurableRun>> {
+        let _ = query;
+        Err(StorageError::Unsupported {
+            operation: "durable runs",
+        })
+    }
+
+    /// The events of run `run_id` with a sequence number above `after`, in order, at most
+    /// `limit`.
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredEvent>> {
+        let _ = (run_id, after, limit);
+        Err(StorageError::Unsupported {
+            operation: "durable runs",
+        })
+    }
+
+    /// Deletes the durable runs that ended before `ended_before` (Unix milliseconds), with
+    /// their journals and events; returns how many runs it deleted. Runs that have not
+    /// ended are kept.
+    async fn prune_durable(&self, ended_before: i64) -> StorageResult<u64> {
+        let _ = ended_before;
+        Err(StorageError::Unsupported {
+            operation: "durable runs",
+        })
+    }
 }
 
 #[async_trait]
@@ -144,6 +204,29 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     async fn drop_tables(&self) -> StorageResult<()> {
         (**self).drop_tables().await
+    }
+    fn supports_durable(&self) -> bool {
+        (**self).supports_durable()
+    }
+    async fn write_durable(&self, write: DurableWrite) -> StorageResult<Option<Session>> {
+        (**self).write_durable(write).await
+    }
+    async fn load_durable(&self, run_id: &str) -> StorageResult<Option<DurableState>> {
+        (**self).load_durable(run_id).await
+    }
+    async fn durable_runs(&self, query: &DurableQuery) -> StorageResult<Vec<DurableRun>> {
+        (**self).durable_runs(query).await
+    }
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredEvent>> {
+        (**self).read_events(run_id, after, limit).await
+    }
+    async fn prune_durable(&self, ended_before: i64) -> StorageResult<u64> {
+        (**self).prune_durable(ended_before).await
     }
 }
 

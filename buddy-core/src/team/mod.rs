@@ -342,10 +342,15 @@ impl Team {
 
     /// Runs the team on `input` and returns its answer; `member_responses` holds every
     /// member's response, in the order they finished.
-    pub async fn run(&self, input: impl Into<Message>) -> crate::Result<RunResponse> {
+    ///
+    /// In a durable run the run's journal key is allocated here, when the future is made.
+    pub fn run(
+        &self,
+        input: impl Into<Message>,
+    ) -> impl Future<Output = crate::Result<RunResponse>> + Send + '_ {
         let format = self.config.response_format.clone();
-        self.execute(input.into(), format, 0, &EventSink::disabled())
-            .await
+        let slot = self.journal_slot();
+        self.execute(input.into(), format, 0, &DISABLED, slot)
     }
 
     /// Runs the team on `input`, streaming the team's events and its members' events (a
@@ -357,21 +362,29 @@ impl Team {
         let team = self.clone();
         let input = input.into();
         let format = self.config.response_format.clone();
-        RunStream::start(move |sink| async move { team.execute(input, format, 0, &sink).await })
+        let slot = self.journal_slot();
+        RunStream::start(
+            move |sink| async move { team.execute(input, format, 0, &sink, slot).await },
+        )
     }
 
     /// Runs the team asking for a final answer that fits `T`, and decodes it.
-    pub async fn run_typed<T>(&self, input: impl Into<Message>) -> crate::Result<T>
+    pub fn run_typed<T>(
+        &self,
+        input: impl Into<Message>,
+    ) -> impl Future<Output = crate::Result<T>> + Send + '_
     where
         T: DeserializeOwned + schemars::JsonSchema,
     {
         let format = ResponseFormat::json_schema_for::<T>();
-        let response = self
-            .execute(input.into(), Some(format), 0, &EventSink::disabled())
-            .await?;
-        crate::agent::decode_output::<T>(&response)
+        let slot = self.journal_slot();
+        let response = self.execute(input.into(), Some(format), 0, &DISABLED, slot);
+        async move { crate::agent::decode_output::<T>(&response.await?) }
     }
 }
+
+/// The sink of runs nobody streams, for futures that borrow one for their whole life.
+static DISABLED: std::sync::LazyLock<EventSink> = std::sync::LazyLock::new(EventSink::disabled);
 
 impl Member for Team {
     /// Runs in the parent's session, for its user, in debug mode when it is, and stores its

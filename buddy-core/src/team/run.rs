@@ -11,7 +11,11 @@ use tracing::Instrument;
 
 use super::prompt::{self, FORWARD_TOOL, TRANSFER_TOOL};
 use super::{Team, TeamMember, TeamMode};
-use crate::engine::{EventSink, RunScope, RunSpec, catch_panic, error_chain, merge_code_state};
+use crate::durable::{Slot, hash_value, within};
+use crate::engine::{
+    EventSink, Journaled, RunScope, RunSpec, catch_panic, error_chain, merge_code_state,
+    replay_member_events,
+};
 use crate::error::{Error, Result};
 use crate::member::{Member, MemberContext};
 use crate::model::call::call_model;
@@ -32,18 +36,28 @@ struct Turns<'a> {
 }
 
 impl Team {
+    /// The journal slot of a run of this team made now, in a durable run.
+    pub(crate) fn journal_slot(&self) -> Option<Slot> {
+        let name = self
+            .attached
+            .journal_name(self.config.name.as_deref(), "team");
+        crate::durable::allocate(crate::durable::EntryKind::Team, &name)
+    }
+
     /// One run of the team on `input` at delegation depth `depth`, its events and its
-    /// members' sent into `sink`. Boxed: teams nest.
+    /// members' sent into `sink`; in a durable run, the journal entry `slot`. Boxed: teams
+    /// nest.
     pub(crate) fn execute<'a>(
         &'a self,
         input: Message,
         format: Option<ResponseFormat>,
         depth: usize,
         sink: &'a EventSink,
+        slot: Option<Slot>,
     ) -> BoxFuture<'a, Result<RunResponse>> {
         Box::pin(async move {
             let config = &*self.config;
-            let spec = RunSpec::member_run(
+            let mut spec = RunSpec::member_run(
                 SessionKind::Team,
                 (self.id(), config.name.as_ref()),
                 self.current_session_id(),
@@ -51,15 +65,33 @@ impl Team {
                 config.storage.clone(),
                 &input,
             );
+            let mut busy = None;
+            if let Some(slot) = slot {
+                let input_hash = hash_value(&(&input, &format, depth));
+                if let Some(entry) = slot.replay(&input_hash)? {
+                    let response: RunResponse =
+                        crate::durable::decode(&slot.key, entry.output.unwrap_or_default())?;
+                    replay_member_events(&spec, sink, &response);
+                    return Ok(response);
+                }
+                busy = Some(slot.journal().busy());
+                spec.journaled = Journaled::Member { slot, input_hash };
+            }
             let mut scope = RunScope::start(spec, sink);
             scope.set_write(self.session_write());
             let span = scope.span().clone();
             let mut response = RunResponse::new();
             response.model = Some(config.leader.id().to_owned());
-            let outcome = catch_panic(self.lead(&mut scope, &input, format, depth, &mut response))
-                .instrument(span.clone())
-                .await;
-            scope.conclude(outcome, response).instrument(span).await
+            let entries = scope.entries().cloned();
+            let outcome = catch_panic(within(
+                entries,
+                self.lead(&mut scope, &input, format, depth, &mut response),
+            ))
+            .instrument(span.clone())
+            .await;
+            let result = scope.conclude(outcome, response).instrument(span).await;
+            drop(busy);
+            result
         })
     }
 
@@ -215,6 +247,7 @@ impl Turns<'_> {
             })
             .await;
             self.messages = messages;
+            let outcomes = outcomes?;
             let mut routed = None;
             for outcome in outcomes {
                 if let Some(member_response) = outcome.response {
@@ -317,18 +350,23 @@ impl Turns<'_> {
     }
 }
 
-/// Runs a member on `task`, its events joining the team's stream.
-async fn run_member(
-    member: &TeamMember,
+/// Runs a member on `task`, its events joining the team's stream; its journal key (in a
+/// durable run) is allocated now, when the future is made.
+fn run_member<'a>(
+    member: &'a TeamMember,
     task: Message,
     depth: usize,
-    sink: &EventSink,
-) -> Result<RunResponse> {
+    sink: &'a EventSink,
+) -> BoxFuture<'a, Result<RunResponse>> {
     match member {
-        TeamMember::Agent(agent) => agent.execute(task, None, sink).await,
+        TeamMember::Agent(agent) => {
+            let slot = agent.journal_slot();
+            Box::pin(agent.execute(task, None, sink, slot))
+        }
         TeamMember::Team(team) => {
             let format = team.config.response_format.clone();
-            team.execute(task, format, depth + 1, sink).await
+            let slot = team.journal_slot();
+            team.execute(task, format, depth + 1, sink, slot)
         }
     }
 }

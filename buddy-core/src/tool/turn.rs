@@ -3,15 +3,21 @@
 
 use std::time::Instant;
 
+use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::durable::{EntryKind, JournalEntry, Slot, hash_value, within};
 use crate::engine::RunScope;
+use crate::error::Result;
 use crate::run::{Message, RunEventKind, RunResponse, ToolCall, ToolExecution};
 
 /// What one call produced: the execution, and the response of a member it ran (teams).
+#[derive(Serialize, Deserialize)]
 pub(crate) struct CallOutcome {
     pub execution: ToolExecution,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<RunResponse>,
 }
 
@@ -47,20 +53,63 @@ pub(crate) fn started_execution(call: &ToolCall) -> ToolExecution {
 /// Runs the calls of one turn concurrently with `run`: `tool_call_started` for each first,
 /// then `tool_call_completed` for each in the order of the calls; every execution is added to
 /// `response.tools` and answered in `messages` as a tool result (`Error: ...` for a failure).
+///
+/// In a durable run every call is a journal entry (its key allocated in the order of the
+/// calls): a call the journal holds is not run again, and what a call runs inside it (a
+/// team's member) is journaled under its key.
 pub(crate) async fn run_calls<'a>(
     scope: &RunScope,
     calls: &'a [ToolCall],
     messages: &mut Vec<Message>,
     response: &mut RunResponse,
-    run: impl FnMut(&'a ToolCall) -> BoxFuture<'a, CallOutcome>,
-) -> Vec<CallOutcome> {
+    mut run: impl FnMut(&'a ToolCall) -> BoxFuture<'a, CallOutcome>,
+) -> Result<Vec<CallOutcome>> {
+    let mut planned = Vec::with_capacity(calls.len());
     for call in calls {
-        scope.emit(RunEventKind::ToolCallStarted {
+        let slot = scope.allocate(EntryKind::Tool, &format!("tool:{}", call.name));
+        let input_hash = hash_value(&(&call.name, &call.arguments));
+        let recorded = match &slot {
+            Some(slot) => slot.replay(&input_hash)?,
+            None => None,
+        };
+        let started = RunEventKind::ToolCallStarted {
             tool: started_execution(call),
-        });
+        };
+        match recorded {
+            Some(_) => scope.emit_replayed(started),
+            None => scope.emit(started),
+        }
+        planned.push((call, slot, input_hash, recorded));
     }
-    let outcomes = join_all(calls.iter().map(run)).await;
-    for outcome in &outcomes {
+    let futures =
+        planned.into_iter().map(
+            |(call, slot, input_hash, recorded)| match (slot, recorded) {
+                (Some(slot), Some(entry)) => {
+                    async move { replayed(&slot, entry).map(|o| (o, true)) }.boxed()
+                }
+                (Some(slot), None) => {
+                    let future = run(call);
+                    async move {
+                        let busy = slot.journal().busy();
+                        crate::fault::point("before_tool_call", &slot.key);
+                        let outcome = within(Some(slot.child()), future).await;
+                        record(&slot, input_hash, &outcome).await?;
+                        drop(busy);
+                        crate::fault::point("after_tool_call", &slot.key);
+                        Ok((outcome, false))
+                    }
+                    .boxed()
+                }
+                (None, _) => {
+                    let future = run(call);
+                    async move { Ok((future.await, false)) }.boxed()
+                }
+            },
+        );
+    let results: Vec<Result<(CallOutcome, bool)>> = join_all(futures).await;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for result in results {
+        let (outcome, was_replayed) = result?;
         let execution = &outcome.execution;
         let text = match (&execution.result, &execution.error) {
             (Some(result), _) => result.clone(),
@@ -73,9 +122,31 @@ pub(crate) async fn run_calls<'a>(
             text,
         ));
         response.tools.push(execution.clone());
-        scope.emit(RunEventKind::ToolCallCompleted {
+        let completed = RunEventKind::ToolCallCompleted {
             tool: execution.clone(),
-        });
+        };
+        if was_replayed {
+            scope.emit_replayed(completed);
+        } else {
+            scope.emit(completed);
+        }
+        outcomes.push(outcome);
     }
-    outcomes
+    Ok(outcomes)
+}
+
+/// A call the journal holds.
+fn replayed(slot: &Slot, entry: JournalEntry) -> Result<CallOutcome> {
+    crate::durable::decode(&slot.key, entry.output.unwrap_or_default())
+}
+
+/// Journals a call's outcome before the model sees it.
+async fn record(slot: &Slot, input_hash: String, outcome: &CallOutcome) -> Result<()> {
+    let output = serde_json::to_value(outcome).map_err(|source| {
+        crate::Error::Durable(crate::durable::DurableError::Encode {
+            key: slot.key.clone(),
+            source,
+        })
+    })?;
+    slot.record(input_hash, Ok(output), None).await.map(drop)
 }

@@ -116,6 +116,25 @@ pub trait Workflow: Send + 'static {
         self.__buddy_core().last_response()
     }
 
+    /// A durable step of this workflow's body: see [`crate::durable::step`].
+    fn step<'a, T, E, F>(&self, name: &str, future: F) -> crate::durable::Step<'a, T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'a,
+        T: Serialize + DeserializeOwned + Send + 'a,
+        E: Into<Error> + 'a,
+    {
+        crate::durable::step(name, future)
+    }
+
+    /// A durable wait for input in this workflow's body: see
+    /// [`crate::durable::wait_for`].
+    fn wait_for<T>(&self, key: &str, prompt: impl Serialize) -> crate::durable::Wait<T>
+    where
+        T: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+    {
+        crate::durable::wait_for(key, prompt)
+    }
+
     /// Loads the current session from storage, creating it if it does not exist; returns
     /// the session id. Without storage, only sets the ids.
     fn load_session(&mut self) -> impl Future<Output = Result<String>> + Send {
@@ -198,6 +217,14 @@ pub trait RunWorkflow: Workflow + Sized {
     #[doc(hidden)]
     fn __buddy_call(&mut self, input: Self::Input) -> BoxFuture<'_, Body<'_>>;
 
+    /// Whether runs are durable (`#[workflow(durable)]`): journaled, resumable, able to
+    /// pause (see [`crate::durable`]).
+    const DURABLE: bool = false;
+
+    /// The workflow's version (`#[workflow(version = N)]`, default 1): a durable run
+    /// journaled by another version is not resumed unless the caller allows it.
+    const VERSION: u32 = 1;
+
     /// The JSON Schema of the input.
     fn input_schema() -> schemars::Schema {
         schemars::schema_for!(Self::Input)
@@ -235,6 +262,136 @@ pub trait RunWorkflow: Workflow + Sized {
     fn into_run_stream(self, input: Self::Input) -> RunStream<'static> {
         run_to_stream_owned(self, input)
     }
+
+    /// Resumes durable run `run_id` (a run whose process died, a dropped run, or a paused
+    /// run whose waits have their values): the body runs again from the top, and what the
+    /// journal holds is returned from it without calling a model, a tool or a step again.
+    ///
+    /// The run's session, user and input come from the stored run. A run that has ended
+    /// fails with [`DurableError::NotResumable`](crate::durable::DurableError), one
+    /// journaled by another `#[workflow(version = ..)]` with `VersionMismatch` (see
+    /// [`resume_with_options`](RunWorkflow::resume_with_options)), a paused run still
+    /// waiting with `Paused` (without running anything).
+    fn resume<'a>(&'a mut self, run_id: &'a str) -> BoxFuture<'a, Result<RunResponse>> {
+        Box::pin(async move {
+            let options = crate::durable::ResumeOptions::default();
+            run::resume_run(
+                self,
+                run_id,
+                &options,
+                &crate::engine::EventSink::disabled(),
+            )
+            .await
+        })
+    }
+
+    /// [`resume`](RunWorkflow::resume) with options (for example, allowing a run of
+    /// another version of the workflow).
+    fn resume_with_options<'a>(
+        &'a mut self,
+        run_id: &'a str,
+        options: crate::durable::ResumeOptions,
+    ) -> BoxFuture<'a, Result<RunResponse>> {
+        Box::pin(async move {
+            run::resume_run(
+                self,
+                run_id,
+                &options,
+                &crate::engine::EventSink::disabled(),
+            )
+            .await
+        })
+    }
+
+    /// [`resume`](RunWorkflow::resume) as a stream of events: the resumed run's events,
+    /// those repeated from the journal marked [`replayed`](crate::RunEvent::replayed).
+    fn resume_stream(&mut self, run_id: &str) -> RunStream<'_> {
+        run::resume_stream(
+            self,
+            run_id.to_owned(),
+            crate::durable::ResumeOptions::default(),
+        )
+    }
+
+    /// Gives wait `key` of paused run `run_id` its value (checked against the wait's JSON
+    /// Schema first; see [`crate::durable::answer`]) and, when the run waits for nothing
+    /// else, resumes it. When other waits are still pending it returns
+    /// [`DurableError::Paused`](crate::durable::DurableError) naming them, without running
+    /// the body.
+    fn resume_with<'a>(
+        &'a mut self,
+        run_id: &'a str,
+        key: &'a str,
+        value: Value,
+    ) -> BoxFuture<'a, Result<RunResponse>> {
+        Box::pin(async move {
+            let storage = self.__buddy_core().storage().cloned().ok_or_else(|| {
+                Error::Durable(crate::durable::DurableError::NotDurable {
+                    what: "`resume_with`",
+                    hint: "give the workflow the storage its durable runs are in",
+                })
+            })?;
+            crate::durable::answer(&*storage, run_id, key, value).await?;
+            self.resume(run_id).await
+        })
+    }
+}
+
+/// What [`resume_unfinished`] did with one run.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Resumed {
+    /// The run.
+    pub run_id: String,
+    /// How its resume ended (a run that paused again ends with
+    /// [`DurableError::Paused`](crate::durable::DurableError)).
+    pub result: Result<RunResponse>,
+}
+
+/// Finds every unfinished durable run of workflow `W` in the storage of the instances
+/// `factory` makes, and resumes each on a fresh instance, one after the other: the runs
+/// still `running` (their process died, or they were dropped) and the paused runs that can
+/// go on (every wait has its value, or a wait's deadline passed). Paused runs still waiting
+/// are left alone.
+///
+/// Call it when a service starts, with the factory it makes workflows with.
+pub async fn resume_unfinished<W, F>(mut factory: F) -> Result<Vec<Resumed>>
+where
+    W: RunWorkflow,
+    F: FnMut() -> W,
+{
+    let template = factory();
+    let Some(storage) = template.__buddy_core().storage().cloned() else {
+        return Err(Error::Durable(crate::durable::DurableError::NotDurable {
+            what: "`resume_unfinished`",
+            hint: "the factory's workflows need the storage their durable runs are in",
+        }));
+    };
+    let query = crate::durable::DurableQuery::all()
+        .workflow(W::TYPE_NAME)
+        .status(crate::run::RunStatus::Running)
+        .status(crate::run::RunStatus::Paused);
+    let runs = storage.durable_runs(&query).await?;
+    let mut resumed = Vec::new();
+    let mut next = Some(template);
+    for run in runs {
+        if run.status == crate::run::RunStatus::Paused {
+            let ready = match storage.load_durable(&run.run_id).await? {
+                Some(state) => crate::durable::ready(&state),
+                None => false,
+            };
+            if !ready {
+                continue;
+            }
+        }
+        let mut workflow = next.take().unwrap_or_else(&mut factory);
+        let result = workflow.resume(&run.run_id).await;
+        resumed.push(Resumed {
+            run_id: run.run_id,
+            result,
+        });
+    }
+    Ok(resumed)
 }
 
 fn decode_input<W: RunWorkflow>(input: Value) -> Result<W::Input> {

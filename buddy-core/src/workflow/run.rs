@@ -8,9 +8,12 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::RunWorkflow;
-use crate::engine::{EventSink, Failed, RunScope, RunSpec, RunStream, catch_panic};
+use crate::durable::{
+    DurableError, DurableRun, Fence, Journal, ResumeFrom, ResumeOptions, prepare_resume,
+};
+use crate::engine::{EventSink, Failed, Journaled, RunScope, RunSpec, RunStream, catch_panic};
 use crate::error::{Error, Result};
-use crate::run::{RunEvent, RunResponse};
+use crate::run::{RunEvent, RunResponse, RunStatus, now_millis};
 use crate::session::{SessionKind, StatePatch};
 
 /// What the user's `run` body produced: a response, or a stream of events.
@@ -77,7 +80,7 @@ pub async fn run_to_response<W: RunWorkflow>(
     workflow: &mut W,
     input: W::Input,
 ) -> Result<RunResponse> {
-    run_workflow(workflow, input, &EventSink::disabled()).await
+    run_workflow(workflow, input, &EventSink::disabled(), None).await
 }
 
 /// Runs `workflow` as a stream of events: the wrapper around a streaming `run`.
@@ -87,7 +90,7 @@ pub async fn run_to_response<W: RunWorkflow>(
 /// into the response), and ends, after the run is persisted, with one `run_completed`
 /// carrying the workflow's response, or with the error.
 pub fn run_to_stream<W: RunWorkflow>(workflow: &mut W, input: W::Input) -> RunStream<'_> {
-    RunStream::start(move |sink| async move { run_workflow(workflow, input, &sink).await })
+    RunStream::start(move |sink| async move { run_workflow(workflow, input, &sink, None).await })
 }
 
 /// Like [`run_to_stream`], but the stream owns the workflow, so it is `'static`: a server
@@ -96,23 +99,94 @@ pub fn run_to_stream<W: RunWorkflow>(workflow: &mut W, input: W::Input) -> RunSt
 pub fn run_to_stream_owned<W: RunWorkflow>(workflow: W, input: W::Input) -> RunStream<'static> {
     RunStream::start(move |sink| async move {
         let mut workflow = workflow;
-        run_workflow(&mut workflow, input, &sink).await
+        run_workflow(&mut workflow, input, &sink, None).await
     })
 }
 
-/// One run of `workflow`: session read, members attached, body, record and commit.
+/// Resumes durable run `run_id` of `W` (see [`RunWorkflow::resume`]), its events sent into
+/// `sink`.
+pub(crate) async fn resume_run<W: RunWorkflow>(
+    workflow: &mut W,
+    run_id: &str,
+    options: &ResumeOptions,
+    sink: &EventSink,
+) -> Result<RunResponse> {
+    if !W::DURABLE {
+        return Err(Error::Durable(DurableError::NotDurable {
+            what: "`resume`",
+            hint: "add `durable` to the workflow's `impl` attribute: `#[workflow(durable)]`",
+        }));
+    }
+    let storage = durable_storage(workflow, "`resume`")?;
+    let from = prepare_resume(&*storage, run_id, W::TYPE_NAME, W::VERSION, options).await?;
+    let run = &from.state.run;
+    if run.status == RunStatus::Paused && !crate::durable::ready(&from.state) {
+        // Still waiting: running the body would only pause it again.
+        let waits = crate::durable::waiting_keys(&from.state);
+        return Err(Error::Durable(DurableError::Paused {
+            run_id: run_id.to_owned(),
+            waits,
+        }));
+    }
+    let input: W::Input = super::decode_object(W::TYPE_NAME, run.input.clone())?;
+    run_workflow(workflow, input, sink, Some(from)).await
+}
+
+/// Resumes run `run_id` as a stream (see [`resume_run`]).
+pub(crate) fn resume_stream<'a, W: RunWorkflow>(
+    workflow: &'a mut W,
+    run_id: String,
+    options: ResumeOptions,
+) -> RunStream<'a> {
+    RunStream::start(
+        move |sink| async move { resume_run(workflow, &run_id, &options, &sink).await },
+    )
+}
+
+/// The storage a durable workflow journals into.
+fn durable_storage<W: RunWorkflow>(
+    workflow: &W,
+    what: &'static str,
+) -> Result<std::sync::Arc<dyn crate::storage::Storage>> {
+    let storage = workflow.__buddy_core().storage().cloned();
+    match storage {
+        Some(storage) if storage.supports_durable() => Ok(storage),
+        _ => Err(Error::Durable(DurableError::NotDurable {
+            what,
+            hint: "give the workflow a storage that keeps durable runs (SqliteStorage, PostgresStorage, MemoryStorage)",
+        })),
+    }
+}
+
+/// One run of `workflow`: session read, members attached, body, record and commit; for a
+/// durable workflow, journaled (a new run, or the resume of `resume`).
 async fn run_workflow<W: RunWorkflow>(
     workflow: &mut W,
     input: W::Input,
     sink: &EventSink,
+    resume: Option<ResumeFrom>,
 ) -> Result<RunResponse> {
     let input_value = encode_input(W::TYPE_NAME, &input)?;
+    let durable_store = match W::DURABLE {
+        true => Some(durable_storage(workflow, "a durable workflow")?),
+        false => None,
+    };
     let core = workflow.__buddy_core_mut();
+    if let Some(from) = &resume {
+        let run = &from.state.run;
+        if core.session_id() != Some(run.session_id.as_str()) {
+            core.use_session(run.session_id.clone());
+        }
+        core.set_user_id(run.user_id.clone());
+        if let Some(id) = &run.workflow_id {
+            core.adopt_workflow_id(id);
+        }
+    }
     // The session is read before a workflow id is made up, so that a continuing session
     // adopts its stored workflow id.
     let session_id = core.ensure_session_id();
     core.read_session().await?;
-    let spec = RunSpec {
+    let mut spec = RunSpec {
         kind: SessionKind::Workflow,
         component_id: core.ensure_workflow_id(),
         name: Some(W::TYPE_NAME.to_owned()),
@@ -122,17 +196,49 @@ async fn run_workflow<W: RunWorkflow>(
         storage: core.storage().cloned(),
         input: input_value,
         debug: core.debug_mode(),
+        run_id: None,
+        journaled: Journaled::No,
     };
+    let mut fence = None;
+    if let Some(storage) = durable_store {
+        let (journal, resumed) = new_journal::<W>(storage, &spec, resume);
+        spec.run_id = Some(journal.run_id().to_owned());
+        fence = resumed;
+        spec.journaled = Journaled::Root(journal);
+    }
     let mut scope = RunScope::start(spec, sink);
+    if let Some(journal) = scope.journal().cloned() {
+        // The run is stored `running` (with `run_started`) before any of its work.
+        journal.start(fence).await?;
+        crate::fault::point("after_run_start", journal.run_id());
+    }
     scope.set_write(core.session_write_without_state(None));
     let before = core.state_snapshot();
     let context = core.member_context();
     workflow.__buddy_attach_members(&context);
 
     let span = scope.span().clone();
-    let outcome = catch_panic(body(workflow, input, &mut scope))
-        .instrument(span.clone())
-        .await;
+    let outcome = match scope.journal().cloned() {
+        None => {
+            catch_panic(body(workflow, input, &mut scope))
+                .instrument(span.clone())
+                .await
+        }
+        Some(journal) => {
+            let root = Some(journal.root());
+            let body = until_paused(&journal, catch_panic(body(workflow, input, &mut scope)));
+            match crate::durable::within(root, body)
+                .instrument(span.clone())
+                .await
+            {
+                Some(outcome) => outcome,
+                None => {
+                    workflow.__buddy_core_mut().restore_state(before);
+                    return Err(scope.pause().instrument(span).await);
+                }
+            }
+        }
+    };
     let core = workflow.__buddy_core_mut();
     // A run is all or nothing for state: a failed run's changes are not written, and the
     // instance goes back to the state it had.
@@ -151,9 +257,68 @@ async fn run_workflow<W: RunWorkflow>(
             (Err(Failed::from(error)), StatePatch::default())
         }
     };
+    let durable = scope.journal().map(|journal| journal.run_id().to_owned());
     let finished = scope.finish(outcome, patch).instrument(span).await;
+    if let Some(run_id) = durable {
+        crate::fault::point("after_run_end", &run_id);
+    }
     core.finish_run(finished.record, finished.stored);
     finished.result
+}
+
+/// The journal of a durable run: a new run, or the next attempt of `resume`'s (with the
+/// fence its first write takes it over with).
+fn new_journal<W: RunWorkflow>(
+    storage: std::sync::Arc<dyn crate::storage::Storage>,
+    spec: &RunSpec,
+    resume: Option<ResumeFrom>,
+) -> (std::sync::Arc<Journal>, Option<Fence>) {
+    let now = now_millis();
+    match resume {
+        None => {
+            let run = DurableRun {
+                run_id: uuid::Uuid::new_v4().to_string(),
+                workflow: W::TYPE_NAME.to_owned(),
+                version: W::VERSION,
+                workflow_id: Some(spec.component_id.clone()),
+                session_id: spec.session_id.clone(),
+                user_id: spec.user_id.clone(),
+                status: RunStatus::Running,
+                input: spec.input.clone(),
+                attempt: 1,
+                response: None,
+                error: None,
+                created_at: now,
+                updated_at: now,
+                ended_at: None,
+            };
+            (Journal::new(storage, run, None), None)
+        }
+        Some(from) => {
+            let mut run = from.state.run.clone();
+            let fence = Fence {
+                attempt: run.attempt,
+                status: None,
+            };
+            run.attempt += 1;
+            run.status = RunStatus::Running;
+            run.version = W::VERSION;
+            run.updated_at = now;
+            (Journal::new(storage, run, Some(from.state)), Some(fence))
+        }
+    }
+}
+
+/// Drives a durable run's body until it ends (`Some`) or pauses (`None`): it pauses when
+/// the body waits for input and no journaled work is running.
+async fn until_paused<T>(journal: &Journal, body: impl Future<Output = T>) -> Option<T> {
+    let mut body = std::pin::pin!(body);
+    std::future::poll_fn(|cx| match body.as_mut().poll(cx) {
+        std::task::Poll::Ready(outcome) => std::task::Poll::Ready(Some(outcome)),
+        std::task::Poll::Pending if journal.should_pause() => std::task::Poll::Ready(None),
+        std::task::Poll::Pending => std::task::Poll::Pending,
+    })
+    .await
 }
 
 /// Runs the body; a streamed body's events are passed on as they come.

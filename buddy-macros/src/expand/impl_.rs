@@ -237,6 +237,13 @@ fn run_workflow_impl(workflow: &WorkflowImpl) -> TokenStream {
         ),
     };
     let unused_input = names.is_empty().then(|| quote!(let _ = input;));
+    let durable = workflow
+        .durable
+        .then(|| quote!(const DURABLE: #private::bool = true;));
+    let version = workflow
+        .version
+        .as_ref()
+        .map(|version| quote!(const VERSION: #private::u32 = #version;));
     // Spanned on the type, so that when the struct lacks `#[workflow]` every "not a
     // workflow" error lands on the same token and the compiler reports it once.
     let span = ident.span();
@@ -246,6 +253,8 @@ fn run_workflow_impl(workflow: &WorkflowImpl) -> TokenStream {
             type Input = #input;
             const STREAMING: #private::bool = #streaming;
             const PARAMETERS: &'static [#private::Parameter] = &[#(#parameters),*];
+            #durable
+            #version
 
             fn __buddy_call(
                 &mut self,
