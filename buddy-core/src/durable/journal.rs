@@ -24,6 +24,8 @@ const DELTA_WINDOW: Duration = Duration::from_millis(100);
 pub(crate) struct Journal {
     storage: Arc<dyn Storage>,
     run_id: String,
+    session_id: String,
+    workflow_id: Option<String>,
     attempt: u32,
     state: Mutex<State>,
     /// Held while a write is in flight, so that the run's writes reach the storage in the
@@ -124,11 +126,15 @@ impl Journal {
             }
         }
         let run_id = run.run_id.clone();
+        let session_id = run.session_id.clone();
+        let workflow_id = run.workflow_id.clone();
         let attempt = run.attempt;
         state.run = run;
         Arc::new(Journal {
             storage,
             run_id,
+            session_id,
+            workflow_id,
             attempt,
             state: Mutex::new(state),
             writer: tokio::sync::Mutex::new(()),
@@ -146,6 +152,11 @@ impl Journal {
     /// The run's id.
     pub(crate) fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    /// The run's id, session id and workflow id: what its events are stamped with.
+    pub(crate) fn ids(&self) -> (&str, &str, Option<&str>) {
+        (&self.run_id, &self.session_id, self.workflow_id.as_deref())
     }
 
     /// The storage the journal is written to.

@@ -114,21 +114,25 @@ pub struct Answered {
 }
 
 /// The wait `key` names: its full key, or its name alone (`approve` for `approve#1`) when
-/// one pending wait has that name.
+/// one pending wait has that name (or, with none pending, one wait at all).
 fn find<'a>(entries: &'a [JournalEntry], key: &str) -> Option<&'a JournalEntry> {
     let waits = || entries.iter().filter(|entry| entry.kind == EntryKind::Wait);
     if let Some(exact) = waits().find(|entry| entry.key == key) {
         return Some(exact);
     }
     let named: Vec<&JournalEntry> = waits()
-        .filter(|entry| entry.status == EntryStatus::Pending)
         .filter(|entry| {
             let last = entry.key.rsplit('/').next().unwrap_or(&entry.key);
             last.rsplit_once('#').map(|(name, _)| name) == Some(key)
         })
         .collect();
-    match named.as_slice() {
-        [one] => Some(one),
+    let pending: Vec<&JournalEntry> = named
+        .iter()
+        .copied()
+        .filter(|entry| entry.status == EntryStatus::Pending)
+        .collect();
+    match (pending.as_slice(), named.as_slice()) {
+        ([one], _) | ([], [one]) => Some(one),
         _ => None,
     }
 }

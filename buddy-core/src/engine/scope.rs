@@ -169,7 +169,19 @@ impl RunScope {
         }
         let workflow_id =
             (spec.kind == SessionKind::Workflow).then_some(spec.component_id.as_str());
-        let (sink, top_level) = sink.for_run(&run_id, &spec.session_id, workflow_id);
+        let within = match &spec.journaled {
+            Journaled::Member { slot, .. } => {
+                let journal = slot.journal();
+                let (run, session, workflow) = journal.ids();
+                Some(sink.within_durable((run, session, workflow)))
+            }
+            _ => None,
+        };
+        let (sink, top_level) =
+            within
+                .as_ref()
+                .unwrap_or(sink)
+                .for_run(&run_id, &spec.session_id, workflow_id);
         let span = run_span(&spec, &run_id);
         let scope = RunScope {
             kind: spec.kind,

@@ -73,6 +73,25 @@ impl EventSink {
         (sink, top_level)
     }
 
+    /// This sink for a member run inside the durable run `run_id`: when the sink has no
+    /// top-level run yet (a member called with a sink of its own), the durable run is its
+    /// top, so that its events in the run's log carry the run's ids.
+    pub(crate) fn within_durable(&self, ids: (&str, &str, Option<&str>)) -> Self {
+        if self.stamp.is_some() {
+            return self.clone();
+        }
+        let (run_id, session_id, workflow_id) = ids;
+        EventSink {
+            tx: self.tx.clone(),
+            stamp: Some(Arc::new(Stamp {
+                run_id: run_id.to_owned(),
+                session_id: session_id.to_owned(),
+                workflow_id: workflow_id.map(str::to_owned),
+            })),
+            team_id: self.team_id.clone(),
+        }
+    }
+
     /// This sink for the members of team `team_id`.
     pub(crate) fn within_team(&self, team_id: &str) -> Self {
         EventSink {
