@@ -194,7 +194,9 @@ impl Journal {
                     .is_none_or(|flushed| flushed.elapsed() >= DELTA_WINDOW)
         };
         if due {
+            crate::fault::point("before_event_flush", &self.run_id);
             self.write(DurableWrite::new(self.run_id.clone())).await?;
+            crate::fault::point("after_event_flush", &self.run_id);
         }
         Ok(())
     }
@@ -343,6 +345,7 @@ impl Journal {
         let mut write = DurableWrite::new(self.run_id.clone());
         write.run = Some(run);
         write.session = session;
+        crate::fault::point("before_run_end", &self.run_id);
         self.write(write).await
     }
 
@@ -360,7 +363,9 @@ impl Journal {
         let mut write = DurableWrite::new(self.run_id.clone());
         write.run = Some(run);
         write.entries = waits;
+        crate::fault::point("before_pause", &self.run_id);
         self.write(write).await?;
+        crate::fault::point("after_pause", &self.run_id);
         Ok(keys)
     }
 

@@ -11,14 +11,19 @@
 //!   [`TestServer::base_url`];
 //! - [`FaultyStorage`]: a [`Storage`](crate::storage::Storage) wrapper that counts
 //!   operations and fails or delays them on demand, for tests of what happens when the
-//!   database misbehaves.
+//!   database misbehaves;
+//! - [`CrashTest`]: runs a program in a child process, stops it at a fault point of a
+//!   durable run ([`FAULT_POINTS`]) and kills it with SIGKILL, for tests that a workflow
+//!   resumes after a crash without repeating what it finished.
 
+mod crash;
 mod scripted;
 mod server;
 mod storage;
 
 pub mod openai;
 
+pub use crash::{CrashTest, FAULT_POINTS, Outcome};
 pub use scripted::{FunctionModel, Reply, ScriptedModel};
 pub use server::{Canned, RecordedRequest, TestServer};
 pub use storage::{FaultyStorage, InjectedFault, Operation};

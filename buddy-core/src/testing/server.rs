@@ -226,10 +226,13 @@ impl RecordedRequest {
     }
 }
 
+type Responder = dyn Fn(&RecordedRequest) -> Option<Canned> + Send + Sync;
+
 #[derive(Default)]
 struct Script {
     queue: VecDeque<Canned>,
     fallback: Option<Canned>,
+    responder: Option<Arc<Responder>>,
     requests: Vec<RecordedRequest>,
     record: bool,
 }
@@ -316,6 +319,17 @@ impl TestServer {
         self
     }
 
+    /// Answers each request with `respond` first (the queue and the fallback answer when it
+    /// returns `None`): for requests that arrive in no fixed order, such as those of
+    /// concurrent agents, answered by what they ask.
+    pub fn respond_with(
+        &self,
+        respond: impl Fn(&RecordedRequest) -> Option<Canned> + Send + Sync + 'static,
+    ) -> &Self {
+        lock(&self.script).responder = Some(Arc::new(respond));
+        self
+    }
+
     /// Stops (or resumes) recording requests (benchmarks).
     pub fn record_requests(&self, record: bool) -> &Self {
         lock(&self.script).record = record;
@@ -348,9 +362,9 @@ async fn handle(
 ) -> Response {
     let canned = {
         let mut script = lock(&script);
-        if script.record {
+        let recorded = (script.record || script.responder.is_some()).then(|| {
             let raw_body = String::from_utf8_lossy(&body).into_owned();
-            let recorded = RecordedRequest {
+            RecordedRequest {
                 method: method.to_string(),
                 path: uri.path().to_owned(),
                 headers: headers
@@ -364,10 +378,18 @@ async fn handle(
                     .collect(),
                 body: serde_json::from_str(&raw_body).unwrap_or(Value::Null),
                 raw_body,
-            };
-            script.requests.push(recorded);
+            }
+        });
+        let answered = match (&script.responder, &recorded) {
+            (Some(respond), Some(request)) => respond(request),
+            _ => None,
+        };
+        if script.record
+            && let Some(request) = recorded
+        {
+            script.requests.push(request);
         }
-        script.queue.pop_front().or_else(|| script.fallback.clone())
+        answered.or_else(|| script.queue.pop_front().or_else(|| script.fallback.clone()))
     };
     let canned =
         canned.unwrap_or_else(|| Canned::error(500, "test server has no scripted response"));
