@@ -846,3 +846,112 @@ async fn a_follower_sees_every_event_once_in_order_and_replay_from_any_point_mat
         }
     }
 }
+
+/// An agent whose `delete` tool needs a person's confirmation.
+#[workflow]
+struct Janitor {
+    #[member]
+    janitor: Agent,
+}
+
+#[workflow(durable)]
+impl Janitor {
+    async fn run(&mut self, task: String) -> Result<RunResponse> {
+        Ok(RunResponse::from_text(self.janitor.run(task).await?.text()))
+    }
+}
+
+#[tokio::test]
+async fn a_tool_that_needs_confirmation_waits_and_a_rejection_goes_to_the_model() {
+    for (name, storage, _dir) in stores().await {
+        for (decision, expected_calls, expected_args) in [
+            (json!({"decision": "reject", "reason": "keep it"}), 0, None),
+            (
+                json!({"decision": "approve"}),
+                1,
+                Some(json!({"path": "/tmp/a"})),
+            ),
+            (
+                json!({"decision": "edit", "arguments": {"path": "/tmp/b"}}),
+                1,
+                Some(json!({"path": "/tmp/b"})),
+            ),
+        ] {
+            let model = ScriptedModel::new()
+                .tool_call("delete", json!({"path": "/tmp/a"}))
+                .text("done");
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let janitor = || {
+                let seen = Arc::clone(&seen);
+                let tool = FunctionTool::new(
+                    "delete",
+                    "Deletes a file.",
+                    json!({"type": "object"}),
+                    move |args| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            seen.lock().unwrap().push(args);
+                            Ok(json!("deleted"))
+                        }
+                    },
+                );
+                Janitor::builder()
+                    .storage(Arc::clone(&storage))
+                    .janitor(
+                        Agent::new(model.clone())
+                            .name("janitor")
+                            .tool(tool)
+                            .confirm_tools(["delete"]),
+                    )
+                    .build()
+                    .unwrap()
+            };
+            let paused = janitor().run("clean up".into()).await.unwrap_err();
+            let key = "janitor#1/tool:delete#1/confirm#1";
+            assert_eq!(paused_waits(&paused), vec![key], "{name}");
+            let run_id = match paused.durable_error() {
+                Some(DurableError::Paused { run_id, .. }) => run_id.clone(),
+                _ => unreachable!(),
+            };
+            let waits = durable::pending_waits(&*storage, &run_id).await.unwrap();
+            assert_eq!(waits[0].prompt["tool"], "delete", "{name}");
+            assert!(
+                seen.lock().unwrap().is_empty(),
+                "{name}: nothing ran before the answer"
+            );
+            let bad = durable::answer(&*storage, &run_id, key, json!({"decision": "maybe"}))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    bad.durable_error(),
+                    Some(DurableError::InvalidWaitValue { .. })
+                ),
+                "{name}"
+            );
+            let response = janitor()
+                .resume_with(&run_id, key, decision.clone())
+                .await
+                .unwrap();
+            assert_eq!(response.text(), "done", "{name}");
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), expected_calls, "{name} {decision}");
+            assert_eq!(seen.first().cloned(), expected_args, "{name} {decision}");
+            assert_eq!(
+                model.calls(),
+                2,
+                "{name}: the first model call was not made again"
+            );
+            let tool_result = model.requests()[1]
+                .messages
+                .iter()
+                .find(|message| message.role == buddy::model::Role::Tool)
+                .and_then(|message| message.content.clone())
+                .unwrap();
+            match expected_calls {
+                0 => assert_eq!(tool_result, "Error: the user rejected this call: keep it"),
+                _ => assert_eq!(tool_result, "deleted"),
+            }
+        }
+    }
+}

@@ -77,6 +77,8 @@ pub(crate) struct AgentConfig {
     pub(crate) response_format: Option<ResponseFormat>,
     pub(crate) tool_choice: Option<ToolChoice>,
     pub(crate) max_turns: usize,
+    /// Tools whose calls a person confirms first (besides those that say so themselves).
+    pub(crate) confirm_tools: Vec<String>,
 }
 
 impl fmt::Debug for Agent {
@@ -129,6 +131,7 @@ impl Agent {
                 response_format: None,
                 tool_choice: None,
                 max_turns: DEFAULT_MAX_TURNS,
+                confirm_tools: Vec::new(),
             }),
             attached: Attachment::default(),
         }
@@ -230,6 +233,22 @@ impl Agent {
     /// [`run_typed`](Agent::run_typed) for one run).
     pub fn response_format(mut self, format: ResponseFormat) -> Self {
         self.config_mut().response_format = Some(format);
+        self
+    }
+
+    /// Tools whose every call a person confirms before it runs, by name (as
+    /// `#[tool(requires_confirmation)]` does for one tool). In a durable run the call waits,
+    /// durably, for a [`ToolConfirmation`](crate::tool::ToolConfirmation) — approve, reject
+    /// (the model is told) or edit the arguments; outside one the call is not run and the
+    /// model is told why.
+    pub fn confirm_tools<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config_mut()
+            .confirm_tools
+            .extend(names.into_iter().map(Into::into));
         self
     }
 

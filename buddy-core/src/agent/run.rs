@@ -21,8 +21,8 @@ use crate::model::{Message, ModelRequest, ResponseFormat, Role, ToolCall};
 use crate::run::{Metrics, RunResponse, RunStatus};
 use crate::session::{SessionKind, SessionWrite, StatePatch};
 use crate::storage::{MemoryStorage, Storage};
-use crate::tool::result_text;
 use crate::tool::turn::{CallOutcome, run_calls};
+use crate::tool::{ToolConfirmation, result_text};
 
 impl Agent {
     /// The journal slot of a run of this agent made now, in a durable run.
@@ -60,7 +60,7 @@ impl Agent {
                 replay_member_events(&spec, sink, &response);
                 return Ok(response);
             }
-            busy = Some(slot.journal().busy());
+            busy = Some(slot.busy());
             spec.journaled = Journaled::Member { slot, input_hash };
         }
         let mut scope = RunScope::start(spec, sink);
@@ -261,11 +261,45 @@ impl Agent {
                     names.join(", ")
                 )
             })?;
+        let arguments = if tool.requires_confirmation()
+            || self
+                .config
+                .confirm_tools
+                .iter()
+                .any(|name| *name == call.name)
+        {
+            confirm(call, arguments).await?
+        } else {
+            arguments
+        };
         match AssertUnwindSafe(tool.call(arguments)).catch_unwind().await {
             Ok(Ok(value)) => Ok(result_text(&value)),
             Ok(Err(error)) => Err(error_chain(&error)),
             Err(panic) => Err(format!("tool panicked: {}", panic_message(&*panic))),
         }
+    }
+}
+
+/// Asks for the confirmation of a call (a durable wait in the call's own journal scope): the
+/// arguments to run it with, or the rejection the model reads.
+async fn confirm(call: &ToolCall, arguments: Value) -> Result<Value, String> {
+    let prompt = serde_json::json!({
+        "tool": call.name,
+        "arguments": arguments,
+        "question": format!("Run `{}` with these arguments?", call.name),
+    });
+    let decision = crate::durable::wait_for::<ToolConfirmation>("confirm", prompt).await;
+    match decision {
+        Ok(ToolConfirmation::Approve) => Ok(arguments),
+        Ok(ToolConfirmation::Edit { arguments }) => Ok(arguments),
+        Ok(ToolConfirmation::Reject { reason }) => Err(match reason {
+            Some(reason) => format!("the user rejected this call: {reason}"),
+            None => "the user rejected this call".to_owned(),
+        }),
+        Err(error) => Err(format!(
+            "this call needs a person's confirmation and could not get it: {}",
+            error_chain(&error)
+        )),
     }
 }
 

@@ -57,8 +57,9 @@ struct State {
     /// Events numbered but not written yet.
     events: Vec<StoredEvent>,
     last_flush: Option<Instant>,
-    /// Journaled work running now (not replayed): a run pauses only when none is.
-    in_flight: usize,
+    /// Journaled work running now (not replayed), by key: a run pauses only when all of it
+    /// is blocked on a wait inside it.
+    in_flight: HashMap<String, usize>,
     /// Waits this attempt is blocked on, by key.
     waiting: BTreeMap<String, JournalEntry>,
     /// Whether this attempt resumes an earlier one.
@@ -95,11 +96,17 @@ pub(crate) struct Slot {
 }
 
 /// Counts journaled work in flight while alive.
-pub(crate) struct Busy(Arc<Journal>);
+pub(crate) struct Busy(Arc<Journal>, String);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.lock().in_flight -= 1;
+        let mut state = self.0.lock();
+        if let Some(count) = state.in_flight.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                state.in_flight.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -201,17 +208,26 @@ impl Journal {
         Ok(())
     }
 
-    /// Marks journaled work in flight until the guard drops.
-    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
-        self.lock().in_flight += 1;
-        Busy(Arc::clone(self))
+    /// Marks journaled work at `key` in flight until the guard drops.
+    fn busy(self: &Arc<Self>, key: &str) -> Busy {
+        *self.lock().in_flight.entry(key.to_owned()).or_insert(0) += 1;
+        Busy(Arc::clone(self), key.to_owned())
     }
 
-    /// Whether the run should pause now: it waits for input and nothing else runs. When it
-    /// should, its waits are kept from then on (the body is dropped next).
+    /// Whether the run should pause now: it waits for input, and everything still working
+    /// is blocked on one of those waits (a tool call waiting for its confirmation, the agent
+    /// run around it). When it should, its waits are kept from then on (the body is dropped
+    /// next).
     pub(crate) fn should_pause(&self) -> bool {
         let mut state = self.lock();
-        let pause = !state.waiting.is_empty() && state.in_flight == 0;
+        let blocked = |key: &String| {
+            state.waiting.keys().any(|wait| {
+                wait.len() > key.len()
+                    && wait.starts_with(key.as_str())
+                    && wait.as_bytes()[key.len()] == b'/'
+            })
+        };
+        let pause = !state.waiting.is_empty() && state.in_flight.keys().all(blocked);
         state.pausing |= pause;
         pause
     }
@@ -419,6 +435,11 @@ impl Slot {
     /// The journal.
     pub(crate) fn journal(&self) -> &Arc<Journal> {
         &self.journal
+    }
+
+    /// Marks this slot's work in flight until the guard drops.
+    pub(crate) fn busy(&self) -> Busy {
+        self.journal.busy(&self.key)
     }
 
     /// The nondeterminism error at this slot; the run is poisoned with it too, so that a

@@ -185,7 +185,7 @@ async fn run_step<T: Serialize + DeserializeOwned>(
             None => decode(&slot.key, entry.output.unwrap_or(Value::Null)),
         };
     }
-    let busy = slot.journal().busy();
+    let busy = slot.busy();
     crate::fault::point("before_step", &slot.key);
     let result = within(Some(slot.child()), future).await;
     let outcome = match &result {

@@ -39,7 +39,7 @@ pub(crate) async fn call_model(
         }
         return Ok(response);
     }
-    let busy = slot.journal().busy();
+    let busy = slot.busy();
     crate::fault::point("before_model_call", &slot.key);
     let response = send(model, request, scope, turn, debug).await?;
     let output = serde_json::to_value(&response).map_err(|source| {

@@ -74,7 +74,7 @@ impl Team {
                     replay_member_events(&spec, sink, &response);
                     return Ok(response);
                 }
-                busy = Some(slot.journal().busy());
+                busy = Some(slot.busy());
                 spec.journaled = Journaled::Member { slot, input_hash };
             }
             let mut scope = RunScope::start(spec, sink);

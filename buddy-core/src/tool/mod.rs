@@ -63,6 +63,14 @@ pub trait Tool: Send + Sync {
         None
     }
 
+    /// Whether a person must confirm each call before it runs (`#[tool(requires_confirmation)]`,
+    /// or [`Agent::confirm_tools`](crate::agent::Agent::confirm_tools)). In a durable run the
+    /// call then waits durably for a [`ToolConfirmation`]; outside one it is not run and the
+    /// model is told why.
+    fn requires_confirmation(&self) -> bool {
+        false
+    }
+
     /// Runs the tool with the model's arguments. A string result is sent to the model as is,
     /// any other value as JSON text.
     async fn call(&self, arguments: Value) -> crate::Result<Value>;
@@ -76,6 +84,29 @@ pub trait Tool: Send + Sync {
             strict: self.strict(),
         }
     }
+}
+
+/// A person's answer to a tool call that needs confirmation: the value of its wait, keyed
+/// `<agent>#n/tool:<name>#m/confirm#1` (see [`crate::durable::wait_for`]).
+///
+/// As JSON: `{"decision": "approve"}`, `{"decision": "reject", "reason": "..."}`, or
+/// `{"decision": "edit", "arguments": {...}}`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum ToolConfirmation {
+    /// Run the call as the model made it.
+    Approve,
+    /// Do not run it; the model gets the rejection (with the reason) as the tool's result.
+    Reject {
+        /// Why, for the model.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Run it with these arguments instead.
+    Edit {
+        /// The arguments to run the tool with.
+        arguments: Value,
+    },
 }
 
 impl fmt::Debug for dyn Tool {

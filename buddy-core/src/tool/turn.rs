@@ -90,7 +90,7 @@ pub(crate) async fn run_calls<'a>(
                 (Some(slot), None) => {
                     let future = run(call);
                     async move {
-                        let busy = slot.journal().busy();
+                        let busy = slot.busy();
                         crate::fault::point("before_tool_call", &slot.key);
                         let outcome = within(Some(slot.child()), future).await;
                         record(&slot, input_hash, &outcome).await?;

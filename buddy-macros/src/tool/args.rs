@@ -5,7 +5,7 @@ use syn::{Expr, LitStr, Path};
 use crate::args::{Arg, Once, string_value, unknown};
 use crate::errors::Errors;
 
-const EXPECTED: &[&str] = &["name", "description", "crate"];
+const EXPECTED: &[&str] = &["name", "description", "requires_confirmation", "crate"];
 
 /// What `#[tool(...)]` said.
 #[derive(Default)]
@@ -13,6 +13,8 @@ pub(crate) struct ToolArgs {
     pub(crate) name: Option<LitStr>,
     pub(crate) description: Option<LitStr>,
     pub(crate) krate: Option<Path>,
+    /// `requires_confirmation`: every call waits for a person's confirmation.
+    pub(crate) requires_confirmation: bool,
 }
 
 impl ToolArgs {
@@ -20,6 +22,7 @@ impl ToolArgs {
         let mut name = Once::new("name");
         let mut description = Once::new("description");
         let mut krate = Once::new("crate");
+        let mut confirm = Once::new("requires_confirmation");
         for arg in args {
             let span = arg.key.span();
             match arg.key.to_string().as_str() {
@@ -42,6 +45,13 @@ impl ToolArgs {
                         "`crate` takes a path to the runtime crate: `crate = buddy_core`",
                     )),
                 },
+                "requires_confirmation" => match &arg.value {
+                    None => confirm.set(errors, "#[tool]", span, true),
+                    Some(_) => errors.push(syn::Error::new(
+                        span,
+                        "`requires_confirmation` takes no value: `#[tool(requires_confirmation)]`",
+                    )),
+                },
                 _ => unknown(errors, "#[tool]", &arg.key, EXPECTED),
             }
         }
@@ -49,6 +59,7 @@ impl ToolArgs {
             name: name.get(),
             description: description.get(),
             krate: krate.get(),
+            requires_confirmation: confirm.get().unwrap_or(false),
         }
     }
 }

@@ -30,6 +30,13 @@ pub(crate) fn expand(tool: &ToolFn) -> TokenStream {
     });
     let idents: Vec<_> = tool.params.iter().map(|param| &param.ident).collect();
     let await_ = function.sig.asyncness.map(|_| quote!(.await));
+    let confirmation = tool.args.requires_confirmation.then(|| {
+        quote! {
+            fn requires_confirmation(&self) -> #p::bool {
+                true
+            }
+        }
+    });
     let output = if tool.returns_result {
         quote! {
             match output {
@@ -66,6 +73,8 @@ pub(crate) fn expand(tool: &ToolFn) -> TokenStream {
             fn description(&self) -> &#p::str {
                 #description
             }
+
+            #confirmation
 
             fn parameters(&self) -> #p::serde_json::Value {
                 static SCHEMA: #p::OnceLock<#p::serde_json::Value> = #p::OnceLock::new();
