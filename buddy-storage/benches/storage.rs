@@ -8,6 +8,9 @@
 //! - `runs_per_sec`: commits per second from 8 concurrent tasks, all on one session and
 //!   spread over 64 sessions, and from 256 tasks over 1,024 sessions (more callers than a
 //!   pool has connections), median of 3 rounds;
+//! - `journal_write_us`: median latency of a durable run's journal write, the one a step or
+//!   a model call makes: `write_durable` of one small journal entry and one event, fenced on
+//!   the run's attempt and status (targets: 100 µs on SQLite, 1 ms on Postgres);
 //! - floors measured in the same run, each with the ratio of the commit to it: for SQLite,
 //!   `floor_in_thread_us`, the same statements a two-trip commit runs (`BEGIN IMMEDIATE`,
 //!   read the row, upsert it, insert the run, `COMMIT`) executed in the calling thread with
@@ -21,7 +24,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use buddy_core::run::{RunRecord, RunResponse, RunStatus};
+use buddy_core::durable::{
+    DurableRun, DurableWrite, EntryKind, EntryStatus, Fence, JournalEntry, StoredEvent,
+};
+use buddy_core::run::{RunEvent, RunRecord, RunResponse, RunStatus};
 use buddy_core::session::{SessionKey, SessionKind, SessionWrite, StatePatch};
 use buddy_core::storage::{ReadOptions, Storage};
 use serde_json::{Map, Value, json};
@@ -97,6 +103,60 @@ async fn throughput(storage: Arc<dyn Storage>, tasks: usize, sessions: usize, ro
         handle.await.unwrap();
     }
     THROUGHPUT_RUNS as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The median latency of a journal write: one finished step (a small output) and one
+/// event, fenced on the run's attempt and status, on a run started before.
+async fn journal_write_latency(storage: &dyn Storage) -> f64 {
+    let run_id = "journal-bench";
+    let run = DurableRun {
+        run_id: run_id.to_owned(),
+        workflow: "BenchWorkflow".to_owned(),
+        session_id: "journal-bench-session".to_owned(),
+        status: RunStatus::Running,
+        input: json!({"topic": "quantum computing"}),
+        attempt: 1,
+        created_at: 1_700_000_000_000,
+        updated_at: 1_700_000_000_000,
+        ..DurableRun::default()
+    };
+    let mut start = DurableWrite::new(run_id);
+    start.run = Some(run);
+    storage.write_durable(start).await.unwrap();
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for n in 0..SAMPLES {
+        let key = format!("step#{}", n + 1);
+        let mut event = RunEvent::custom("step_done", json!({"key": key}));
+        event.run_id = Some(run_id.to_owned());
+        let write = DurableWrite {
+            fence: Some(Fence {
+                attempt: 1,
+                status: Some(RunStatus::Running),
+            }),
+            entries: vec![JournalEntry {
+                key,
+                position: u32::try_from(n).unwrap(),
+                kind: EntryKind::Step,
+                status: EntryStatus::Done,
+                input_hash: "9e3779b97f4a7c15".to_owned(),
+                output: Some(json!({"summary": "a short result", "n": n})),
+                attempt: 1,
+                created_at: 1_700_000_000_000,
+                updated_at: 1_700_000_000_000,
+                ..JournalEntry::default()
+            }],
+            events: vec![StoredEvent {
+                run_id: run_id.to_owned(),
+                seq: n as u64 + 1,
+                event,
+            }],
+            ..DurableWrite::new(run_id)
+        };
+        let start = Instant::now();
+        storage.write_durable(write).await.unwrap();
+        samples.push(start.elapsed());
+    }
+    median(samples)
 }
 
 fn ratio(figure: f64, floor: f64) -> f64 {
@@ -220,12 +280,15 @@ async fn postgres_floor(storage: &buddy_storage::PostgresStorage) -> f64 {
     median(samples)
 }
 
-/// Adds each floor and the ratio of the commit (the 100-run history figure) to it.
+/// Adds each floor and the ratios of the commit (the 100-run history figure) and of the
+/// journal write to it.
 fn with_floors(mut report: Value, floors: &[(&str, f64)]) -> Value {
     let commit = report["write_us"]["100"].as_f64().unwrap_or(f64::NAN);
+    let journal = report["journal_write_us"].as_f64().unwrap_or(f64::NAN);
     for (name, floor) in floors {
         report[format!("{name}_us")] = json!((floor * 10.0).round() / 10.0);
         report[format!("commit_to_{name}")] = json!(ratio(commit, *floor));
+        report[format!("journal_write_to_{name}")] = json!(ratio(journal, *floor));
     }
     report
 }
@@ -253,6 +316,7 @@ async fn bench(storage: Arc<dyn Storage>) -> Value {
         assert_eq!(session.runs.len(), 20);
     }
     let read_us = median(samples);
+    let journal_us = journal_write_latency(&*storage).await;
     let mut per_sec = Map::new();
     let mut many = Map::new();
     for (tasks, name, sessions) in [
@@ -276,6 +340,7 @@ async fn bench(storage: Arc<dyn Storage>) -> Value {
     json!({
         "write_us": write_us,
         "read_us_20_runs": (read_us * 10.0).round() / 10.0,
+        "journal_write_us": (journal_us * 10.0).round() / 10.0,
         "runs_per_sec_8_tasks": per_sec,
         "runs_per_sec_256_tasks": many,
     })

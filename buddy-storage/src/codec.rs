@@ -113,19 +113,26 @@ impl Text {
         session_id: &str,
         value: &T,
     ) -> Result<String, StorageError> {
-        let error = |source| StorageError::Encode {
+        self.encode(value).map_err(|source| StorageError::Encode {
             session_id: session_id.to_owned(),
             source,
-        };
-        let text = serde_json::to_string(value).map_err(error)?;
+        })
+    }
+
+    /// Encodes `value` as stored JSON text; the error is serde's.
+    pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+        self,
+        value: &T,
+    ) -> Result<String, serde_json::Error> {
+        let text = serde_json::to_string(value)?;
         // `\u0000` is how serde_json writes NUL; a false match (an escaped backslash before
         // `u0000`) only costs the slower path below.
         if self == Text::Raw || !(text.contains("\\u0000") || text.contains(ESCAPE)) {
             return Ok(text);
         }
-        let mut value = serde_json::to_value(value).map_err(error)?;
+        let mut value = serde_json::to_value(value)?;
         Self::map_strings(&mut value, &|text| self.store(&text).into_owned());
-        serde_json::to_string(&value).map_err(error)
+        serde_json::to_string(&value)
     }
 
     /// Decodes stored JSON text.
@@ -135,12 +142,21 @@ impl Text {
         what: &'static str,
         text: &str,
     ) -> Result<Value, StorageError> {
-        let mut value: Value =
-            serde_json::from_str(text).map_err(|error| corrupt(session_id, what, error))?;
-        if self == Text::EscapeNul && text.contains(ESCAPE) {
-            Self::map_strings(&mut value, &|text| self.load(text));
+        self.decode(text)
+            .map_err(|error| corrupt(session_id, what, error))
+    }
+
+    /// Decodes stored JSON text into a `T`; the error is serde's.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        self,
+        text: &str,
+    ) -> Result<T, serde_json::Error> {
+        if self == Text::Raw || !text.contains(ESCAPE) {
+            return serde_json::from_str(text);
         }
-        Ok(value)
+        let mut value: Value = serde_json::from_str(text)?;
+        Self::map_strings(&mut value, &|text| self.load(text));
+        serde_json::from_value(value)
     }
 }
 

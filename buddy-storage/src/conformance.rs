@@ -34,11 +34,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use buddy_core::run::{Metrics, RunRecord, RunResponse, RunStatus};
+use buddy_core::durable::{
+    DurableQuery, DurableRun, DurableState, DurableWrite, EntryKind, EntryStatus, Fence,
+    JournalEntry, StoredEvent, WaitSpec,
+};
+use buddy_core::run::{Metrics, RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus};
 use buddy_core::session::{
     Session, SessionKey, SessionKind, SessionQuery, SessionWrite, StatePatch,
 };
 use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
+use buddy_core::{StorageError, StorageErrorKind};
 use serde_json::{Map, Value, json};
 
 /// A storage under test plus whatever must live as long as it (a temporary directory, a
@@ -133,6 +138,19 @@ cases!(
     concurrent_members_of_one_session,
     sessions_are_independent,
     same_results_as_memory_storage,
+    durable_runs_are_supported,
+    durable_write_and_load_round_trip,
+    fenced_writes_change_nothing,
+    event_gaps_and_duplicates_conflict,
+    durable_write_commits_its_session_write,
+    journal_entries_are_replaced_by_key,
+    durable_runs_oldest_first_with_filters,
+    read_events_pages_through_the_log,
+    prune_deletes_only_runs_that_ended_before,
+    drop_tables_drops_durable_runs,
+    concurrent_writers_of_one_run,
+    concurrent_writes_of_many_runs,
+    same_durable_results_as_memory_storage,
 );
 
 /// Runs the case called `name` against `storage`.
@@ -228,6 +246,19 @@ macro_rules! conformance_tests {
             concurrent_members_of_one_session,
             sessions_are_independent,
             same_results_as_memory_storage,
+            durable_runs_are_supported,
+            durable_write_and_load_round_trip,
+            fenced_writes_change_nothing,
+            event_gaps_and_duplicates_conflict,
+            durable_write_commits_its_session_write,
+            journal_entries_are_replaced_by_key,
+            durable_runs_oldest_first_with_filters,
+            read_events_pages_through_the_log,
+            prune_deletes_only_runs_that_ended_before,
+            drop_tables_drops_durable_runs,
+            concurrent_writers_of_one_run,
+            concurrent_writes_of_many_runs,
+            same_durable_results_as_memory_storage,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {
@@ -1439,6 +1470,1139 @@ pub async fn same_results_as_memory_storage(storage: Arc<dyn Storage>) {
             sorted(storage.list_sessions(&query).await.unwrap()),
             sorted(reference.list_sessions(&query).await.unwrap()),
             "{query:?}"
+        );
+    }
+}
+
+// Durable runs: the run's row, its journal and its event log (`Storage::write_durable` and
+// the reads beside it).
+
+/// Durable run `run_id` of workflow type `workflow`, attempt 1, `running`, started at
+/// `created_at`, in session `{run_id}-session`.
+pub fn durable_run(run_id: &str, workflow: &str, created_at: i64) -> DurableRun {
+    DurableRun {
+        run_id: run_id.to_owned(),
+        workflow: workflow.to_owned(),
+        version: 3,
+        workflow_id: Some(format!("{workflow}-id")),
+        session_id: format!("{run_id}-session"),
+        user_id: Some("ann".to_owned()),
+        status: RunStatus::Running,
+        input: json!({"topic": "quantum", "n": 1}),
+        attempt: 1,
+        response: None,
+        error: None,
+        created_at,
+        updated_at: created_at,
+        ended_at: None,
+    }
+}
+
+/// A finished step `key` at `position` of the workflow body, returning `{"key": key}`.
+pub fn journal_entry(key: &str, position: u32) -> JournalEntry {
+    JournalEntry {
+        key: key.to_owned(),
+        scope: String::new(),
+        position,
+        kind: EntryKind::Step,
+        status: EntryStatus::Done,
+        input_hash: format!("{:016x}", u64::from(position) * 0x9e37_79b9),
+        output: Some(json!({ "key": key })),
+        error: None,
+        wait: None,
+        attempt: 1,
+        created_at: 1_700_000_000_000 + i64::from(position),
+        updated_at: 1_700_000_000_000 + i64::from(position),
+    }
+}
+
+/// Event `seq` of run `run_id`: a custom event named `e{seq}`.
+pub fn stored_event(run_id: &str, seq: u64) -> StoredEvent {
+    let mut event = RunEvent::custom(format!("e{seq}"), json!({ "seq": seq }));
+    event.run_id = Some(run_id.to_owned());
+    event.created_at = 1_700_000_000_000 + i64::try_from(seq).unwrap_or(0);
+    StoredEvent {
+        run_id: run_id.to_owned(),
+        seq,
+        event,
+    }
+}
+
+/// The events `seqs` of run `run_id` ([`stored_event`]).
+pub fn stored_events(run_id: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<StoredEvent> {
+    seqs.into_iter()
+        .map(|seq| stored_event(run_id, seq))
+        .collect()
+}
+
+/// The write that starts `run` (no fence), with `entries` and the events `seqs`.
+pub fn start_write(
+    run: &DurableRun,
+    entries: Vec<JournalEntry>,
+    seqs: impl IntoIterator<Item = u64>,
+) -> DurableWrite {
+    DurableWrite {
+        fence: None,
+        run: Some(run.clone()),
+        entries,
+        events: stored_events(&run.run_id, seqs),
+        ..DurableWrite::new(run.run_id.clone())
+    }
+}
+
+fn fence(attempt: u32, status: Option<RunStatus>) -> Option<Fence> {
+    Some(Fence { attempt, status })
+}
+
+/// Everything stored of a durable run: its state (entries sorted by key) and every event.
+async fn durable_snapshot(
+    storage: &dyn Storage,
+    run_id: &str,
+) -> (Option<DurableState>, Vec<StoredEvent>) {
+    let mut state = storage.load_durable(run_id).await.unwrap();
+    if let Some(state) = &mut state {
+        state.entries.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    let events = storage.read_events(run_id, 0, usize::MAX).await.unwrap();
+    (state, events)
+}
+
+fn durable_ids(runs: &[DurableRun]) -> Vec<&str> {
+    runs.iter().map(|run| run.run_id.as_str()).collect()
+}
+
+#[track_caller]
+fn assert_fenced(result: Result<Option<Session>, StorageError>, run_id: &str, what: &str) {
+    match result {
+        Err(StorageError::Fenced {
+            run_id: fenced,
+            what: said,
+        }) => {
+            assert_eq!(fenced, run_id, "the fenced run");
+            assert_eq!(said, what, "what the fence says");
+        }
+        other => panic!("expected `Fenced` ({what}) for `{run_id}`, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_conflict(result: Result<Option<Session>, StorageError>, what: &str) {
+    match result {
+        Err(StorageError::Database {
+            kind: StorageErrorKind::Conflict,
+            ..
+        }) => {}
+        other => panic!("{what}: expected a `Database` error of kind `Conflict`, got {other:?}"),
+    }
+}
+
+/// A storage that passes this suite keeps durable runs.
+pub async fn durable_runs_are_supported(storage: Arc<dyn Storage>) {
+    assert!(storage.supports_durable());
+    assert!(storage.load_durable("missing").await.unwrap().is_none());
+    assert!(
+        storage
+            .read_events("missing", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        storage
+            .durable_runs(&DurableQuery::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(storage.prune_durable(i64::MAX).await.unwrap(), 0);
+}
+
+/// A run's row, its journal entries (every field, waits and errors included) and its events
+/// read back exactly as written, awkward numbers and text, NUL and U+FDD0 included; a write
+/// without a session write returns `None`.
+pub async fn durable_write_and_load_round_trip(storage: Arc<dyn Storage>) {
+    let value = awkward_value();
+    // Events are compared as JSON text, and Postgres `jsonb` has no negative zero.
+    let mut exact = value.clone();
+    exact.as_object_mut().unwrap().remove("negative_zero");
+    let nul: Value = NUL_TEXT.iter().map(|&t| json!(t)).collect();
+    let mut run = durable_run("run-1", "ArticleWorkflow", 1_700_000_000_000);
+    run.input = json!({"awkward": value, "nul": nul});
+    run.user_id = None;
+    let mut first = journal_entry("researcher#1/model#1", 0);
+    first.scope = "researcher#1".to_owned();
+    first.kind = EntryKind::Model;
+    first.output = Some(json!({"awkward": value, "nul\0key": nul}));
+    let mut failed = journal_entry("tool#1", 1);
+    failed.kind = EntryKind::Tool;
+    failed.output = None;
+    failed.error = Some(format!("tool failed: {}", AWKWARD_TEXT.concat()));
+    failed.attempt = 2;
+    let mut wait = journal_entry("approval\0#1", 2);
+    wait.kind = EntryKind::Wait;
+    wait.status = EntryStatus::Pending;
+    wait.output = None;
+    wait.wait = Some(WaitSpec {
+        prompt: json!({"question": "Publish? \u{FDD0}0", "draft": "\0"}),
+        schema: json!({"type": "object", "properties": {"ok": {"type": "boolean"}},
+            "required": ["ok"]}),
+        deadline: Some(1_700_000_360_000),
+    });
+    let mut expired = journal_entry("late#1", 3);
+    expired.kind = EntryKind::Wait;
+    expired.status = EntryStatus::Expired;
+    expired.wait = Some(WaitSpec::default());
+    let entries = vec![first, failed, wait, expired];
+    let mut events = stored_events("run-1", 1..=3);
+    events[0].event = RunEvent::content(format!("text {} \0 {}", AWKWARD_TEXT[0], NUL_TEXT[3]));
+    events[1].event = RunEvent::custom("awkward", exact.clone());
+    events[1].event.member_path = vec!["researcher".into(), "critic\0".into()];
+    events[1].event.source_run_id = Some("member-run".into());
+    events[1].event.replayed = true;
+    events[2].event = RunEvent::completed(RunResponse::from_json(exact.clone()));
+    for event in &mut events {
+        event.event.run_id = Some("run-1".into());
+        event.event.session_id = Some(run.session_id.clone());
+    }
+    let written = DurableWrite {
+        entries: entries.clone(),
+        events: events.clone(),
+        ..start_write(&run, Vec::new(), [])
+    };
+    assert_eq!(storage.write_durable(written).await.unwrap(), None);
+
+    let (state, stored) = durable_snapshot(&*storage, "run-1").await;
+    let state = state.expect("the run was written");
+    assert_eq!(state.run, run);
+    let mut sorted = entries.clone();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(state.entries, sorted);
+    assert_eq!(state.last_seq, 3);
+    assert_eq!(stored, events);
+    for (read, written) in stored.iter().zip(&events) {
+        // Bit for bit: the JSON of the event read back is the JSON written.
+        assert_eq!(
+            serde_json::to_string(&read.event).unwrap(),
+            serde_json::to_string(&written.event).unwrap(),
+            "event {}",
+            written.seq
+        );
+    }
+    let model = state
+        .entries
+        .iter()
+        .find(|entry| entry.kind == EntryKind::Model)
+        .unwrap();
+    assert_floats_exact(&model.output.as_ref().unwrap()["awkward"], "journal output");
+    assert_floats_exact(&state.run.input["awkward"], "run input");
+
+    // The row of a run that ended, with its response and error, replaces the first.
+    let mut ended = run.clone();
+    ended.status = RunStatus::Error;
+    ended.attempt = 1;
+    ended.response = Some(RunResponse::from_text(NUL_TEXT.concat()));
+    ended.error = Some("model unavailable \0".into());
+    ended.updated_at = run.created_at + 500;
+    ended.ended_at = Some(run.created_at + 500);
+    let end = DurableWrite {
+        fence: fence(1, Some(RunStatus::Running)),
+        run: Some(ended.clone()),
+        events: stored_events("run-1", [4]),
+        ..DurableWrite::new("run-1")
+    };
+    assert_eq!(storage.write_durable(end).await.unwrap(), None);
+    let (state, stored) = durable_snapshot(&*storage, "run-1").await;
+    let state = state.unwrap();
+    assert_eq!(state.run, ended);
+    assert_eq!(state.entries, sorted, "the journal is kept");
+    assert_eq!(state.last_seq, 4);
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[3], stored_event("run-1", 4));
+    assert!(storage.load_durable("run-2").await.unwrap().is_none());
+}
+
+/// A write whose fence does not hold (another attempt, another status, no such run), or a
+/// write of a run that does not exist without a row, fails with `Fenced` saying what
+/// differs, and changes nothing: not the row, not the journal, not the log, and not the
+/// session it would have committed.
+pub async fn fenced_writes_change_nothing(storage: Arc<dyn Storage>) {
+    let mut run = durable_run("run", "Wf", 1_000);
+    run.attempt = 2;
+    let start = start_write(&run, vec![journal_entry("a#1", 0)], 1..=2);
+    storage.write_durable(start).await.unwrap();
+    let before = durable_snapshot(&*storage, "run").await;
+    let session = key("fenced-session");
+    let attempt = |run_id: &str, fence: Option<Fence>, with_row: bool| {
+        let mut row = run.clone();
+        row.run_id = run_id.to_owned();
+        row.status = RunStatus::Completed;
+        row.attempt = 3;
+        row.ended_at = Some(2_000);
+        let mut changed = journal_entry("a#1", 0);
+        changed.output = Some(json!("changed"));
+        DurableWrite {
+            fence,
+            run: with_row.then_some(row),
+            entries: vec![changed, journal_entry("b#1", 1)],
+            events: stored_events(run_id, 3..=4),
+            session: Some(run_write_at(session.clone(), 1, "k")),
+            ..DurableWrite::new(run_id)
+        }
+    };
+    let cases = [
+        (
+            attempt("run", fence(1, None), true),
+            "run",
+            "attempt 2, expected 1",
+        ),
+        (
+            attempt("run", fence(3, Some(RunStatus::Running)), false),
+            "run",
+            "attempt 2, expected 3",
+        ),
+        (
+            attempt("run", fence(2, Some(RunStatus::Paused)), true),
+            "run",
+            "status running, expected paused",
+        ),
+        (
+            attempt("run", fence(2, Some(RunStatus::Completed)), false),
+            "run",
+            "status running, expected completed",
+        ),
+        (
+            attempt("missing", fence(1, None), true),
+            "missing",
+            "no such run",
+        ),
+        (
+            attempt("missing", fence(1, Some(RunStatus::Running)), false),
+            "missing",
+            "no such run",
+        ),
+    ];
+    for (write, run_id, what) in cases {
+        assert_fenced(storage.write_durable(write).await, run_id, what);
+        assert_eq!(durable_snapshot(&*storage, "run").await, before, "{what}");
+        assert_eq!(
+            durable_snapshot(&*storage, "missing").await,
+            (None, Vec::new()),
+            "{what}"
+        );
+        assert!(
+            storage
+                .read(&session, &ReadOptions::default())
+                .await
+                .unwrap()
+                .is_none(),
+            "the session write of a fenced write is not applied ({what})"
+        );
+    }
+    // Without a fence, a write of a run that does not exist must bring its row.
+    let mut rowless = attempt("missing", None, false);
+    rowless.events = stored_events("missing", 1..=1);
+    assert_fenced(
+        storage.write_durable(rowless).await,
+        "missing",
+        "no such run",
+    );
+    assert_eq!(
+        durable_snapshot(&*storage, "missing").await,
+        (None, Vec::new())
+    );
+    assert!(
+        storage
+            .read(&session, &ReadOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The fence is checked before the events: a fenced write with a gap is `Fenced`.
+    let mut gap = attempt("run", fence(1, None), true);
+    gap.events = stored_events("run", [7]);
+    assert_fenced(
+        storage.write_durable(gap).await,
+        "run",
+        "attempt 2, expected 1",
+    );
+    // The right fence passes, and a fence is optional.
+    let mut right = attempt("run", fence(2, Some(RunStatus::Running)), true);
+    right.session = None;
+    storage.write_durable(right).await.unwrap();
+    let (state, events) = durable_snapshot(&*storage, "run").await;
+    let state = state.unwrap();
+    assert_eq!(
+        (state.run.attempt, state.run.status),
+        (3, RunStatus::Completed)
+    );
+    assert_eq!(state.entries.len(), 2);
+    assert_eq!(state.entries[0].output, Some(json!("changed")));
+    assert_eq!(events.len(), 4);
+    let mut unfenced = DurableWrite::new("run");
+    unfenced.events = stored_events("run", [5]);
+    storage.write_durable(unfenced).await.unwrap();
+    assert_eq!(
+        storage.load_durable("run").await.unwrap().unwrap().last_seq,
+        5
+    );
+}
+
+/// Events must continue the run's log exactly: a write whose events repeat a stored
+/// sequence number, leave a gap, or skip or repeat one among themselves fails as a
+/// `Conflict` and writes nothing (row, entries, other events, session write).
+pub async fn event_gaps_and_duplicates_conflict(storage: Arc<dyn Storage>) {
+    let run = durable_run("run", "Wf", 1_000);
+    storage
+        .write_durable(start_write(&run, vec![journal_entry("a#1", 0)], 1..=2))
+        .await
+        .unwrap();
+    let before = durable_snapshot(&*storage, "run").await;
+    let session = key("conflict-session");
+    for seqs in [
+        vec![2],
+        vec![1, 2, 3],
+        vec![4],
+        vec![3, 5],
+        vec![3, 3],
+        vec![3, 4, 4],
+        vec![0],
+    ] {
+        let mut row = run.clone();
+        row.status = RunStatus::Paused;
+        let write = DurableWrite {
+            fence: fence(1, Some(RunStatus::Running)),
+            run: Some(row),
+            entries: vec![journal_entry("b#1", 1)],
+            events: stored_events("run", seqs.clone()),
+            session: Some(run_write_at(session.clone(), 1, "k")),
+            ..DurableWrite::new("run")
+        };
+        assert_conflict(storage.write_durable(write).await, &format!("{seqs:?}"));
+        assert_eq!(
+            durable_snapshot(&*storage, "run").await,
+            before,
+            "{seqs:?} changed nothing"
+        );
+        assert!(
+            storage
+                .read(&session, &ReadOptions::default())
+                .await
+                .unwrap()
+                .is_none(),
+            "{seqs:?}: no session write"
+        );
+    }
+    // A new run's log starts at 1.
+    let fresh = durable_run("fresh", "Wf", 1_000);
+    assert_conflict(
+        storage
+            .write_durable(start_write(&fresh, Vec::new(), [2]))
+            .await,
+        "a new run's log starting at 2",
+    );
+    assert_eq!(
+        durable_snapshot(&*storage, "fresh").await,
+        (None, Vec::new())
+    );
+    storage
+        .write_durable(start_write(&fresh, Vec::new(), [1]))
+        .await
+        .unwrap();
+    // The next one in order is accepted, after a conflict as before it.
+    let next = DurableWrite {
+        events: stored_events("run", 3..=5),
+        ..DurableWrite::new("run")
+    };
+    storage.write_durable(next).await.unwrap();
+    let (state, events) = durable_snapshot(&*storage, "run").await;
+    assert_eq!(state.unwrap().last_seq, 5);
+    assert_eq!(events, stored_events("run", 1..=5));
+}
+
+/// A durable write's session write is committed as `commit` does (state merged, run
+/// appended, version and run count advanced), in the same transaction: the session is read
+/// back with the run's record, and the write returns it as stored.
+pub async fn durable_write_commits_its_session_write(storage: Arc<dyn Storage>) {
+    let at = key("durable-session");
+    storage
+        .commit(run_write("durable-session", 1, "a"))
+        .await
+        .unwrap();
+    let run = durable_run("run", "Wf", 1_000);
+    storage
+        .write_durable(start_write(&run, Vec::new(), [1]))
+        .await
+        .unwrap();
+    let mut ended = run.clone();
+    ended.status = RunStatus::Completed;
+    ended.response = Some(RunResponse::from_text("done"));
+    ended.ended_at = Some(2_000);
+    let mut record = self::run("durable-session", 2);
+    record.run_id = "run".to_owned();
+    let end = DurableWrite {
+        fence: fence(1, Some(RunStatus::Running)),
+        run: Some(ended.clone()),
+        entries: vec![journal_entry("last#1", 0)],
+        events: stored_events("run", [2]),
+        session: Some(SessionWrite {
+            state_patch: StatePatch::diff(&Map::new(), &obj(json!({"b": 2}))),
+            run: Some(record.clone()),
+            ..SessionWrite::new(at.clone())
+        }),
+        ..DurableWrite::new("run")
+    };
+    let returned = storage
+        .write_durable(end)
+        .await
+        .unwrap()
+        .expect("the session as stored");
+    assert!(returned.runs.is_empty());
+    assert_eq!(returned.version, 2);
+    assert_eq!(returned.run_count, 2);
+    assert_eq!(returned.session_state, obj(json!({"a": 1, "b": 2})));
+    let session = read(&*storage, &at, 10).await;
+    let mut without_runs = session.clone();
+    without_runs.runs.clear();
+    assert_eq!(without_runs, returned);
+    assert_eq!(run_ids(&session.runs), ["durable-session-run-1", "run"]);
+    assert_eq!(session.runs[1], record);
+    let state = storage.load_durable("run").await.unwrap().unwrap();
+    assert_eq!(state.run, ended);
+    assert_eq!(state.last_seq, 2);
+    assert_eq!(state.entries, [journal_entry("last#1", 0)]);
+
+    // A session write may create its session, and may come without a row.
+    let member = SessionKey::new("durable-session", SessionKind::Agent).scope("researcher");
+    let write = DurableWrite {
+        session: Some(run_write_at(member.clone(), 1, "m")),
+        ..DurableWrite::new("run")
+    };
+    let created = storage.write_durable(write).await.unwrap().unwrap();
+    assert_eq!((created.version, created.run_count), (1, 1));
+    assert_eq!(created.key(), member);
+    assert_eq!(read(&*storage, &member, 5).await.runs.len(), 1);
+    // Deleting the session leaves the durable run alone.
+    storage.delete_session(&at).await.unwrap();
+    assert_eq!(storage.load_durable("run").await.unwrap().unwrap(), state);
+    assert_eq!(storage.read_events("run", 0, 10).await.unwrap().len(), 2);
+}
+
+/// A journal entry written again under its key replaces the stored one; other keys and
+/// other runs' entries are untouched; within one write the last entry of a key wins.
+pub async fn journal_entries_are_replaced_by_key(storage: Arc<dyn Storage>) {
+    let run = durable_run("run", "Wf", 1_000);
+    let other = durable_run("other", "Wf", 1_000);
+    let mut wait = journal_entry("approval#1", 1);
+    wait.kind = EntryKind::Wait;
+    wait.status = EntryStatus::Pending;
+    wait.output = None;
+    wait.wait = Some(WaitSpec {
+        prompt: json!("ok?"),
+        schema: json!({"type": "boolean"}),
+        deadline: None,
+    });
+    storage
+        .write_durable(start_write(
+            &run,
+            vec![journal_entry("step#1", 0), wait.clone()],
+            [],
+        ))
+        .await
+        .unwrap();
+    storage
+        .write_durable(start_write(&other, vec![wait.clone()], []))
+        .await
+        .unwrap();
+    let mut answered = wait.clone();
+    answered.status = EntryStatus::Done;
+    answered.output = Some(json!(true));
+    answered.wait = None;
+    answered.updated_at += 10;
+    answered.position = 5;
+    let write = DurableWrite {
+        fence: fence(1, Some(RunStatus::Running)),
+        entries: vec![answered.clone()],
+        ..DurableWrite::new("run")
+    };
+    storage.write_durable(write).await.unwrap();
+    let state = durable_snapshot(&*storage, "run").await.0.unwrap();
+    assert_eq!(
+        state.entries,
+        [answered.clone(), journal_entry("step#1", 0)]
+    );
+    let others = durable_snapshot(&*storage, "other").await.0.unwrap();
+    assert_eq!(
+        others.entries,
+        [wait],
+        "another run's entry of the same key"
+    );
+
+    let mut first = journal_entry("twice#1", 2);
+    first.output = Some(json!("first"));
+    let mut second = first.clone();
+    second.output = Some(json!("second"));
+    let write = DurableWrite {
+        entries: vec![first, second.clone()],
+        ..DurableWrite::new("run")
+    };
+    storage.write_durable(write).await.unwrap();
+    let state = durable_snapshot(&*storage, "run").await.0.unwrap();
+    assert_eq!(
+        state.entries,
+        [answered, journal_entry("step#1", 0), second],
+        "the last of a key in one write wins"
+    );
+}
+
+/// `durable_runs` lists the oldest first (then by run id, byte-wise), filtered by workflow
+/// type and any of the statuses asked for, at most `limit`.
+pub async fn durable_runs_oldest_first_with_filters(storage: Arc<dyn Storage>) {
+    let runs = [
+        ("d", "A", 300, RunStatus::Running),
+        ("b", "A", 100, RunStatus::Paused),
+        ("c", "B", 100, RunStatus::Running),
+        ("a", "A", 200, RunStatus::Completed),
+        ("e", "B", 50, RunStatus::Cancelled),
+        ("B", "A", 100, RunStatus::Running),
+        ("é", "A", 100, RunStatus::Error),
+    ];
+    for (run_id, workflow, created_at, status) in runs {
+        let mut run = durable_run(run_id, workflow, created_at);
+        run.status = status;
+        storage
+            .write_durable(start_write(&run, Vec::new(), []))
+            .await
+            .unwrap();
+    }
+    let listed = |query: DurableQuery| {
+        let storage = Arc::clone(&storage);
+        async move {
+            let runs = storage.durable_runs(&query).await.unwrap();
+            for run in &runs {
+                assert!(query.matches(run), "{query:?} listed {run:?}");
+            }
+            durable_ids(&runs)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(DurableQuery::all()).await,
+        ["e", "B", "b", "c", "é", "a", "d"]
+    );
+    assert_eq!(
+        listed(DurableQuery::all().workflow("A")).await,
+        ["B", "b", "é", "a", "d"]
+    );
+    assert_eq!(
+        listed(DurableQuery::all().status(RunStatus::Running)).await,
+        ["B", "c", "d"]
+    );
+    assert_eq!(
+        listed(
+            DurableQuery::all()
+                .workflow("A")
+                .status(RunStatus::Running)
+                .status(RunStatus::Paused)
+        )
+        .await,
+        ["B", "b", "d"]
+    );
+    assert_eq!(
+        listed(DurableQuery::all().status(RunStatus::Unknown)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(listed(DurableQuery::all().limit(3)).await, ["e", "B", "b"]);
+    assert_eq!(
+        listed(DurableQuery::all().workflow("B").limit(1)).await,
+        ["e"]
+    );
+    assert!(listed(DurableQuery::all().limit(0)).await.is_empty());
+    assert!(listed(DurableQuery::all().workflow("C")).await.is_empty());
+    // A row written again moves with its new values.
+    let mut moved = durable_run("e", "A", 400);
+    moved.status = RunStatus::Running;
+    storage
+        .write_durable(start_write(&moved, Vec::new(), []))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(DurableQuery::all().status(RunStatus::Running)).await,
+        ["B", "c", "d", "e"]
+    );
+    let all = storage.durable_runs(&DurableQuery::all()).await.unwrap();
+    assert_eq!(all.last(), Some(&moved), "rows are listed whole");
+}
+
+/// `read_events` returns the events after a sequence number, in order, at most `limit`:
+/// what a reader pages through and then follows.
+pub async fn read_events_pages_through_the_log(storage: Arc<dyn Storage>) {
+    let run = durable_run("run", "Wf", 1_000);
+    storage
+        .write_durable(start_write(&run, Vec::new(), 1..=4))
+        .await
+        .unwrap();
+    for chunk in [5..=7, 8..=10] {
+        let write = DurableWrite {
+            fence: fence(1, None),
+            events: stored_events("run", chunk),
+            ..DurableWrite::new("run")
+        };
+        storage.write_durable(write).await.unwrap();
+    }
+    let other = durable_run("other", "Wf", 1_000);
+    storage
+        .write_durable(start_write(&other, Vec::new(), 1..=3))
+        .await
+        .unwrap();
+    let seqs = |events: Vec<StoredEvent>| {
+        for event in &events {
+            assert_eq!(event.run_id, "run");
+        }
+        events
+            .into_iter()
+            .map(|event| event.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seqs(storage.read_events("run", 0, 3).await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        seqs(storage.read_events("run", 3, 3).await.unwrap()),
+        [4, 5, 6]
+    );
+    assert_eq!(
+        seqs(storage.read_events("run", 6, 100).await.unwrap()),
+        [7, 8, 9, 10]
+    );
+    assert!(
+        storage
+            .read_events("run", 10, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(storage.read_events("run", 0, 0).await.unwrap().is_empty());
+    assert!(
+        storage
+            .read_events("run", u64::MAX, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        storage.read_events("run", 9, usize::MAX).await.unwrap(),
+        [stored_event("run", 10)]
+    );
+    let mut after = 0;
+    let mut paged = Vec::new();
+    loop {
+        let page = storage.read_events("run", after, 4).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, stored_events("run", 1..=10));
+    assert_eq!(
+        storage.read_events("other", 1, 10).await.unwrap(),
+        stored_events("other", 2..=3)
+    );
+}
+
+/// `prune_durable` deletes the runs that ended (completed, error, cancelled) before the
+/// cutoff, with their journals and logs, and returns how many; runs that have not ended,
+/// or ended at or after the cutoff, are kept whole.
+pub async fn prune_deletes_only_runs_that_ended_before(storage: Arc<dyn Storage>) {
+    let runs = [
+        ("completed-early", RunStatus::Completed, Some(100)),
+        ("error-early", RunStatus::Error, Some(200)),
+        ("cancelled-early", RunStatus::Cancelled, Some(499)),
+        ("completed-at-cutoff", RunStatus::Completed, Some(500)),
+        ("completed-late", RunStatus::Completed, Some(900)),
+        ("running", RunStatus::Running, None),
+        ("paused", RunStatus::Paused, None),
+        // Not finished, whatever its `ended_at` says.
+        ("running-with-end", RunStatus::Running, Some(50)),
+        ("paused-with-end", RunStatus::Paused, Some(50)),
+        // Finished without an end time: kept.
+        ("completed-without-end", RunStatus::Completed, None),
+    ];
+    for (run_id, status, ended_at) in runs {
+        let mut run = durable_run(run_id, "Wf", 10);
+        run.status = status;
+        run.ended_at = ended_at;
+        storage
+            .write_durable(start_write(&run, vec![journal_entry("a#1", 0)], 1..=3))
+            .await
+            .unwrap();
+    }
+    let mut kept = Vec::new();
+    for (run_id, ..) in &runs[3..] {
+        kept.push(durable_snapshot(&*storage, run_id).await);
+    }
+    assert_eq!(storage.prune_durable(500).await.unwrap(), 3);
+    for (run_id, ..) in &runs[..3] {
+        assert_eq!(
+            durable_snapshot(&*storage, run_id).await,
+            (None, Vec::new()),
+            "{run_id} pruned with its journal and log"
+        );
+    }
+    for ((run_id, ..), before) in runs[3..].iter().zip(&kept) {
+        assert_eq!(
+            &durable_snapshot(&*storage, run_id).await,
+            before,
+            "{run_id}"
+        );
+    }
+    assert_eq!(storage.prune_durable(500).await.unwrap(), 0);
+    assert_eq!(
+        storage
+            .durable_runs(&DurableQuery::all())
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    // A run started again under a pruned id starts from an empty journal and log.
+    let again = durable_run("completed-early", "Wf", 10);
+    storage
+        .write_durable(start_write(&again, Vec::new(), [1]))
+        .await
+        .unwrap();
+    let (state, events) = durable_snapshot(&*storage, "completed-early").await;
+    let state = state.unwrap();
+    assert!(state.entries.is_empty());
+    assert_eq!((state.last_seq, events.len()), (1, 1));
+    assert_eq!(storage.prune_durable(i64::MAX).await.unwrap(), 2);
+}
+
+/// `drop_tables` drops durable runs, journals and logs too; they work again afterwards.
+pub async fn drop_tables_drops_durable_runs(storage: Arc<dyn Storage>) {
+    let run = durable_run("run", "Wf", 1_000);
+    storage
+        .write_durable(start_write(&run, vec![journal_entry("a#1", 0)], 1..=2))
+        .await
+        .unwrap();
+    storage.drop_tables().await.unwrap();
+    assert_eq!(durable_snapshot(&*storage, "run").await, (None, Vec::new()));
+    assert!(
+        storage
+            .durable_runs(&DurableQuery::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    storage
+        .write_durable(start_write(&run, Vec::new(), [1]))
+        .await
+        .unwrap();
+    let (state, events) = durable_snapshot(&*storage, "run").await;
+    assert!(state.unwrap().entries.is_empty());
+    assert_eq!(events, stored_events("run", [1]));
+    storage.drop_tables().await.unwrap();
+}
+
+/// Several processes' worth of writers on one run: each appends its event at the log's
+/// end it last read, under the run's fence; writes that lost the race fail as conflicts
+/// and are tried again. The log ends up with every event exactly once, without gaps; and
+/// of several resumes of one attempt exactly one wins.
+pub async fn concurrent_writers_of_one_run(storage: Arc<dyn Storage>) {
+    const TASKS: usize = 6;
+    const EVENTS: usize = 15;
+    let run = durable_run("run", "Wf", 1_000);
+    storage
+        .write_durable(start_write(&run, Vec::new(), []))
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let storage = Arc::clone(&storage);
+        handles.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for n in 0..EVENTS {
+                loop {
+                    let last = storage.load_durable("run").await.unwrap().unwrap().last_seq;
+                    let mut event = stored_event("run", last + 1);
+                    event.event = RunEvent::custom("append", json!({"task": task, "n": n}));
+                    let write = DurableWrite {
+                        fence: fence(1, Some(RunStatus::Running)),
+                        entries: vec![journal_entry(&format!("t{task}#{n}"), 0)],
+                        events: vec![event],
+                        ..DurableWrite::new("run")
+                    };
+                    match storage.write_durable(write).await {
+                        Ok(_) => break,
+                        Err(error) if error.is_conflict() => conflicts += 1,
+                        Err(error) => panic!("task {task}: {error:?}"),
+                    }
+                    assert!(conflicts < 10_000, "no progress");
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let (state, events) = durable_snapshot(&*storage, "run").await;
+    let state = state.unwrap();
+    let total = (TASKS * EVENTS) as u64;
+    assert_eq!(state.last_seq, total);
+    assert_eq!(state.entries.len(), TASKS * EVENTS);
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    let appended: BTreeSet<String> = events
+        .iter()
+        .map(|event| match &event.event.kind {
+            RunEventKind::Custom { data, .. } => data.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(appended.len(), TASKS * EVENTS, "every event once");
+
+    // Resumes racing for attempt 1: one moves the run to attempt 2, the others are fenced.
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let storage = Arc::clone(&storage);
+        let mut resumed = run.clone();
+        resumed.attempt = 2;
+        resumed.input = json!({ "resumed_by": task });
+        handles.push(tokio::spawn(async move {
+            let write = DurableWrite {
+                fence: fence(1, Some(RunStatus::Running)),
+                run: Some(resumed),
+                ..DurableWrite::new("run")
+            };
+            storage.write_durable(write).await
+        }));
+    }
+    let mut won = 0;
+    for handle in handles {
+        match handle.await.unwrap() {
+            Ok(None) => won += 1,
+            Err(StorageError::Fenced { what, .. }) => {
+                assert_eq!(what, "attempt 2, expected 1");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one resume wins");
+}
+
+/// Writes to many runs at once (as a server driving many runs does) each apply on their
+/// own, with their session writes; a fenced one among them costs the others nothing.
+pub async fn concurrent_writes_of_many_runs(storage: Arc<dyn Storage>) {
+    const RUNS: usize = 24;
+    for n in 0..RUNS {
+        let run = durable_run(&format!("run-{n}"), "Wf", 1_000);
+        storage
+            .write_durable(start_write(&run, Vec::new(), [1]))
+            .await
+            .unwrap();
+    }
+    let writes = (0..RUNS).map(|n| {
+        let run_id = format!("run-{n}");
+        let storage = Arc::clone(&storage);
+        tokio::spawn(async move {
+            let mut write = DurableWrite {
+                // Every fifth is fenced out.
+                fence: fence(if n % 5 == 4 { 7 } else { 1 }, Some(RunStatus::Running)),
+                entries: vec![journal_entry("a#1", 0)],
+                events: stored_events(&run_id, [2]),
+                ..DurableWrite::new(run_id.clone())
+            };
+            if n % 3 == 0 {
+                write.session = Some(run_write(&format!("session-{n}"), n, "k"));
+            }
+            storage.write_durable(write).await
+        })
+    });
+    let results = futures_join(writes.collect()).await;
+    for (n, result) in results.into_iter().enumerate() {
+        let run_id = format!("run-{n}");
+        let state = storage.load_durable(&run_id).await.unwrap().unwrap();
+        if n % 5 == 4 {
+            assert_fenced(result, &run_id, "attempt 1, expected 7");
+            assert_eq!(state.last_seq, 1);
+            assert!(state.entries.is_empty());
+        } else {
+            let session = result.unwrap();
+            assert_eq!(state.last_seq, 2);
+            assert_eq!(state.entries.len(), 1);
+            assert_eq!(session.is_some(), n % 3 == 0, "{run_id}");
+        }
+        let committed = storage
+            .read(&key(&format!("session-{n}")), &ReadOptions::with_runs(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            committed.is_some(),
+            n % 3 == 0 && n % 5 != 4,
+            "session-{n} written exactly when its durable write was"
+        );
+    }
+}
+
+async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    results
+}
+
+/// What a durable write's outcome is, comparable across stores: the session as stored
+/// (timestamps aside), or the kind of failure.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Written(Option<Box<Session>>),
+    Fenced(String),
+    Conflict,
+}
+
+fn outcome(result: Result<Option<Session>, StorageError>) -> Outcome {
+    match result {
+        Ok(session) => Outcome::Written(session.map(|mut session| {
+            session.created_at = 0;
+            session.updated_at = 0;
+            Box::new(session)
+        })),
+        Err(StorageError::Fenced { what, .. }) => Outcome::Fenced(what),
+        Err(StorageError::Database {
+            kind: StorageErrorKind::Conflict,
+            ..
+        }) => Outcome::Conflict,
+        Err(error) => panic!("unexpected error: {error:?}"),
+    }
+}
+
+/// A deterministic pseudo-random sequence of durable writes (right and wrong fences, right
+/// and wrong sequence numbers, rows, entries, session writes), reads, listings and prunes
+/// gives the same results on the storage as on `MemoryStorage`.
+pub async fn same_durable_results_as_memory_storage(storage: Arc<dyn Storage>) {
+    let reference = MemoryStorage::new();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed % n as u64).unwrap()
+    };
+    let ids = ["r0", "r1", "r2", "r3"];
+    let statuses = [
+        RunStatus::Running,
+        RunStatus::Paused,
+        RunStatus::Completed,
+        RunStatus::Error,
+        RunStatus::Cancelled,
+    ];
+    for step in 0..300_usize {
+        let run_id = ids[next(ids.len())];
+        match next(10) {
+            0..=6 => {
+                let known = reference.load_durable(run_id).await.unwrap();
+                let (attempt, status, last) =
+                    known.as_ref().map_or((1, RunStatus::Running, 0), |state| {
+                        (state.run.attempt, state.run.status, state.last_seq)
+                    });
+                let mut write = DurableWrite::new(run_id);
+                write.fence = match next(6) {
+                    0 => None,
+                    1 => fence(attempt + 1, None),
+                    2 => fence(attempt, Some(statuses[next(statuses.len())])),
+                    _ => fence(attempt, Some(status)),
+                };
+                if next(3) == 0 || known.is_none() && next(2) == 0 {
+                    let step = i64::try_from(step).unwrap();
+                    let mut run = durable_run(run_id, ["A", "B"][next(2)], 100 * (step % 7));
+                    run.status = statuses[next(statuses.len())];
+                    run.attempt = attempt + u32::from(next(3) == 0);
+                    run.updated_at = step;
+                    run.ended_at = run.is_finished().then_some(step * 10);
+                    write.run = Some(run);
+                }
+                for _ in 0..next(3) {
+                    let mut entry = journal_entry(&format!("k{}", next(4)), 0);
+                    entry.output = Some(json!({"step": step}));
+                    entry.status = [EntryStatus::Done, EntryStatus::Pending][next(2)];
+                    write.entries.push(entry);
+                }
+                let first = match next(8) {
+                    0 => last,
+                    1 => last + 2,
+                    _ => last + 1,
+                };
+                let count = next(3) as u64;
+                write.events = stored_events(run_id, first..first + count);
+                if next(4) == 0 {
+                    write.session = Some(run_write(&format!("s{}", next(2)), step, "k"));
+                }
+                let expected = outcome(reference.write_durable(write.clone()).await);
+                let actual = outcome(storage.write_durable(write).await);
+                assert_eq!(actual, expected, "write at step {step}");
+            }
+            7 => {
+                let (expected, expected_events) = durable_snapshot(&reference, run_id).await;
+                let (actual, actual_events) = durable_snapshot(&*storage, run_id).await;
+                assert_eq!(actual, expected, "load at step {step}");
+                assert_eq!(actual_events, expected_events, "events at step {step}");
+                let after = next(4) as u64;
+                let limit = next(4);
+                assert_eq!(
+                    storage.read_events(run_id, after, limit).await.unwrap(),
+                    reference.read_events(run_id, after, limit).await.unwrap(),
+                    "read_events at step {step}"
+                );
+            }
+            8 => {
+                let mut query = DurableQuery::all();
+                if next(2) == 0 {
+                    query = query.workflow(["A", "B"][next(2)]);
+                }
+                for _ in 0..next(3) {
+                    query = query.status(statuses[next(statuses.len())]);
+                }
+                if next(2) == 0 {
+                    query = query.limit(next(4));
+                }
+                assert_eq!(
+                    storage.durable_runs(&query).await.unwrap(),
+                    reference.durable_runs(&query).await.unwrap(),
+                    "durable_runs({query:?}) at step {step}"
+                );
+            }
+            _ => {
+                let before = i64::try_from(step * 5).unwrap();
+                assert_eq!(
+                    storage.prune_durable(before).await.unwrap(),
+                    reference.prune_durable(before).await.unwrap(),
+                    "prune at step {step}"
+                );
+            }
+        }
+    }
+    for run_id in ids {
+        assert_eq!(
+            durable_snapshot(&*storage, run_id).await,
+            durable_snapshot(&reference, run_id).await,
+            "{run_id} at the end"
+        );
+    }
+    for session in ["s0", "s1"] {
+        let normalize = |session: Option<Session>| {
+            session.map(|mut session| {
+                session.created_at = 0;
+                session.updated_at = 0;
+                session
+            })
+        };
+        let options = ReadOptions::with_runs(1000);
+        assert_eq!(
+            normalize(storage.read(&key(session), &options).await.unwrap()),
+            normalize(reference.read(&key(session), &options).await.unwrap()),
+            "{session}"
         );
     }
 }

@@ -70,6 +70,39 @@
 //! and never rewrites older ones, so the 10,000th run of a session costs what the first did,
 //! and a read loads only the most recent runs it asks for.
 //!
+//! ## Durable runs
+//!
+//! Both backends keep durable runs ([`Storage::write_durable`] and the reads beside it) in
+//! three more tables named after `{table}`, created and dropped with the others:
+//!
+//! | table | primary key | columns |
+//! | --- | --- | --- |
+//! | `{table}_durable_runs` | `run_id` | `workflow`, `status`, `attempt`, `session_id`, `created_at`, `updated_at`, `ended_at`, and the whole [`DurableRun`](buddy_core::durable::DurableRun) as JSON in `record` |
+//! | `{table}_journal` | `(run_id, key)` | `position`, `kind`, `status`, `updated_at`, and the whole [`JournalEntry`](buddy_core::durable::JournalEntry) as JSON in `record` |
+//! | `{table}_events` | `(run_id, seq)` | the [`RunEvent`](buddy_core::RunEvent) as JSON in `event` |
+//!
+//! with indexes for listing (`workflow, status, created_at`) and pruning (`ended_at`). A
+//! table name too long for `{table}_durable_runs` to fit in 63 characters gets shortened
+//! durable table names (a prefix and a hash, as index names). Durable runs are not part of
+//! a session: deleting a session keeps them; `prune_durable` and `drop_tables` remove them.
+//!
+//! A durable write is one transaction: the run's fence
+//! ([`check_fence`](buddy_core::durable::check_fence)) and the events' sequence numbers are
+//! checked first (a write that fails either changes nothing), then the row is replaced, the
+//! entries upserted by key, the events appended and the session write committed by the
+//! commit's own code. SQLite usually does it in one trip (a statement that fails the batch
+//! unless the write may apply, then the writes), and groups durable writes with the commits
+//! queued beside them; Postgres locks the run's row (`SELECT ... FOR UPDATE`), so writers of
+//! one run in several processes queue. A journal write (one entry and one event) takes
+//! about what a commit does (`journal_write_us` in the bench).
+//!
+//! A stored run, entry or event that does not decode is
+//! [`StorageError::CorruptRun`](buddy_core::StorageError::CorruptRun) naming the run and
+//! what is bad (`run row`, ``journal entry `key#1` ``, `event 7`); `durable_runs` skips a
+//! corrupt run with a `tracing` warning, as `list_sessions` skips a corrupt session.
+//!
+//! [`Storage::write_durable`]: buddy_core::storage::Storage::write_durable
+//!
 //! Every statement addresses a session by its whole key. Deleting a session deletes the
 //! sessions stored under it, exactly as
 //! [`SessionKey::covers`](buddy_core::session::SessionKey::covers) says (a prefix test on
@@ -175,6 +208,8 @@ mod cache;
 mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod durable;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

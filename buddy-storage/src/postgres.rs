@@ -1,5 +1,7 @@
 //! [`PostgresStorage`]: sessions in Postgres, shared by processes and machines.
 
+mod durable;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use buddy_core::durable::{DurableQuery, DurableRun, DurableState, DurableWrite, StoredEvent};
 use buddy_core::run::{RunRecord, now_millis};
 use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
@@ -32,6 +35,7 @@ const TEXT: Text = Text::EscapeNul;
 /// How long [`PostgresStorage::connect`] waits for the server, and a pool it creates waits
 /// for a free connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::durable::{Names, finished_statuses};
 use crate::error::{db, kind_of};
 use crate::ident::{self, index_name, quote, runs_table};
 use crate::migrate::{Layout, V1Row, check_v2_run};
@@ -67,6 +71,16 @@ const DDL_LOCK_KEY: i64 = 0x6275_6464_795f_6464; // "buddy_dd"
 /// connection of the pool is busy are written in one transaction (group commit), each
 /// caller told its own outcome; if anything in the group fails, the group is rolled back
 /// and its commits run one by one, so a failing write never loses another's.
+///
+/// # Durable runs
+///
+/// A [`write_durable`](Storage::write_durable) is one transaction on a task of its own (it
+/// completes even if its future is dropped): it locks the run's row (`SELECT ... FOR
+/// UPDATE`), so writers of one run queue across processes and machines; checks the fence;
+/// writes the row, the journal entries and the events in one statement that applies only
+/// if the events follow the stored log (read after the lock was granted); and commits the
+/// session write it carries with the commit's own locking code, in the same transaction.
+/// Durable writes are not grouped: each takes a connection of the pool.
 ///
 /// Pooled connections are not pinged before each use: an operation that finds its
 /// connection gone (the server restarted, a proxy dropped it) is retried once on a
@@ -191,6 +205,31 @@ struct Sql {
     v2_select_sessions: SqlStr,
     v2_select_runs: SqlStr,
     v2_alter: SqlStr,
+    durable: DurableSql,
+}
+
+/// The statements of durable runs (see the `durable` module).
+struct DurableSql {
+    /// The stored run's `attempt` and `status`, its row locked (`FOR UPDATE`) until the
+    /// transaction ends: writers of one run queue here, across processes.
+    lock: SqlStr,
+    /// One statement: the row, the entries and the events written, only if the events
+    /// follow the stored log (`$18`, the last `seq` they must follow, NULL without events);
+    /// returns the log's last `seq` before the write and whether it `applied`. Binds `$1`
+    /// the run id, `$2` to `$9` the row (`record` NULL: no row), `$10` to `$15` the entries
+    /// as arrays (key, position, kind, status, updated_at, record), `$16` and `$17` the
+    /// events (seq, event).
+    write: SqlStr,
+    /// The row, the last `seq` and the journal (an array of records, by key) in one row.
+    load: SqlStr,
+    /// `run_id` and `record` of the runs matching `$1` (workflow or NULL) and `$2` (statuses
+    /// or NULL), the oldest first, at most `$3`.
+    list: SqlStr,
+    /// `seq` and `event` after `$2`, at most `$3`.
+    events: SqlStr,
+    /// Deletes the runs that ended before `$1` with their journals and logs; returns how
+    /// many runs.
+    prune: SqlStr,
 }
 
 fn sql(text: String) -> SqlStr {
@@ -212,6 +251,45 @@ impl Sql {
         let t = format!("{prefix}{}", quote(table));
         let r = format!("{prefix}{}", quote(&runs_table(table)));
         let updated_idx = quote(&index_name(table, "updated_idx"));
+        let names = Names::of(table);
+        let d = format!("{prefix}{}", quote(&names.runs));
+        let j = format!("{prefix}{}", quote(&names.journal));
+        let e = format!("{prefix}{}", quote(&names.events));
+        // Run ids and keys sort byte-wise (`COLLATE "C"`), as in Rust.
+        let durable_create = format!(
+            "CREATE TABLE IF NOT EXISTS {d} (
+                run_id TEXT NOT NULL PRIMARY KEY,
+                workflow TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempt BIGINT NOT NULL,
+                session_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                ended_at BIGINT,
+                record JSONB NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS {list_idx}
+                ON {d} (workflow, status, created_at, run_id COLLATE \"C\");
+            CREATE INDEX IF NOT EXISTS {ended_idx} ON {d} (ended_at);
+            CREATE TABLE IF NOT EXISTS {j} (
+                run_id TEXT NOT NULL,
+                key TEXT NOT NULL,
+                position BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                status TEXT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                record JSONB NOT NULL,
+                PRIMARY KEY (run_id, key)
+            );
+            CREATE TABLE IF NOT EXISTS {e} (
+                run_id TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                event JSONB NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            );",
+            list_idx = quote(&names.list_idx),
+            ended_idx = quote(&names.ended_idx),
+        );
         let create_schema = schema
             .map(|s| format!("CREATE SCHEMA IF NOT EXISTS {};", quote(s)))
             .unwrap_or_default();
@@ -300,11 +378,10 @@ impl Sql {
                     FOREIGN KEY (session_id, kind, scope)
                         REFERENCES {t} (session_id, kind, scope) ON DELETE CASCADE
                 );
-                {index}"
+                {index}
+                {durable_create}"
             )),
-            drop: sql(format!(
-                "DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};"
-            )),
+            drop: sql(format!("DROP TABLE IF EXISTS {e}, {j}, {d}, {r}, {t};")),
             lock_session: sql(format!(
                 "INSERT INTO {t} AS t (session_id, kind, scope, created_at)
                  VALUES ($1, $2, $3, $4)
@@ -439,6 +516,76 @@ impl Sql {
                      ADD FOREIGN KEY (session_id, kind, scope)
                          REFERENCES {t} (session_id, kind, scope) ON DELETE CASCADE;
                  {index}"
+            )),
+            durable: DurableSql::new(&d, &j, &e),
+        }
+    }
+}
+
+impl DurableSql {
+    fn new(d: &str, j: &str, e: &str) -> Self {
+        let finished = format!("status IN ({}) AND ended_at < $1", finished_statuses());
+        DurableSql {
+            lock: sql(format!(
+                "SELECT attempt, status FROM {d} WHERE run_id = $1 FOR UPDATE"
+            )),
+            // Every part reads the log's end from one snapshot, taken after the row lock
+            // was granted (the statement before), so it sees what the writer that held the
+            // lock committed.
+            write: sql(format!(
+                "WITH last AS (SELECT COALESCE(MAX(seq), 0) AS seq FROM {e} WHERE run_id = $1),
+                ok AS (SELECT 1 FROM last WHERE $18::bigint IS NULL OR last.seq = $18),
+                run AS (
+                    INSERT INTO {d} (run_id, workflow, status, attempt, session_id,
+                        created_at, updated_at, ended_at, record)
+                    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb FROM ok
+                    WHERE $9::text IS NOT NULL
+                    ON CONFLICT (run_id) DO UPDATE SET workflow = EXCLUDED.workflow,
+                        status = EXCLUDED.status, attempt = EXCLUDED.attempt,
+                        session_id = EXCLUDED.session_id, created_at = EXCLUDED.created_at,
+                        updated_at = EXCLUDED.updated_at, ended_at = EXCLUDED.ended_at,
+                        record = EXCLUDED.record
+                ),
+                entries AS (
+                    INSERT INTO {j} (run_id, key, position, kind, status, updated_at, record)
+                    SELECT $1, x.key, x.position, x.kind, x.status, x.updated_at,
+                        x.record::jsonb
+                    FROM ok, unnest($10::text[], $11::bigint[], $12::text[], $13::text[],
+                        $14::bigint[], $15::text[])
+                        AS x(key, position, kind, status, updated_at, record)
+                    ON CONFLICT (run_id, key) DO UPDATE SET position = EXCLUDED.position,
+                        kind = EXCLUDED.kind, status = EXCLUDED.status,
+                        updated_at = EXCLUDED.updated_at, record = EXCLUDED.record
+                ),
+                events AS (
+                    INSERT INTO {e} (run_id, seq, event)
+                    SELECT $1, x.seq, x.event::jsonb
+                    FROM ok, unnest($16::bigint[], $17::text[]) AS x(seq, event)
+                )
+                SELECT last.seq AS last_seq, EXISTS (SELECT 1 FROM ok) AS applied FROM last"
+            )),
+            load: sql(format!(
+                "SELECT record::text AS record,
+                    (SELECT MAX(seq) FROM {e} WHERE run_id = $1) AS last_seq,
+                    (SELECT array_agg(record::text ORDER BY key COLLATE \"C\")
+                     FROM {j} WHERE run_id = $1) AS entries
+                 FROM {d} WHERE run_id = $1"
+            )),
+            list: sql(format!(
+                "SELECT run_id, record::text AS record FROM {d}
+                 WHERE ($1::text IS NULL OR workflow = $1)
+                   AND ($2::text[] IS NULL OR status = ANY($2))
+                 ORDER BY created_at, run_id COLLATE \"C\" LIMIT $3"
+            )),
+            events: sql(format!(
+                "SELECT seq, event::text AS event FROM {e} WHERE run_id = $1 AND seq > $2
+                 ORDER BY seq LIMIT $3"
+            )),
+            prune: sql(format!(
+                "WITH pruned AS (DELETE FROM {d} WHERE {finished} RETURNING run_id),
+                journal AS (DELETE FROM {j} WHERE run_id IN (SELECT run_id FROM pruned)),
+                events AS (DELETE FROM {e} WHERE run_id IN (SELECT run_id FROM pruned))
+                SELECT count(*) AS pruned FROM pruned"
             )),
         }
     }
@@ -1334,6 +1481,34 @@ impl Storage for PostgresStorage {
         tx.commit().await.map_err(db("drop_tables"))?;
         self.inner.ready.store(false, Ordering::Release);
         Ok(())
+    }
+    fn supports_durable(&self) -> bool {
+        true
+    }
+
+    async fn write_durable(&self, write: DurableWrite) -> StorageResult<Option<Session>> {
+        self.write_durable_detached(write).await
+    }
+
+    async fn load_durable(&self, run_id: &str) -> StorageResult<Option<DurableState>> {
+        self.load_durable_now(run_id).await
+    }
+
+    async fn durable_runs(&self, query: &DurableQuery) -> StorageResult<Vec<DurableRun>> {
+        self.durable_runs_now(query).await
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredEvent>> {
+        self.read_events_now(run_id, after, limit).await
+    }
+
+    async fn prune_durable(&self, ended_before: i64) -> StorageResult<u64> {
+        self.prune_durable_now(ended_before).await
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use buddy_core::durable::{DurableQuery, DurableRun, DurableState, DurableWrite, StoredEvent};
 use buddy_core::run::RunRecord;
 use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, Storage, StorageResult};
@@ -68,6 +69,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 ///   group is rolled back and its commits run again one by one, so a failing write never
 ///   loses another's;
 /// - a commit handed to the writer completes even if the caller's future is dropped.
+///
+/// Durable writes ([`Storage::write_durable`]) go through the writer too, grouped with the
+/// commits and durable writes queued beside them. One is usually one trip: a batch whose
+/// first statement fails unless the write may apply (the run's fence holds, the events
+/// follow its log), then the row, the journal entries (by key) and the events; a refused
+/// batch is rolled back and the write checked under the write lock, which says exactly why
+/// it is refused. A session write it carries is committed by the commit's own statements,
+/// in the same transaction.
 ///
 /// Writers of one database are serialised, across threads and processes (every write takes
 /// the database's write lock first); none loses another's run or state keys, and for a key
@@ -332,6 +341,71 @@ impl Storage for SqliteStorage {
             .ask(|reply| {
                 Job::Op(Op::Drop {
                     table: self.shared_table(),
+                    reply,
+                })
+            })
+            .await
+    }
+
+    fn supports_durable(&self) -> bool {
+        true
+    }
+
+    async fn write_durable(&self, write: DurableWrite) -> StorageResult<Option<Session>> {
+        self.writer
+            .ask(|reply| Commit::durable_job(self.shared_table(), write, reply))
+            .await
+    }
+
+    async fn load_durable(&self, run_id: &str) -> StorageResult<Option<DurableState>> {
+        self.writer
+            .ask(|reply| {
+                Job::Op(Op::LoadDurable {
+                    table: self.shared_table(),
+                    run_id: run_id.to_owned(),
+                    reply,
+                })
+            })
+            .await
+    }
+
+    async fn durable_runs(&self, query: &DurableQuery) -> StorageResult<Vec<DurableRun>> {
+        self.writer
+            .ask(|reply| {
+                Job::Op(Op::DurableRuns {
+                    table: self.shared_table(),
+                    query: query.clone(),
+                    reply,
+                })
+            })
+            .await
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredEvent>> {
+        self.writer
+            .ask(|reply| {
+                Job::Op(Op::ReadEvents {
+                    table: self.shared_table(),
+                    run_id: run_id.to_owned(),
+                    after,
+                    limit,
+                    reply,
+                })
+            })
+            .await
+    }
+
+    async fn prune_durable(&self, ended_before: i64) -> StorageResult<u64> {
+        self.writer
+            .ask(|reply| {
+                Job::Op(Op::Prune {
+                    table: self.shared_table(),
+                    ended_before,
                     reply,
                 })
             })

@@ -236,7 +236,16 @@ async fn from_pool_and_tables_created_lazily() {
     };
     assert!(tables().await.is_empty());
     storage.commit(run_write("s", 1, "k")).await.unwrap();
-    assert_eq!(tables().await, ["Workflows", "Workflows_runs"]);
+    assert_eq!(
+        tables().await,
+        [
+            "Workflows",
+            "Workflows_durable_runs",
+            "Workflows_events",
+            "Workflows_journal",
+            "Workflows_runs"
+        ]
+    );
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 ORDER BY 1",
     )
@@ -251,6 +260,14 @@ async fn from_pool_and_tables_created_lazily() {
     assert!(
         indexes.iter().any(|i| i == "Workflows_runs_pkey"),
         "{indexes:?}"
+    );
+    for index in ["Workflows_durable_list_idx", "Workflows_durable_ended_idx"] {
+        assert!(indexes.iter().any(|i| i == index), "{indexes:?}");
+    }
+    storage.drop_tables().await.unwrap();
+    assert!(
+        tables().await.is_empty(),
+        "drop_tables drops the durable tables too"
     );
 }
 
@@ -328,7 +345,7 @@ async fn fields_from_a_newer_version_are_ignored() {
     storage.commit(run_write("s", 1, "k")).await.unwrap();
     let sql = format!(
         "UPDATE \"{schema}\".sessions_runs
-            SET record = record || '{{\"future_field\": {{\"x\": 1}}, \"status\": \"paused\"}}';
+            SET record = record || '{{\"future_field\": {{\"x\": 1}}, \"status\": \"paused_by_v9\"}}';
          UPDATE \"{schema}\".sessions
             SET component_data = '{{\"name\": \"wf\", \"added_later\": [1]}}';
          ALTER TABLE \"{schema}\".sessions ADD COLUMN added_later TEXT DEFAULT 'x';"
@@ -611,7 +628,8 @@ async fn upgrade_schema_converts_the_v2_layout() {
             && def.ends_with("(session_id, kind, scope) ON DELETE CASCADE")),
         "{found:?}"
     );
-    assert_eq!(found.len(), 3, "{found:?}");
+    // The three of the sessions tables, and the primary keys of the durable tables.
+    assert_eq!(found.len(), 6, "{found:?}");
 
     let member = SessionKey::new("s1", SessionKind::Agent).scope("researcher");
     storage
@@ -766,7 +784,10 @@ async fn raw() -> Option<support::corrupt::Raw> {
         let pool = pool.clone();
         let sql = template
             .replace("{t}", &format!("\"{schema}\".sessions"))
-            .replace("{r}", &format!("\"{schema}\".sessions_runs"));
+            .replace("{r}", &format!("\"{schema}\".sessions_runs"))
+            .replace("{d}", &format!("\"{schema}\".sessions_durable_runs"))
+            .replace("{j}", &format!("\"{schema}\".sessions_journal"))
+            .replace("{e}", &format!("\"{schema}\".sessions_events"));
         Box::pin(async move {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&pool)
@@ -811,6 +832,11 @@ async fn raw() -> Option<support::corrupt::Raw> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corruption_is_a_typed_error_on_every_read_path() {
     support::corrupt::check_every_corruption(raw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_durable_corruption_is_a_typed_error() {
+    support::corrupt::check_every_durable_corruption(raw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -890,4 +916,97 @@ async fn a_commit_on_a_dead_connection_is_retried_once() {
     kill().await;
     let read = mine.read(&key("s"), &ReadOptions::with_runs(10)).await;
     assert_eq!(read.unwrap().unwrap().runs.len(), 2);
+}
+
+/// Durable runs of two tables in one schema are separate, and `drop_tables` of one drops
+/// only its own.
+#[tokio::test]
+async fn durable_runs_of_two_tables_are_separate() {
+    use buddy_core::durable::DurableQuery;
+    use buddy_storage::conformance::{durable_run, journal_entry, start_write};
+
+    let Some((a, _guard)) = storage().await else {
+        return;
+    };
+    let b = a.clone().table("other").unwrap();
+    let run = durable_run("run", "Wf", 1);
+    a.write_durable(start_write(&run, vec![journal_entry("x#1", 0)], 1..=2))
+        .await
+        .unwrap();
+    assert!(b.load_durable("run").await.unwrap().is_none());
+    assert!(b.read_events("run", 0, 10).await.unwrap().is_empty());
+    assert!(
+        b.durable_runs(&DurableQuery::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.write_durable(start_write(&run, Vec::new(), [1]))
+        .await
+        .unwrap();
+    assert_eq!(a.load_durable("run").await.unwrap().unwrap().last_seq, 2);
+    b.drop_tables().await.unwrap();
+    assert_eq!(a.read_events("run", 0, 10).await.unwrap().len(), 2);
+}
+
+/// Two stores (two pools, as two processes have) appending to one run under its fence:
+/// the row lock serialises them, so the log has every event once and no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_writing_one_run_serialize() {
+    use buddy_core::durable::{DurableWrite, Fence};
+    use buddy_storage::conformance::{durable_run, start_write, stored_event};
+
+    let Some((a, guard)) = storage().await else {
+        return;
+    };
+    let b = PostgresStorage::connect(&guard.url)
+        .await
+        .unwrap()
+        .schema(&guard.schema)
+        .unwrap()
+        .table("sessions")
+        .unwrap();
+    let run = durable_run("run", "Wf", 1);
+    a.write_durable(start_write(&run, Vec::new(), []))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            let mut written = 0;
+            while written < 25 {
+                let last = store.load_durable("run").await.unwrap().unwrap().last_seq;
+                let mut event = stored_event("run", last + 1);
+                event.event =
+                    buddy_core::RunEvent::custom("append", json!({"task": n, "n": written}));
+                let write = DurableWrite {
+                    fence: Some(Fence {
+                        attempt: 1,
+                        status: Some(RunStatus::Running),
+                    }),
+                    events: vec![event],
+                    ..DurableWrite::new("run")
+                };
+                match store.write_durable(write).await {
+                    Ok(_) => written += 1,
+                    Err(error) if error.is_conflict() => {}
+                    Err(error) => panic!("{error:?}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = b.read_events("run", 0, 1000).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    let distinct: std::collections::BTreeSet<String> = events
+        .iter()
+        .map(|event| serde_json::to_string(&event.event.kind).unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 100);
 }

@@ -77,7 +77,16 @@ async fn tables_are_named_after_table_and_created_by_table() {
         .await
         .unwrap()
     };
-    let expected = ["workflows", "workflows_runs", "workflows_updated_idx"];
+    let expected = [
+        "workflows",
+        "workflows_runs",
+        "workflows_updated_idx",
+        "workflows_durable_runs",
+        "workflows_durable_list_idx",
+        "workflows_durable_ended_idx",
+        "workflows_journal",
+        "workflows_events",
+    ];
     // No storage operation: the writer creates them in the background.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let names = loop {
@@ -155,6 +164,70 @@ async fn two_tables_in_one_file_are_separate() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Durable runs of two tables in one file are separate (each table has its own durable
+/// tables), and `drop_tables` of one drops only its own.
+#[tokio::test]
+async fn durable_runs_of_two_tables_are_separate() {
+    use buddy_core::durable::DurableQuery;
+    use buddy_storage::conformance::{durable_run, journal_entry, start_write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let base = SqliteStorage::open(dir.path().join("db")).await.unwrap();
+    let a = base.clone().table("a").unwrap();
+    let b = base.table("b").unwrap();
+    let run = durable_run("run", "Wf", 1);
+    a.write_durable(start_write(&run, vec![journal_entry("x#1", 0)], 1..=2))
+        .await
+        .unwrap();
+    assert!(b.load_durable("run").await.unwrap().is_none());
+    assert!(b.read_events("run", 0, 10).await.unwrap().is_empty());
+    assert!(
+        b.durable_runs(&DurableQuery::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The same run id in the other table starts its own log at 1.
+    b.write_durable(start_write(&run, Vec::new(), [1]))
+        .await
+        .unwrap();
+    assert_eq!(a.load_durable("run").await.unwrap().unwrap().last_seq, 2);
+    assert_eq!(b.prune_durable(i64::MAX).await.unwrap(), 0);
+    b.drop_tables().await.unwrap();
+    assert_eq!(a.read_events("run", 0, 10).await.unwrap().len(), 2);
+    let names = table_names(&a).await;
+    assert!(!names.iter().any(|n| n.starts_with("b_")), "{names:?}");
+    a.drop_tables().await.unwrap();
+    let names = table_names(&a).await;
+    assert!(names.is_empty(), "{names:?}");
+}
+
+/// A table name too long for `{name}_durable_runs` to fit in 63 characters gets shortened
+/// durable table names (as index names are), and works.
+#[tokio::test]
+async fn long_table_names_get_short_durable_tables() {
+    use buddy_storage::conformance::{durable_run, start_write};
+
+    let storage = SqliteStorage::open(":memory:").await.unwrap();
+    let long = "t".repeat(58);
+    let storage = storage.table(&long).unwrap();
+    let run = durable_run("run", "Wf", 1);
+    storage
+        .write_durable(start_write(&run, Vec::new(), 1..=3))
+        .await
+        .unwrap();
+    assert_eq!(storage.read_events("run", 1, 10).await.unwrap().len(), 2);
+    let names = table_names(&storage).await;
+    let ours = names.iter().filter(|n| !n.starts_with("sqlite_"));
+    assert!(ours.clone().all(|n| n.len() <= 63), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("_durable_runs")),
+        "{names:?}"
+    );
+    storage.drop_tables().await.unwrap();
+    assert!(table_names(&storage).await.is_empty());
 }
 
 async fn corrupt_storage() -> (tempfile::TempDir, SqliteStorage) {
@@ -874,7 +947,12 @@ async fn raw() -> Option<support::corrupt::Raw> {
     let pool = storage.pool().clone();
     let exec = move |template: String| {
         let pool = pool.clone();
-        let sql = template.replace("{t}", "t").replace("{r}", "t_runs");
+        let sql = template
+            .replace("{t}", "t")
+            .replace("{r}", "t_runs")
+            .replace("{d}", "t_durable_runs")
+            .replace("{j}", "t_journal")
+            .replace("{e}", "t_events");
         Box::pin(async move {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&pool)
@@ -914,6 +992,11 @@ async fn raw() -> Option<support::corrupt::Raw> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corruption_is_a_typed_error_on_every_read_path() {
     support::corrupt::check_every_corruption(raw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_durable_corruption_is_a_typed_error() {
+    support::corrupt::check_every_durable_corruption(raw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1005,4 +1088,35 @@ fn a_store_keeps_working_after_its_writers_runtime_shut_down() {
         assert_eq!(session.session_state, obj(json!({"first": 1, "second": 2})));
         assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 2);
     });
+}
+
+/// Tables of the current layout written before durable runs existed (no durable tables)
+/// get them on first use, and keep their sessions.
+#[tokio::test]
+async fn durable_tables_are_added_to_existing_tables() {
+    use buddy_storage::conformance::{durable_run, start_write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let old = SqliteStorage::open(&path).await.unwrap();
+    old.commit(run_write("s", 1, "k")).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE workflow_sessions_durable_runs; DROP TABLE workflow_sessions_journal;
+         DROP TABLE workflow_sessions_events;",
+    )
+    .execute(old.pool())
+    .await
+    .unwrap();
+    old.close().await;
+    let storage = SqliteStorage::open(&path).await.unwrap();
+    let run = durable_run("run", "Wf", 1);
+    storage
+        .write_durable(start_write(&run, Vec::new(), [1]))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.load_durable("run").await.unwrap().unwrap().last_seq,
+        1
+    );
+    assert_eq!(storage.runs(&key("s"), None).await.unwrap().len(), 1);
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 
 use crate::codec::{SQLITE_SESSION_COLUMNS, SQLITE_V2_SESSION_COLUMNS};
+use crate::durable::{Names, finished_statuses};
 use crate::ident::{index_name, quote, runs_table};
 
 /// Every statement, built once per table from the validated name.
@@ -30,6 +31,8 @@ pub(super) struct Sql {
     pub(super) v2_select_sessions: SqlStr,
     pub(super) v2_select_runs: SqlStr,
     pub(super) v2_rebuild: SqlStr,
+    /// The statements of durable runs.
+    pub(super) durable: DurableSql,
 }
 
 fn sql(text: String) -> SqlStr {
@@ -55,6 +58,45 @@ impl Sql {
         let updated_idx = quote(&index_name(table, "updated_idx"));
         let cols = SQLITE_SESSION_COLUMNS;
         let key = "session_id = ?1 AND kind = ?2 AND scope = ?3";
+        let names = Names::of(table);
+        let (d, j, e) = (
+            quote(&names.runs),
+            quote(&names.journal),
+            quote(&names.events),
+        );
+        let durable_create = format!(
+            "CREATE TABLE IF NOT EXISTS {d} (
+                run_id TEXT NOT NULL PRIMARY KEY,
+                workflow TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                session_id TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                ended_at INTEGER,
+                record TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS {list_idx} ON {d} (workflow, status, created_at, run_id);
+            CREATE INDEX IF NOT EXISTS {ended_idx} ON {d} (ended_at);
+            CREATE TABLE IF NOT EXISTS {j} (
+                run_id TEXT NOT NULL,
+                key TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                status TEXT NOT NULL,
+                updated_at INTEGER NOT NULL,
+                record TEXT NOT NULL,
+                PRIMARY KEY (run_id, key)
+            );
+            CREATE TABLE IF NOT EXISTS {e} (
+                run_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                event TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            );",
+            list_idx = quote(&names.list_idx),
+            ended_idx = quote(&names.ended_idx),
+        );
         let upsert = format!(
             "INSERT INTO {t} (session_id, kind, scope, component_id, user_id, session_name,
                 component_data, session_state, extra_data, created_at, updated_at, version,
@@ -105,7 +147,8 @@ impl Sql {
                     REFERENCES {t} (session_id, kind, scope) ON DELETE CASCADE
             );
             CREATE INDEX IF NOT EXISTS {updated_idx}
-                ON {t} (updated_at DESC, session_id DESC, kind, scope);"
+                ON {t} (updated_at DESC, session_id DESC, kind, scope);
+            {durable_create}"
         );
         Sql {
             // One row, so one hand-off back from sqlx's worker thread (it sends rows one by
@@ -121,7 +164,8 @@ impl Sql {
             alone: writes.wrap("BEGIN IMMEDIATE", "COMMIT"),
             grouped: writes.wrap("SAVEPOINT commit_one", "RELEASE commit_one"),
             drop: sql(format!(
-                "DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};"
+                "DROP TABLE IF EXISTS {e}; DROP TABLE IF EXISTS {j}; DROP TABLE IF EXISTS {d};
+                 DROP TABLE IF EXISTS {r}; DROP TABLE IF EXISTS {t};"
             )),
             select_runs: sql(format!(
                 "SELECT record FROM {r} WHERE {key} ORDER BY seq DESC LIMIT ?4"
@@ -205,6 +249,122 @@ impl Sql {
             create_in_transaction: sql(format!(
                 "BEGIN IMMEDIATE; {}; COMMIT",
                 create.trim_end().trim_end_matches(';')
+            )),
+            durable: DurableSql::new(&d, &j, &e),
+        }
+    }
+}
+
+/// The statements of durable runs (tables `d`, `j`, `e`: runs, journal, events).
+///
+/// A write binds `?1` the run id; `?2` its events and `?3` its entries as JSON arrays (see
+/// `EncodedWrite`), inserted with `json_each`, so one statement text serves any number of
+/// them; `?4` to `?11` its row's columns (`workflow`, `status`, `attempt`, `session_id`,
+/// `created_at`, `updated_at`, `ended_at`, `record`; `record` NULL: the write leaves the row
+/// alone); the guard of the one-trip write also `?12` and `?13` the fence's attempt and
+/// status (NULL: no fence, any status) and `?14` the log's last `seq` the events must follow
+/// (NULL without events).
+///
+/// The numbering matters: in a batch, sqlx binds a parameter number a statement skips as
+/// the next positional argument, counted across the batch, and stops binding a statement
+/// (leaving the rest NULL) once that count passes the arguments given. A test below checks
+/// that no batch skips more numbers than it binds.
+pub(super) struct DurableSql {
+    /// One trip: the guard (which fails the batch with a NOT NULL violation unless the fence
+    /// holds, the run exists or the write brings its row, and the events follow the stored
+    /// log), then the row, the entries and the events: `[begins and commits, begins and
+    /// stays in the transaction, inside one]`.
+    pub(super) guarded: [SqlStr; 3],
+    /// Begins the transaction and reads the stored run's `attempt` and `status` (NULL: no
+    /// such run) and its last event's `seq`.
+    pub(super) lock: SqlStr,
+    /// Writes the row, the entries and the events: `[and stays in the transaction, and
+    /// commits]`.
+    pub(super) write: [SqlStr; 2],
+    /// The row, the last `seq` and every entry (one JSON array, by key) in one row.
+    pub(super) load: SqlStr,
+    /// `run_id` and `record` of the runs matching `?1` (workflow or NULL), `?2` (a JSON
+    /// array of statuses, or NULL), at most `?3`.
+    pub(super) list: SqlStr,
+    /// A page of the log as one JSON array of `[seq, event]`: after `?2`, at most `?3`.
+    pub(super) events: SqlStr,
+    /// Deletes the runs that ended before `?1` with their journals and logs, in one
+    /// transaction; returns how many runs.
+    pub(super) prune: SqlStr,
+}
+
+impl DurableSql {
+    fn new(d: &str, j: &str, e: &str) -> Self {
+        let lock = format!(
+            "SELECT runs.attempt, runs.status,
+                (SELECT MAX(seq) FROM {e} WHERE run_id = ?1) AS last_seq
+             FROM (SELECT 1) LEFT JOIN {d} AS runs ON runs.run_id = ?1"
+        );
+        // `WHERE` after a `SELECT` that ends in `ON CONFLICT`: SQLite's parser needs it.
+        let body = format!(
+            "INSERT INTO {d} (run_id, workflow, status, attempt, session_id, created_at,
+                updated_at, ended_at, record)
+             SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE ?11 IS NOT NULL
+             ON CONFLICT (run_id) DO UPDATE SET workflow = excluded.workflow,
+                status = excluded.status, attempt = excluded.attempt,
+                session_id = excluded.session_id, created_at = excluded.created_at,
+                updated_at = excluded.updated_at, ended_at = excluded.ended_at,
+                record = excluded.record;
+             INSERT INTO {j} (run_id, key, position, kind, status, updated_at, record)
+             SELECT ?1, item.value ->> 0, item.value ->> 1, item.value ->> 2,
+                item.value ->> 3, item.value ->> 4, item.value ->> 5
+             FROM json_each(?3) AS item WHERE true
+             ON CONFLICT (run_id, key) DO UPDATE SET position = excluded.position,
+                kind = excluded.kind, status = excluded.status,
+                updated_at = excluded.updated_at, record = excluded.record;
+             INSERT INTO {e} (run_id, seq, event)
+             SELECT ?1, item.value ->> 0, item.value ->> 1 FROM json_each(?2) AS item"
+        );
+        // SQLite raises errors only in triggers; a row that breaks a NOT NULL constraint
+        // fails the statement (and so the batch) just as well, and is inserted only when the
+        // write must not apply.
+        let guard = format!(
+            "INSERT INTO {e} (run_id, seq, event) SELECT ?1, NULL, NULL WHERE NOT (
+                (?12 IS NULL OR EXISTS (SELECT 1 FROM {d}
+                    WHERE run_id = ?1 AND attempt = ?12 AND (?13 IS NULL OR status = ?13)))
+                AND (?11 IS NOT NULL OR EXISTS (SELECT 1 FROM {d} WHERE run_id = ?1))
+                AND (?14 IS NULL
+                    OR (SELECT ifnull(MAX(seq), 0) FROM {e} WHERE run_id = ?1) = ?14))"
+        );
+        let finished = format!("status IN ({}) AND ended_at < ?1", finished_statuses());
+        DurableSql {
+            guarded: [
+                sql(format!("BEGIN IMMEDIATE; {guard}; {body}; COMMIT")),
+                sql(format!("BEGIN IMMEDIATE; {guard}; {body}")),
+                sql(format!("{guard}; {body}")),
+            ],
+            lock: sql(format!("BEGIN IMMEDIATE; {lock}")),
+            write: [sql(body.clone()), sql(format!("{body}; COMMIT"))],
+            load: sql(format!(
+                "SELECT record, (SELECT MAX(seq) FROM {e} WHERE run_id = ?1) AS last_seq,
+                    (SELECT '[' || group_concat(ifnull(record, 'null'), ',' ORDER BY key) || ']'
+                     FROM {j} WHERE run_id = ?1) AS entries
+                 FROM {d} WHERE run_id = ?1"
+            )),
+            list: sql(format!(
+                "SELECT run_id, record FROM {d}
+                 WHERE (?1 IS NULL OR workflow = ?1)
+                   AND (?2 IS NULL OR status IN (SELECT value FROM json_each(?2)))
+                 ORDER BY created_at, run_id LIMIT ?3"
+            )),
+            events: sql(format!(
+                "SELECT '[' || group_concat('[' || seq || ',' || ifnull(event, 'null') || ']',
+                    ',' ORDER BY seq) || ']' AS events
+                 FROM (SELECT seq, event FROM {e} WHERE run_id = ?1 AND seq > ?2
+                       ORDER BY seq LIMIT ?3)"
+            )),
+            prune: sql(format!(
+                "BEGIN IMMEDIATE;
+                 DELETE FROM {e} WHERE run_id IN (SELECT run_id FROM {d} WHERE {finished});
+                 DELETE FROM {j} WHERE run_id IN (SELECT run_id FROM {d} WHERE {finished});
+                 DELETE FROM {d} WHERE {finished};
+                 COMMIT;
+                 SELECT changes() AS pruned"
             )),
         }
     }
@@ -305,6 +465,55 @@ impl Bodies {
             ],
             swap: one_trip(swap),
             insert: one_trip(insert_new),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many parameter numbers the statements of `batch` skip in all (sqlx binds each
+    /// skipped one as the next positional argument, across the batch), and the highest
+    /// number used.
+    fn skipped_and_highest(batch: &str) -> (usize, usize) {
+        let mut skipped = 0;
+        let mut highest = 0;
+        for statement in batch.split(';') {
+            let mut numbers = Vec::new();
+            let mut rest = statement;
+            while let Some(at) = rest.find('?') {
+                rest = &rest[at + 1..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(number) = digits.parse::<usize>() {
+                    numbers.push(number);
+                }
+            }
+            let max = numbers.iter().copied().max().unwrap_or(0);
+            skipped += (1..=max).filter(|n| !numbers.contains(n)).count();
+            highest = highest.max(max);
+        }
+        (skipped, highest)
+    }
+
+    /// Every durable batch binds all its parameters (see [`DurableSql`]): it never skips
+    /// more numbers than arguments are given (the highest number).
+    #[test]
+    fn durable_batches_bind_every_parameter() {
+        let sql = Sql::new("t");
+        let durable = &sql.durable;
+        for batch in durable
+            .guarded
+            .iter()
+            .chain(&durable.write)
+            .chain([&durable.lock])
+        {
+            let (skipped, highest) = skipped_and_highest(batch.as_str());
+            assert!(
+                skipped <= highest,
+                "{skipped} skipped in {}",
+                batch.as_str()
+            );
         }
     }
 }

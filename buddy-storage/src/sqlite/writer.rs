@@ -17,7 +17,11 @@
 //! - **Group commit.** Commits that queued while the writer was busy go into one
 //!   transaction. Each caller gets its own result; if anything in the group fails, the group
 //!   is rolled back and every commit of it runs again on its own, so one bad write never
-//!   takes another's with it.
+//!   takes another's with it. Durable writes (a run's journal entries and events) are
+//!   grouped the same way, with the commits queued beside them.
+//! - **One trip per journal write.** A durable write is one batch whose first statement
+//!   fails unless the run's fence holds and its events follow the stored log; only a
+//!   refused write reads the run under the write lock, to say why.
 //! - **One connection.** Every operation goes through the writer's connection (the pool of
 //!   [`SqliteStorage::open`](super::SqliteStorage::open) holds exactly one), so SQLite's page
 //!   cache stays valid from one transaction to the next.
@@ -31,10 +35,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use buddy_core::StorageError;
+use buddy_core::durable::{DurableQuery, DurableRun, DurableState, DurableWrite, StoredEvent};
 use buddy_core::run::{RunRecord, now_millis};
 use buddy_core::session::{Session, SessionKey, SessionQuery, SessionWrite};
 use buddy_core::storage::{ReadOptions, StorageResult};
+use buddy_core::{StorageError, StorageErrorKind};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqliteRow,
@@ -50,6 +55,7 @@ use crate::codec::{
     EncodedSession, SessionRow, Text, check_run_count, decode_run, decode_runs, encode_run,
     row_error, skip_corrupt, sql_limit,
 };
+use crate::durable::{self as dur, EncodedWrite, StoredFence, WRITE};
 use crate::error::db;
 use crate::lane::Lane;
 use crate::migrate::Layout;
@@ -97,7 +103,7 @@ type Reply<T> = oneshot::Sender<StorageResult<T>>;
 // allocation each.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Job {
-    /// A commit, grouped with the commits queued behind it.
+    /// A commit or a durable write, grouped with the ones queued behind it.
     Commit(Commit),
     /// Stop after the jobs before this one.
     Close(oneshot::Sender<()>),
@@ -143,21 +149,99 @@ pub(super) enum Op {
         table: Arc<Table>,
         reply: Reply<()>,
     },
+    LoadDurable {
+        table: Arc<Table>,
+        run_id: String,
+        reply: Reply<Option<DurableState>>,
+    },
+    DurableRuns {
+        table: Arc<Table>,
+        query: DurableQuery,
+        reply: Reply<Vec<DurableRun>>,
+    },
+    ReadEvents {
+        table: Arc<Table>,
+        run_id: String,
+        after: u64,
+        limit: usize,
+        reply: Reply<Vec<StoredEvent>>,
+    },
+    Prune {
+        table: Arc<Table>,
+        ended_before: i64,
+        reply: Reply<u64>,
+    },
 }
 
+/// A write that may share a transaction with the ones queued behind it.
 pub(super) struct Commit {
     table: Arc<Table>,
-    write: SessionWrite,
-    reply: Reply<Session>,
+    write: Write,
+}
+
+// A commit is the common write and moves once, into the channel, unboxed (see `Job`).
+#[allow(clippy::large_enum_variant)]
+enum Write {
+    /// A session commit.
+    Session(SessionWrite, Reply<Session>),
+    /// A durable write (with the session write it may carry). Boxed: a durable write is
+    /// twice a commit's size, and one allocation is small beside its encoding.
+    Durable(Box<DurableWrite>, Reply<Option<Session>>),
+}
+
+/// What a [`Write`] returned, before its caller is told.
+enum Written {
+    Session(Session),
+    Durable(Option<Session>),
 }
 
 impl Commit {
     pub(super) fn job(table: Arc<Table>, write: SessionWrite, reply: Reply<Session>) -> Job {
         Job::Commit(Commit {
             table,
-            write,
-            reply,
+            write: Write::Session(write, reply),
         })
+    }
+
+    pub(super) fn durable_job(
+        table: Arc<Table>,
+        write: DurableWrite,
+        reply: Reply<Option<Session>>,
+    ) -> Job {
+        Job::Commit(Commit {
+            table,
+            write: Write::Durable(Box::new(write), reply),
+        })
+    }
+
+    /// The key of the session this write commits, if any.
+    fn session_key(&self) -> Option<SessionKey> {
+        match &self.write {
+            Write::Session(write, _) => Some(write.key()),
+            Write::Durable(write, _) => write.session.as_ref().map(SessionWrite::key),
+        }
+    }
+
+    /// Tells the caller `result`.
+    fn answer(self, result: StorageResult<Written>) {
+        // Outcomes are made from their own writes, so the last two arms cannot happen.
+        let mixed = || StorageError::database("commit", "a write's outcome was mixed up");
+        let _ = match (self.write, result) {
+            (Write::Session(_, reply), Ok(Written::Session(session))) => {
+                reply.send(Ok(session)).map_err(drop)
+            }
+            (Write::Durable(_, reply), Ok(Written::Durable(session))) => {
+                reply.send(Ok(session)).map_err(drop)
+            }
+            (Write::Session(_, reply), Err(error)) => reply.send(Err(error)).map_err(drop),
+            (Write::Durable(_, reply), Err(error)) => reply.send(Err(error)).map_err(drop),
+            (Write::Session(_, reply), Ok(Written::Durable(_))) => {
+                reply.send(Err(mixed())).map_err(drop)
+            }
+            (Write::Durable(_, reply), Ok(Written::Session(_))) => {
+                reply.send(Err(mixed())).map_err(drop)
+            }
+        };
     }
 }
 
@@ -171,6 +255,8 @@ pub(super) struct WriterHandle {
     lane: Lane<Job>,
     /// Transactions begun for commits (a group counts once), for tests of grouping.
     transactions: Arc<AtomicUsize>,
+    /// Durable writes that took the checked path, for tests of the one-trip path.
+    checked: Arc<AtomicUsize>,
 }
 
 /// A writer's own connection, outside any pool.
@@ -195,6 +281,7 @@ impl WriterHandle {
             }),
             lane: Lane::default(),
             transactions: Arc::default(),
+            checked: Arc::default(),
         }
     }
 
@@ -205,6 +292,7 @@ impl WriterHandle {
             own: None,
             lane: Lane::default(),
             transactions: Arc::default(),
+            checked: Arc::default(),
         }
     }
 
@@ -230,6 +318,7 @@ impl WriterHandle {
                 source,
                 tables: HashMap::new(),
                 transactions: Arc::clone(&self.transactions),
+                checked: Arc::clone(&self.checked),
             };
             Ok(writer.serve(receiver))
         })
@@ -280,6 +369,7 @@ struct Writer {
     source: Source,
     tables: HashMap<String, TableState>,
     transactions: Arc<AtomicUsize>,
+    checked: Arc<AtomicUsize>,
 }
 
 /// Where the writer's connection comes from.
@@ -437,6 +527,52 @@ impl Writer {
                 let result = retry_busy!(drop_tables(conn, &table.sql).await);
                 let _ = reply.send(result);
             }
+            Op::LoadDurable {
+                table,
+                run_id,
+                reply,
+            } => {
+                let result = match self.ensure(conn, &table).await {
+                    Ok(_) => load_durable(conn, &table.sql, &run_id).await,
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(result);
+            }
+            Op::DurableRuns {
+                table,
+                query,
+                reply,
+            } => {
+                let result = match self.ensure(conn, &table).await {
+                    Ok(_) => durable_runs(conn, &table.sql, &query).await,
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(result);
+            }
+            Op::ReadEvents {
+                table,
+                run_id,
+                after,
+                limit,
+                reply,
+            } => {
+                let result = match self.ensure(conn, &table).await {
+                    Ok(_) => read_events(conn, &table.sql, &run_id, after, limit).await,
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(result);
+            }
+            Op::Prune {
+                table,
+                ended_before,
+                reply,
+            } => {
+                let result = match self.ensure(conn, &table).await {
+                    Ok(_) => retry_busy!(prune(conn, &table.sql, ended_before).await),
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(result);
+            }
         }
         lease.done(self);
     }
@@ -478,7 +614,7 @@ impl Writer {
                 let message = error.to_string();
                 for commit in group {
                     let error = StorageError::database_with_kind("commit", kind, message.clone());
-                    let _ = commit.reply.send(Err(error));
+                    commit.answer(Err(error));
                 }
                 return;
             }
@@ -488,16 +624,14 @@ impl Writer {
         for commit in group {
             match self.ensure(conn, &commit.table).await {
                 Ok(_) => ready.push(commit),
-                Err(error) => {
-                    let _ = commit.reply.send(Err(error));
-                }
+                Err(error) => commit.answer(Err(error)),
             }
         }
         if ready.len() > 1 {
             match self.commit_group(conn, &ready).await {
-                Ok(sessions) => {
-                    for (commit, session) in ready.into_iter().zip(sessions) {
-                        let _ = commit.reply.send(Ok(session));
+                Ok(outcomes) => {
+                    for (commit, outcome) in ready.into_iter().zip(outcomes) {
+                        commit.answer(Ok(outcome));
                     }
                     lease.done(self);
                     return;
@@ -507,13 +641,23 @@ impl Writer {
                 }
             }
         }
+        let checked = Arc::clone(&self.checked);
         for commit in ready {
             self.transactions.fetch_add(1, Ordering::Relaxed);
             let state = self.state(&commit.table);
-            let writes = &commit.table.sql.alone;
-            let result =
-                retry_busy!(commit_alone(conn, &mut state.cache, writes, &commit.write).await);
-            let _ = commit.reply.send(result);
+            let sql = &commit.table.sql;
+            let result = match &commit.write {
+                Write::Session(write, _) => {
+                    retry_busy!(commit_alone(conn, &mut state.cache, &sql.alone, write).await)
+                        .map(Written::Session)
+                }
+                Write::Durable(write, _) => {
+                    let cache = &mut state.cache;
+                    retry_busy!(durable_write(conn, cache, sql, write, true, &checked).await)
+                        .map(Written::Durable)
+                }
+            };
+            commit.answer(result);
         }
         lease.done(self);
     }
@@ -522,13 +666,13 @@ impl Writer {
         self.tables.entry(table.name.clone()).or_default()
     }
 
-    /// The commits of `group` in one transaction; on any failure the transaction is rolled
+    /// The writes of `group` in one transaction; on any failure the transaction is rolled
     /// back (and what the cache learnt from it forgotten).
     async fn commit_group(
         &mut self,
         conn: &mut SqliteConnection,
         group: &[Commit],
-    ) -> StorageResult<Vec<Session>> {
+    ) -> StorageResult<Vec<Written>> {
         retry_busy!(
             sqlx::raw_sql("BEGIN IMMEDIATE")
                 .execute(&mut *conn)
@@ -537,13 +681,26 @@ impl Writer {
                 .map_err(db("commit"))
         )?;
         self.transactions.fetch_add(1, Ordering::Relaxed);
-        let mut sessions = Vec::with_capacity(group.len());
+        let mut outcomes = Vec::with_capacity(group.len());
         let mut failure = None;
+        let checked = Arc::clone(&self.checked);
         for commit in group {
             let state = self.state(&commit.table);
-            let writes = &commit.table.sql.grouped;
-            match commit_one(conn, &mut state.cache, writes, &commit.write, false).await {
-                Ok(session) => sessions.push(session),
+            let sql = &commit.table.sql;
+            let outcome = match &commit.write {
+                Write::Session(write, _) => {
+                    commit_one(conn, &mut state.cache, &sql.grouped, write, false)
+                        .await
+                        .map(Written::Session)
+                }
+                Write::Durable(write, _) => {
+                    durable_write(conn, &mut state.cache, sql, write, false, &checked)
+                        .await
+                        .map(Written::Durable)
+                }
+            };
+            match outcome {
+                Ok(outcome) => outcomes.push(outcome),
                 Err(error) => {
                     failure = Some(error);
                     break;
@@ -552,13 +709,15 @@ impl Writer {
         }
         if failure.is_none() {
             match sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
-                Ok(_) => return Ok(sessions),
+                Ok(_) => return Ok(outcomes),
                 Err(error) => failure = Some(crate::error::database("commit", error)),
             }
         }
         rollback(&mut *conn).await;
         for commit in group {
-            self.state(&commit.table).cache.forget(&commit.write.key());
+            if let Some(key) = commit.session_key() {
+                self.state(&commit.table).cache.forget(&key);
+            }
         }
         Err(failure.unwrap_or_else(|| StorageError::database("commit", "group failed")))
     }
@@ -575,6 +734,10 @@ fn fail(op: Op, error: StorageError) {
             reply.send(Err(error)).map_err(drop)
         }
         Op::Upgrade { reply, .. } => reply.send(Err(error)).map_err(drop),
+        Op::LoadDurable { reply, .. } => reply.send(Err(error)).map_err(drop),
+        Op::DurableRuns { reply, .. } => reply.send(Err(error)).map_err(drop),
+        Op::ReadEvents { reply, .. } => reply.send(Err(error)).map_err(drop),
+        Op::Prune { reply, .. } => reply.send(Err(error)).map_err(drop),
     };
 }
 
@@ -952,16 +1115,287 @@ async fn drop_tables(conn: &mut SqliteConnection, sql: &Sql) -> StorageResult<()
     result
 }
 
+/// A durable write (see [`Storage::write_durable`]) with the session write it may carry,
+/// in one transaction.
+///
+/// Usually one trip: a batch whose first statement fails unless the write may apply (the
+/// fence holds, the run exists or the write brings its row, the events follow the stored
+/// log; the in-memory reference's rules, checked in SQL), then writes the row, the entries
+/// and the events. When that batch fails, the write takes the checked path: it reads the
+/// stored run's `attempt`, `status` and last event under the write lock, checks the write
+/// against them in Rust (which says exactly what failed, in the reference's order), and
+/// writes. A session write is then committed with the statements of a commit inside a
+/// group ([`Sql::grouped`]), in the same transaction.
+///
+/// `alone`: the write has a transaction of its own, begun and committed here and rolled back
+/// on any error. Else it runs inside a group's transaction, which the caller ends (and rolls
+/// back on any error, then runs every write of the group alone): there only the one-trip
+/// batch is tried.
+///
+/// [`Storage::write_durable`]: buddy_core::storage::Storage::write_durable
+async fn durable_write(
+    conn: &mut SqliteConnection,
+    cache: &mut Cache,
+    sql: &Sql,
+    write: &DurableWrite,
+    alone: bool,
+    checked: &AtomicUsize,
+) -> StorageResult<Option<Session>> {
+    let result = durable_steps(conn, cache, sql, write, alone, checked).await;
+    if result.is_err() && alone {
+        rollback(conn).await;
+        if let Some(session) = &write.session {
+            cache.forget(&session.key());
+        }
+    }
+    result
+}
+
+async fn durable_steps(
+    conn: &mut SqliteConnection,
+    cache: &mut Cache,
+    sql: &Sql,
+    write: &DurableWrite,
+    alone: bool,
+    checked: &AtomicUsize,
+) -> StorageResult<Option<Session>> {
+    let encoded = EncodedWrite::new(TEXT, write)?;
+    // Events that do not follow each other fail whatever is stored; the checked path says
+    // how (after the fence, as the reference does).
+    let in_order = dur::check_events(&write.run_id, &write.events, None);
+    let guarded = match in_order {
+        Ok(()) => guarded_write(conn, sql, write, &encoded, alone).await,
+        Err(error) => Err(error),
+    };
+    match guarded {
+        Ok(()) => {}
+        Err(error) if !alone => return Err(error),
+        Err(error)
+            if matches!(
+                error.kind(),
+                StorageErrorKind::Busy | StorageErrorKind::Unavailable
+            ) =>
+        {
+            return Err(error);
+        }
+        Err(error) => {
+            tracing::trace!(run_id = %write.run_id, %error, "guarded durable write refused; checking it");
+            rollback(conn).await;
+            checked.fetch_add(1, Ordering::Relaxed);
+            checked_write(conn, sql, write, &encoded).await?;
+        }
+    }
+    let Some(session_write) = &write.session else {
+        return Ok(None);
+    };
+    // The commit reads the row under the lock (two trips) rather than trying the one-trip
+    // swap first, so that a failure is the commit's own error, not the swap's.
+    cache.forget(&session_write.key());
+    let session = commit_one(conn, cache, &sql.grouped, session_write, false).await?;
+    if alone {
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map_err(db(WRITE))?;
+    }
+    Ok(Some(session))
+}
+
+/// The one-trip write: fails (a NOT NULL violation, nothing written) unless the write may
+/// apply. Commits when it is alone and no session write follows.
+async fn guarded_write(
+    conn: &mut SqliteConnection,
+    sql: &Sql,
+    write: &DurableWrite,
+    encoded: &EncodedWrite,
+    alone: bool,
+) -> StorageResult<()> {
+    let mode = match (alone, write.session.is_some()) {
+        (true, false) => 0,
+        (true, true) => 1,
+        (false, _) => 2,
+    };
+    let query = bind_durable(sqlx::query(sql.durable.guarded[mode].clone()), encoded)
+        .bind(write.fence.map(|fence| i64::from(fence.attempt)))
+        .bind(
+            write
+                .fence
+                .and_then(|fence| fence.status)
+                .map(|status| status.as_str()),
+        )
+        .bind(dur::expected_last(write));
+    query.execute(&mut *conn).await.map_err(db(WRITE))?;
+    Ok(())
+}
+
+/// The checked write, in a transaction begun here and left open unless it commits (no
+/// session write follows): the stored run read under the write lock, the write checked
+/// against it, then written.
+async fn checked_write(
+    conn: &mut SqliteConnection,
+    sql: &Sql,
+    write: &DurableWrite,
+    encoded: &EncodedWrite,
+) -> StorageResult<()> {
+    let run_id = write.run_id.as_str();
+    let statements = &sql.durable;
+    let row = sqlx::query(statements.lock.clone())
+        .bind(run_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db(WRITE))?;
+    let attempt: Option<i64> = row.try_get("attempt").map_err(durable_row(run_id))?;
+    let status: Option<String> = row.try_get("status").map_err(durable_row(run_id))?;
+    let last_seq: Option<i64> = row.try_get("last_seq").map_err(durable_row(run_id))?;
+    let stored = attempt
+        .zip(status)
+        .map(|(attempt, status)| StoredFence { attempt, status });
+    let last = dur::stored_seq(run_id, last_seq)?;
+    dur::check(write, stored.as_ref(), Some(last))?;
+    let commits = write.session.is_none();
+    bind_durable(
+        sqlx::query(statements.write[usize::from(commits)].clone()),
+        encoded,
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db(WRITE))?;
+    Ok(())
+}
+
+/// Binds `?1` to `?11` of a durable write (see [`DurableSql`](super::sql::DurableSql)).
+fn bind_durable(query: Query, write: &EncodedWrite) -> Query {
+    let query = query
+        .bind(write.run_id.clone())
+        .bind(write.events_json())
+        .bind(write.entries_json());
+    match &write.run {
+        Some(run) => query
+            .bind(run.workflow.clone())
+            .bind(run.status)
+            .bind(run.attempt)
+            .bind(run.session_id.clone())
+            .bind(run.created_at)
+            .bind(run.updated_at)
+            .bind(run.ended_at)
+            .bind(run.record.clone()),
+        None => query
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<String>),
+    }
+}
+
+/// Maps a driver error while decoding a durable row of `run_id` to `CorruptRun`, any other
+/// error to `Database`.
+fn durable_row(run_id: &str) -> impl Fn(sqlx::Error) -> StorageError + '_ {
+    move |error| match error {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) => {
+            dur::corrupt(run_id, "row", error)
+        }
+        error => crate::error::database("durable runs", error),
+    }
+}
+
+async fn load_durable(
+    conn: &mut SqliteConnection,
+    sql: &Sql,
+    run_id: &str,
+) -> StorageResult<Option<DurableState>> {
+    // One statement: the row, the log's end and the journal in one snapshot.
+    let row = sqlx::query(sql.durable.load.clone())
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("load_durable"))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let record: Option<String> = row.try_get("record").map_err(durable_row(run_id))?;
+    let last_seq: Option<i64> = row.try_get("last_seq").map_err(durable_row(run_id))?;
+    let entries: Option<String> = row.try_get("entries").map_err(durable_row(run_id))?;
+    Ok(Some(DurableState {
+        run: dur::decode_run(TEXT, run_id, record.as_deref())?,
+        entries: dur::decode_entries(TEXT, run_id, entries.as_deref())?,
+        last_seq: dur::stored_seq(run_id, last_seq)?,
+    }))
+}
+
+async fn durable_runs(
+    conn: &mut SqliteConnection,
+    sql: &Sql,
+    query: &DurableQuery,
+) -> StorageResult<Vec<DurableRun>> {
+    let statuses = dur::query_statuses(query)
+        .map(|statuses| serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".to_owned()));
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(sql.durable.list.clone())
+        .bind(&query.workflow)
+        .bind(statuses)
+        .bind(sql_limit(query.limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("durable_runs"))?;
+    let mut runs = Vec::with_capacity(rows.len());
+    for (run_id, record) in &rows {
+        runs.extend(dur::skip_corrupt(dur::decode_run(
+            TEXT,
+            run_id,
+            record.as_deref(),
+        ))?);
+    }
+    Ok(runs)
+}
+
+async fn read_events(
+    conn: &mut SqliteConnection,
+    sql: &Sql,
+    run_id: &str,
+    after: u64,
+    limit: usize,
+) -> StorageResult<Vec<StoredEvent>> {
+    // One row (the page as one JSON array): one hand-off back from sqlx's worker thread.
+    let events: Option<String> = sqlx::query_scalar(sql.durable.events.clone())
+        .bind(run_id)
+        .bind(dur::sql_seq(after))
+        .bind(sql_limit(Some(limit)))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(durable_row(run_id))?;
+    dur::decode_events(TEXT, run_id, events.as_deref())
+}
+
+async fn prune(conn: &mut SqliteConnection, sql: &Sql, ended_before: i64) -> StorageResult<u64> {
+    let result = sqlx::query_scalar::<_, i64>(sql.durable.prune.clone())
+        .bind(ended_before)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db("prune_durable"));
+    match result {
+        Ok(pruned) => Ok(u64::try_from(pruned).unwrap_or(0)),
+        Err(error) => {
+            rollback(conn).await;
+            Err(error)
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly.
 mod tests {
+    use buddy_core::StorageError;
+    use buddy_core::durable::{DurableWrite, Fence};
     use buddy_core::run::{RunRecord, RunResponse, RunStatus};
     use buddy_core::session::{SessionKey, SessionKind, SessionWrite, StatePatch};
     use buddy_core::storage::Storage;
     use serde_json::{Map, json};
 
     use super::Ordering;
-    use crate::SqliteStorage;
+    use crate::{SqliteStorage, conformance};
 
     fn write(session_id: &str, n: usize) -> SessionWrite {
         let mut after = Map::new();
@@ -987,6 +1421,99 @@ mod tests {
 
     fn transactions(storage: &SqliteStorage) -> usize {
         storage.writer.transactions.load(Ordering::Relaxed)
+    }
+
+    fn checked(storage: &SqliteStorage) -> usize {
+        storage.writer.checked.load(Ordering::Relaxed)
+    }
+
+    /// A journal write of run `run_id`: one entry, the event `seq`, fenced on `attempt`.
+    fn journal_write(run_id: &str, seq: u64, attempt: u32) -> DurableWrite {
+        DurableWrite {
+            fence: Some(Fence {
+                attempt,
+                status: Some(RunStatus::Running),
+            }),
+            entries: vec![conformance::journal_entry(&format!("step#{seq}"), 0)],
+            events: conformance::stored_events(run_id, [seq]),
+            ..DurableWrite::new(run_id)
+        }
+    }
+
+    async fn start_runs(storage: &SqliteStorage, runs: usize) {
+        for n in 0..runs {
+            let run = conformance::durable_run(&format!("run-{n}"), "Wf", 1);
+            storage
+                .write_durable(conformance::start_write(&run, Vec::new(), []))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Durable writes queued while the writer is busy share one transaction, each in one
+    /// trip (none takes the checked path), with commits queued among them.
+    #[tokio::test]
+    async fn queued_durable_writes_share_one_transaction() {
+        let storage = SqliteStorage::open(":memory:").await.unwrap();
+        start_runs(&storage, 16).await;
+        let (before, checked_before) = (transactions(&storage), checked(&storage));
+        let durable =
+            (0..16).map(|n| storage.write_durable(journal_write(&format!("run-{n}"), 1, 1)));
+        let commits = (0..4).map(|n| storage.commit(write(&format!("s{n}"), n)));
+        let (durable, commits) = futures::future::join(
+            futures::future::join_all(durable),
+            futures::future::join_all(commits),
+        )
+        .await;
+        assert_eq!(transactions(&storage) - before, 1, "one group");
+        assert_eq!(checked(&storage), checked_before, "every write in one trip");
+        assert!(
+            durable.iter().all(|result| matches!(result, Ok(None))),
+            "{durable:?}"
+        );
+        assert!(commits.iter().all(Result::is_ok));
+        for n in 0..16 {
+            let state = storage
+                .load_durable(&format!("run-{n}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((state.last_seq, state.entries.len()), (1, 1));
+        }
+    }
+
+    /// A durable write refused inside a group (its fence does not hold) costs the others
+    /// nothing: the group is rolled back and each write runs alone, the refused one taking
+    /// the checked path to say why.
+    #[tokio::test]
+    async fn a_fenced_durable_write_in_a_group_loses_no_other() {
+        let storage = SqliteStorage::open(":memory:").await.unwrap();
+        start_runs(&storage, 12).await;
+        let (before, checked_before) = (transactions(&storage), checked(&storage));
+        let writes = (0..12).map(|n| {
+            let attempt = if n == 5 { 2 } else { 1 };
+            storage.write_durable(journal_write(&format!("run-{n}"), 1, attempt))
+        });
+        let results = futures::future::join_all(writes).await;
+        assert_eq!(transactions(&storage) - before, 1 + 12);
+        assert_eq!(checked(&storage) - checked_before, 1);
+        for (n, result) in results.into_iter().enumerate() {
+            let state = storage
+                .load_durable(&format!("run-{n}"))
+                .await
+                .unwrap()
+                .unwrap();
+            if n == 5 {
+                assert!(
+                    matches!(result, Err(StorageError::Fenced { .. })),
+                    "{result:?}"
+                );
+                assert_eq!(state.last_seq, 0);
+            } else {
+                assert_eq!(result.unwrap(), None);
+                assert_eq!(state.last_seq, 1);
+            }
+        }
     }
 
     /// Commits queued while the writer is busy (here: all of them, sent before it first

@@ -328,3 +328,169 @@ pub async fn refused_write_leaves_the_store_usable(raw: Raw) {
     assert!(!session.session_state.contains_key("refused_key"));
     drop(raw.guard);
 }
+
+/// Which part of a stored durable run a corruption breaks.
+#[derive(Clone, Copy, Debug)]
+enum DurablePart {
+    /// The run's row: loading fails, listing skips it, the log still reads.
+    Run,
+    /// A journal entry: loading fails, listing and the log still work.
+    Entry,
+    /// An event: reading the log past it fails, loading still works.
+    Event,
+}
+
+/// Durable rows broken by hand (JSON that is not what was written: `jsonb` columns hold
+/// only JSON), on run `bad` (entry `a#1`, events 1 to 3), with the `what` of the expected
+/// [`StorageError::CorruptRun`]. `{d}`, `{j}` and `{e}` stand for the durable tables.
+const DURABLE_CORRUPTIONS: &[(&str, &str, DurablePart, &str)] = &[
+    (
+        "run record a number",
+        "UPDATE {d} SET record = '42' WHERE run_id = 'bad'",
+        DurablePart::Run,
+        "run row",
+    ),
+    (
+        "run record an array",
+        "UPDATE {d} SET record = '[]' WHERE run_id = 'bad'",
+        DurablePart::Run,
+        "run row",
+    ),
+    (
+        "run record with a wrong type",
+        "UPDATE {d} SET record = '{\"run_id\": \"bad\", \"attempt\": \"one\"}' WHERE run_id = 'bad'",
+        DurablePart::Run,
+        "run row",
+    ),
+    (
+        "run record without a run id",
+        "UPDATE {d} SET record = '{\"status\": \"running\"}' WHERE run_id = 'bad'",
+        DurablePart::Run,
+        "run row",
+    ),
+    (
+        "journal record without a key",
+        "UPDATE {j} SET record = '{\"position\": 1}' WHERE run_id = 'bad'",
+        DurablePart::Entry,
+        "journal entry",
+    ),
+    (
+        "journal record a string",
+        "UPDATE {j} SET record = '\"text\"' WHERE run_id = 'bad' AND key = 'a#1'",
+        DurablePart::Entry,
+        "journal entry",
+    ),
+    (
+        "journal record with a wrong type",
+        "UPDATE {j} SET record = '{\"key\": \"a#1\", \"position\": -1}' WHERE run_id = 'bad'",
+        DurablePart::Entry,
+        "journal entry `a#1`",
+    ),
+    (
+        "event a number",
+        "UPDATE {e} SET event = '7' WHERE run_id = 'bad' AND seq = 2",
+        DurablePart::Event,
+        "event 2",
+    ),
+    (
+        "event without a kind",
+        "UPDATE {e} SET event = '{\"created_at\": 1}' WHERE run_id = 'bad' AND seq = 2",
+        DurablePart::Event,
+        "event 2",
+    ),
+];
+
+/// Every corruption of [`DURABLE_CORRUPTIONS`], each on a fresh store from `make`: the
+/// read that meets it fails with [`StorageError::CorruptRun`] naming the run and what is
+/// bad, the listing skips a corrupt run, reads that do not need the bad part work, and a
+/// write that brings the run's row again repairs a corrupt row.
+pub async fn check_every_durable_corruption<F, Fut>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<Raw>>,
+{
+    for &(name, template, part, what) in DURABLE_CORRUPTIONS {
+        let Some(raw) = make().await else { return };
+        check_durable_corruption(&raw, name, template, part, what).await;
+    }
+}
+
+async fn check_durable_corruption(
+    raw: &Raw,
+    name: &str,
+    template: &str,
+    part: DurablePart,
+    what: &str,
+) {
+    use buddy_core::durable::DurableQuery;
+    use buddy_storage::conformance::{durable_run, journal_entry, start_write};
+
+    let storage = &*raw.storage;
+    let mut runs = Vec::new();
+    for id in ["good", "bad"] {
+        let run = durable_run(id, "Wf", 1);
+        storage
+            .write_durable(start_write(&run, vec![journal_entry("a#1", 0)], 1..=3))
+            .await
+            .unwrap();
+        runs.push(run);
+    }
+    (raw.exec)(template.to_owned()).await;
+    let expected = ("bad".to_owned(), what.to_owned());
+    let loaded = storage.load_durable("bad").await;
+    let listed = storage.durable_runs(&DurableQuery::all()).await.unwrap();
+    let listed: Vec<&str> = listed.iter().map(|run| run.run_id.as_str()).collect();
+    let events = storage.read_events("bad", 0, 10).await;
+    match part {
+        DurablePart::Run | DurablePart::Entry => {
+            let context = format!("{name}: load_durable");
+            assert_eq!(
+                corrupt_run(&context, loaded.unwrap_err()),
+                expected,
+                "{context}"
+            );
+            assert_eq!(events.unwrap().len(), 3, "{name}: the log still reads");
+        }
+        DurablePart::Event => {
+            assert_eq!(loaded.unwrap().unwrap().last_seq, 3, "{name}");
+            let context = format!("{name}: read_events");
+            assert_eq!(
+                corrupt_run(&context, events.unwrap_err()),
+                expected,
+                "{context}"
+            );
+            assert_eq!(
+                storage.read_events("bad", 2, 10).await.unwrap().len(),
+                1,
+                "{name}: a page after the bad event reads"
+            );
+        }
+    }
+    match part {
+        DurablePart::Run => assert_eq!(listed, ["good"], "{name}: skipped, not fatal"),
+        DurablePart::Entry | DurablePart::Event => {
+            assert_eq!(listed, ["bad", "good"], "{name}")
+        }
+    }
+    if let DurablePart::Run = part {
+        // The fence reads the row's columns, so a resume can write the row again.
+        let mut repair = start_write(&runs[1], Vec::new(), [4]);
+        repair.fence = Some(buddy_core::durable::Fence {
+            attempt: 1,
+            status: None,
+        });
+        storage.write_durable(repair).await.unwrap();
+        let state = storage.load_durable("bad").await.unwrap().unwrap();
+        assert_eq!(state.run, runs[1], "{name}: repaired");
+        assert_eq!(state.last_seq, 4, "{name}");
+    }
+    let good = storage.load_durable("good").await.unwrap().unwrap();
+    assert_eq!((good.entries.len(), good.last_seq), (1, 3), "{name}");
+}
+
+fn corrupt_run(context: &str, error: StorageError) -> (String, String) {
+    match error {
+        StorageError::CorruptRun { run_id, what, .. } => (run_id, what),
+        other => panic!("{context}: expected CorruptRun, got {other:?}"),
+    }
+}
