@@ -246,6 +246,8 @@ async fn scenario(database: &str, point: Option<&str>, dir: &Path) -> (Ending, b
     let storage = open(database).await;
     let mut killed = point.is_none();
     let mut finished_at_kill = Vec::new();
+    // This process follows the log the children write, live, across their crashes.
+    let follower = tokio::spawn(follow(Arc::clone(&storage)));
     for round in 0..10 {
         let role = if round == 0 { "start" } else { "resume" };
         let child = child.clone().env("BUDDY_CRASH_ROLE", role);
@@ -291,6 +293,15 @@ async fn scenario(database: &str, point: Option<&str>, dir: &Path) -> (Ending, b
                 for request in server.requests() {
                     *requests.entry(call_key(&request)).or_default() += 1;
                 }
+                let followed = follower.await.unwrap();
+                let stored = storage
+                    .read_events(&run.run_id, 0, usize::MAX)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    followed, stored,
+                    "{database}: the follower in another process saw the log as stored"
+                );
                 let ending = Ending {
                     response: run.response.as_ref().unwrap().text().into_owned(),
                     requests,
@@ -311,6 +322,37 @@ async fn scenario(database: &str, point: Option<&str>, dir: &Path) -> (Ending, b
         }
     }
     panic!("{database}: the run did not complete after ten processes (fault point {point:?})");
+}
+
+/// Follows the run's event log from another process than the ones writing it: each event
+/// once, in order, until the run completes (a pause or a crash ends a pass; the next pass
+/// resumes after the last event seen).
+async fn follow(storage: Arc<dyn Storage>) -> Vec<durable::StoredEvent> {
+    use futures::StreamExt;
+    let mut seen: Vec<durable::StoredEvent> = Vec::new();
+    loop {
+        let Some(run) = storage
+            .durable_runs(&DurableQuery::all())
+            .await
+            .unwrap()
+            .pop()
+        else {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            continue;
+        };
+        let after = seen.last().map_or(0, |event| event.seq);
+        let mut events = durable::events(Arc::clone(&storage), run.run_id.clone(), after);
+        while let Some(event) = events.next().await {
+            let event = event.unwrap();
+            assert_eq!(event.seq, seen.len() as u64 + 1, "no gap, no duplicate");
+            seen.push(event);
+        }
+        let now = storage.load_durable(&run.run_id).await.unwrap().unwrap();
+        if now.run.status == RunStatus::Completed && now.last_seq == seen.len() as u64 {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 fn count_lines(path: &Path) -> BTreeMap<String, usize> {

@@ -970,3 +970,79 @@ async fn a_tool_that_needs_confirmation_waits_and_a_rejection_goes_to_the_model(
         }
     }
 }
+
+/// A streaming body that passes on its agent's stream.
+#[workflow]
+struct Narrator {
+    #[member]
+    voice: Agent,
+    #[field(default)]
+    probe: Probe,
+}
+
+#[workflow(durable)]
+impl Narrator {
+    async fn run(&mut self) -> impl Stream<Item = Result<RunEvent>> {
+        buddy::try_stream! {
+            let mut story = self.voice.run_stream("tell me");
+            while let Some(event) = story.next().await {
+                yield event?;
+            }
+            self.probe.gate().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_stream_repeats_finished_text_marked_replayed_and_logs_it_once() {
+    for (name, storage, _dir) in stores("a_resumed_stream_repeats").await {
+        let model = ScriptedModel::new().chunks(["once ", "upon"]);
+        let probe = Probe::default();
+        let narrator = || {
+            Narrator::builder()
+                .storage(Arc::clone(&storage))
+                .voice(Agent::new(model.clone()).name("voice"))
+                .probe(probe.clone())
+                .build()
+                .unwrap()
+        };
+        let mut first = narrator();
+        let live: Vec<RunEvent> = tokio::time::timeout(Duration::from_millis(200), async {
+            let mut events = Vec::new();
+            let mut stream = first.run();
+            while let Some(event) = stream.next().await {
+                events.push(event.unwrap());
+            }
+            events
+        })
+        .await
+        .unwrap_or_default();
+        assert!(live.is_empty(), "{name}: the run was dropped at the gate");
+        probe.open.store(true, Ordering::SeqCst);
+        let run_id = only_run(&storage).await.run_id;
+        let mut resumer = narrator();
+        let mut stream = resumer.resume_stream(&run_id);
+        let mut replayed_text = String::new();
+        let mut response = None;
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            if event.replayed
+                && let Some(delta) = event.content_delta()
+            {
+                replayed_text.push_str(delta);
+            }
+            if event.is_top_level() && event.response().is_some() {
+                response = event.response().cloned();
+            }
+        }
+        assert_eq!(replayed_text, "once upon", "{name}");
+        assert_eq!(response.unwrap().text(), "once upon", "{name}");
+        assert_eq!(model.calls(), 1, "{name}");
+        let log = storage.read_events(&run_id, 0, usize::MAX).await.unwrap();
+        let text: String = log.iter().filter_map(|e| e.event.content_delta()).collect();
+        assert_eq!(
+            text, "once upon",
+            "{name}: the log has the text once, from the first attempt"
+        );
+    }
+}

@@ -27,10 +27,10 @@ use crate::tool::{ToolConfirmation, result_text};
 impl Agent {
     /// The journal slot of a run of this agent made now, in a durable run.
     pub(crate) fn journal_slot(&self) -> Option<Slot> {
-        let name = self
-            .attached
-            .journal_name(self.config.name.as_deref(), "agent");
-        crate::durable::allocate(crate::durable::EntryKind::Agent, &name)
+        crate::durable::allocate_member(crate::durable::EntryKind::Agent, || {
+            self.attached
+                .journal_name(self.config.name.as_deref(), "agent")
+        })
     }
 
     /// One run of the agent on `input`, its events sent into `sink`; in a durable run, the

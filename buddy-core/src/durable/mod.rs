@@ -70,17 +70,28 @@ pub(crate) fn current() -> Option<JournalScope> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
-/// Runs `future` with `scope` as the current journal scope (as is, without one).
-pub(crate) async fn within<F: Future>(scope: Option<JournalScope>, future: F) -> F::Output {
+/// `future` with `scope` as the current journal scope (as is, without one). Not an
+/// `async fn`: the future is held once, in whichever arm applies, so a run outside durable
+/// runs carries no second copy of it.
+pub(crate) fn within<F: Future>(
+    scope: Option<JournalScope>,
+    future: F,
+) -> futures::future::Either<tokio::task::futures::TaskLocalFuture<JournalScope, F>, F> {
     match scope {
-        Some(scope) => CURRENT.scope(scope, future).await,
-        None => future.await,
+        Some(scope) => futures::future::Either::Left(CURRENT.scope(scope, future)),
+        None => futures::future::Either::Right(future),
     }
 }
 
 /// Allocates a journal slot for `name` in the current scope (none outside durable runs).
 pub(crate) fn allocate(kind: EntryKind, name: &str) -> Option<Slot> {
     current().map(|scope| scope.allocate(kind, name))
+}
+
+/// Allocates a journal slot for a member run named by `name()` (called only inside a
+/// durable run, so that runs outside one build no name).
+pub(crate) fn allocate_member(kind: EntryKind, name: impl FnOnce() -> String) -> Option<Slot> {
+    current().map(|scope| scope.allocate(kind, &name()))
 }
 
 /// Runs `future` as a durable step named `name`: in a durable run its output is journaled

@@ -256,6 +256,19 @@ fn validate(run_id: &str, key: &str, schema: Option<&Value>, value: &Value) -> R
 /// still driving it fails on its next write); a run that has ended is left as it is.
 /// Returns the run's row afterwards.
 pub async fn cancel(storage: &dyn Storage, run_id: &str) -> Result<DurableRun> {
+    // A run still working appends events as it goes: a write that collided with one of
+    // them is tried again on what is stored then.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match try_cancel(storage, run_id).await {
+            Err(Error::Storage(error)) if error.is_conflict() && tries < 10 => continue,
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn try_cancel(storage: &dyn Storage, run_id: &str) -> Result<DurableRun> {
     let state = load(storage, run_id).await?;
     let mut run = state.run;
     if run.is_finished() {

@@ -459,7 +459,10 @@ impl RunScope {
             write.state_patch = state_patch;
         }
         write.run = Some(record.clone());
+        // Built only when someone reads it: a run nobody streams pays nothing for it.
+        let read = self.sink.is_enabled() || self.journal.is_some();
         let closing = match &message {
+            _ if !read => None,
             None => Some(RunEventKind::RunCompleted {
                 response: Box::new(response.clone()),
             }),
@@ -531,6 +534,27 @@ impl RunScope {
     /// Writes a finished run: its session write, through the journal in a durable run
     /// (with `closing`, the run's last event, in the same transaction).
     async fn commit(
+        &self,
+        write: SessionWrite,
+        response: &RunResponse,
+        error: Option<String>,
+        closing: Option<&RunEvent>,
+    ) -> Result<Option<Session>> {
+        let detached = |write| async {
+            match &self.storage {
+                None => Ok(None),
+                Some(storage) => Ok(Some(crate::storage::commit_detached(storage, write).await?)),
+            }
+        };
+        match &self.journaled {
+            Journaled::No => detached(write).await,
+            // Boxed: a run outside durable runs does not carry this path's state.
+            _ => Box::pin(self.commit_journaled(write, response, error, closing)).await,
+        }
+    }
+
+    /// [`commit`](RunScope::commit) in a durable run.
+    async fn commit_journaled(
         &self,
         write: SessionWrite,
         response: &RunResponse,

@@ -25,9 +25,22 @@ pub(crate) async fn call_model(
     turn: usize,
     debug: bool,
 ) -> Result<ModelResponse> {
-    let Some(slot) = scope.allocate(EntryKind::Model, "model") else {
-        return Ok(send(model, request, scope, turn, debug).await?);
-    };
+    match scope.allocate(EntryKind::Model, "model") {
+        None => Ok(send(model, request, scope, turn, debug).await?),
+        // Boxed: a run outside durable runs does not carry this path's state.
+        Some(slot) => Box::pin(journaled(slot, model, request, scope, turn, debug)).await,
+    }
+}
+
+/// A model call that is the journal entry `slot`.
+async fn journaled(
+    slot: crate::durable::Slot,
+    model: &dyn Model,
+    request: &ModelRequest,
+    scope: &mut RunScope,
+    turn: usize,
+    debug: bool,
+) -> Result<ModelResponse> {
     let input_hash = hash_value(request);
     if let Some(entry) = slot.replay(&input_hash)? {
         let response: ModelResponse =

@@ -38,10 +38,10 @@ struct Turns<'a> {
 impl Team {
     /// The journal slot of a run of this team made now, in a durable run.
     pub(crate) fn journal_slot(&self) -> Option<Slot> {
-        let name = self
-            .attached
-            .journal_name(self.config.name.as_deref(), "team");
-        crate::durable::allocate(crate::durable::EntryKind::Team, &name)
+        crate::durable::allocate_member(crate::durable::EntryKind::Team, || {
+            self.attached
+                .journal_name(self.config.name.as_deref(), "team")
+        })
     }
 
     /// One run of the team on `input` at delegation depth `depth`, its events and its
