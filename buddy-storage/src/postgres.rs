@@ -74,13 +74,17 @@ const DDL_LOCK_KEY: i64 = 0x6275_6464_795f_6464; // "buddy_dd"
 ///
 /// # Durable runs
 ///
-/// A [`write_durable`](Storage::write_durable) is one transaction on a task of its own (it
-/// completes even if its future is dropped): it locks the run's row (`SELECT ... FOR
-/// UPDATE`), so writers of one run queue across processes and machines; checks the fence;
-/// writes the row, the journal entries and the events in one statement that applies only
-/// if the events follow the stored log (read after the lock was granted); and commits the
-/// session write it carries with the commit's own locking code, in the same transaction.
-/// Durable writes are not grouped: each takes a connection of the pool.
+/// A [`write_durable`](Storage::write_durable) runs on a task of its own (it completes even
+/// if its future is dropped) and is one statement: it locks the run's row (`SELECT ... FOR
+/// UPDATE`), so writers of one run queue across processes and machines, and writes the
+/// row, the journal entries and the events only if the fence holds and the events follow
+/// the stored log; a refused write changes nothing and reports what the stored run says
+/// (the rules of [`check_fence`](buddy_core::durable::check_fence) and the in-memory
+/// reference). A write that carries a session write runs that statement and the commit's
+/// own locking code in one transaction. Durable writes are not grouped: each takes a
+/// connection of the pool. A write that finds its connection gone is retried once; if the
+/// retry is refused, the write counts as done when the store holds exactly what it wrote
+/// (the lost attempt committed).
 ///
 /// Pooled connections are not pinged before each use: an operation that finds its
 /// connection gone (the server restarted, a proxy dropped it) is retried once on a
@@ -210,15 +214,15 @@ struct Sql {
 
 /// The statements of durable runs (see the `durable` module).
 struct DurableSql {
-    /// The stored run's `attempt` and `status`, its row locked (`FOR UPDATE`) until the
-    /// transaction ends: writers of one run queue here, across processes.
-    lock: SqlStr,
-    /// One statement: the row, the entries and the events written, only if the events
-    /// follow the stored log (`$18`, the last `seq` they must follow, NULL without events);
-    /// returns the log's last `seq` before the write and whether it `applied`. Binds `$1`
-    /// the run id, `$2` to `$9` the row (`record` NULL: no row), `$10` to `$15` the entries
-    /// as arrays (key, position, kind, status, updated_at, record), `$16` and `$17` the
-    /// events (seq, event).
+    /// One statement: locks the run's row (`FOR UPDATE`: writers of one run queue on it,
+    /// across processes), then writes the row, the entries and the events only if the
+    /// write may apply: the fence holds (`$19` attempt, `$20` status; NULL: no fence, any
+    /// status), the run exists or the write brings its row, and the events follow the
+    /// stored log (`$18`, the last `seq` they must follow; NULL without events). Returns
+    /// the stored `attempt`, `status` and `last_seq` the write was checked against, and
+    /// whether it `applied`. Binds `$1` the run id, `$2` to `$9` the row (`record` NULL: no
+    /// row), `$10` to `$15` the entries as arrays (key, position, kind, status,
+    /// updated_at, record), `$16` and `$17` the events (seq, event).
     write: SqlStr,
     /// The row, the last `seq` and the journal (an array of records, by key) in one row.
     load: SqlStr,
@@ -526,15 +530,21 @@ impl DurableSql {
     fn new(d: &str, j: &str, e: &str) -> Self {
         let finished = format!("status IN ({}) AND ended_at < $1", finished_statuses());
         DurableSql {
-            lock: sql(format!(
-                "SELECT attempt, status FROM {d} WHERE run_id = $1 FOR UPDATE"
-            )),
-            // Every part reads the log's end from one snapshot, taken after the row lock
-            // was granted (the statement before), so it sees what the writer that held the
-            // lock committed.
+            // The row is locked first (`state` reads `locked`, and every write reads
+            // `ok`). After waiting for the lock, `FOR UPDATE` returns the row as the writer
+            // that held it committed it; the log's end comes from the statement's snapshot,
+            // which may be older, but a stale end can only refuse a write (or make its first
+            // event collide with a stored one), never let a gap or a duplicate in.
             write: sql(format!(
-                "WITH last AS (SELECT COALESCE(MAX(seq), 0) AS seq FROM {e} WHERE run_id = $1),
-                ok AS (SELECT 1 FROM last WHERE $18::bigint IS NULL OR last.seq = $18),
+                "WITH locked AS (SELECT attempt, status FROM {d} WHERE run_id = $1 FOR UPDATE),
+                last AS (SELECT COALESCE(MAX(seq), 0) AS seq FROM {e} WHERE run_id = $1),
+                state AS (SELECT locked.attempt, locked.status, last.seq AS last_seq
+                    FROM last LEFT JOIN locked ON true),
+                ok AS (SELECT 1 FROM state
+                    WHERE ($19::bigint IS NULL
+                            OR (attempt = $19 AND ($20::text IS NULL OR status = $20)))
+                        AND ($9::text IS NOT NULL OR attempt IS NOT NULL)
+                        AND ($18::bigint IS NULL OR last_seq = $18)),
                 run AS (
                     INSERT INTO {d} (run_id, workflow, status, attempt, session_id,
                         created_at, updated_at, ended_at, record)
@@ -562,7 +572,8 @@ impl DurableSql {
                     SELECT $1, x.seq, x.event::jsonb
                     FROM ok, unnest($16::bigint[], $17::text[]) AS x(seq, event)
                 )
-                SELECT last.seq AS last_seq, EXISTS (SELECT 1 FROM ok) AS applied FROM last"
+                SELECT attempt, status, last_seq, EXISTS (SELECT 1 FROM ok) AS applied
+                FROM state"
             )),
             load: sql(format!(
                 "SELECT record::text AS record,

@@ -918,6 +918,75 @@ async fn a_commit_on_a_dead_connection_is_retried_once() {
     assert_eq!(read.unwrap().unwrap().runs.len(), 2);
 }
 
+/// Durable writes and reads on connections the server has closed are retried once on new
+/// ones, and written exactly once.
+#[tokio::test]
+async fn durable_operations_on_dead_connections_are_retried_once() {
+    use buddy_core::durable::{DurableQuery, DurableWrite, Fence};
+    use buddy_storage::conformance::{durable_run, journal_entry, start_write, stored_events};
+
+    let Some((storage, _guard)) = storage().await else {
+        return;
+    };
+    let name = storage.schema_name().unwrap().to_owned();
+    let url = url().unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let mine = PostgresStorage::connect(&format!("{url}{separator}application_name={name}"))
+        .await
+        .unwrap()
+        .schema(&name)
+        .unwrap()
+        .table("sessions")
+        .unwrap();
+    let run = durable_run("run", "Wf", 1);
+    mine.write_durable(start_write(&run, Vec::new(), [1]))
+        .await
+        .unwrap();
+    let kill = async || {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&name)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        assert!(!killed.is_empty());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let fence = Some(Fence {
+        attempt: 1,
+        status: Some(RunStatus::Running),
+    });
+    kill().await;
+    let journal = DurableWrite {
+        fence,
+        entries: vec![journal_entry("a#1", 0)],
+        events: stored_events("run", [2]),
+        ..DurableWrite::new("run")
+    };
+    assert_eq!(mine.write_durable(journal).await.unwrap(), None);
+    kill().await;
+    let end = DurableWrite {
+        fence,
+        events: stored_events("run", [3]),
+        session: Some(run_write("s", 1, "k")),
+        ..DurableWrite::new("run")
+    };
+    let session = mine.write_durable(end).await.unwrap().unwrap();
+    assert_eq!(session.run_count, 1);
+    kill().await;
+    let state = mine.load_durable("run").await.unwrap().unwrap();
+    assert_eq!((state.last_seq, state.entries.len()), (3, 1));
+    kill().await;
+    assert_eq!(mine.read_events("run", 0, 10).await.unwrap().len(), 3);
+    kill().await;
+    assert_eq!(
+        mine.durable_runs(&DurableQuery::all()).await.unwrap().len(),
+        1
+    );
+    assert_eq!(mine.runs(&key("s"), None).await.unwrap().len(), 1);
+}
+
 /// Durable runs of two tables in one schema are separate, and `drop_tables` of one drops
 /// only its own.
 #[tokio::test]

@@ -1,41 +1,19 @@
-//! Durable runs in Postgres: the write's transaction (the run's row locked, the write
-//! checked, written, and the session write committed with the commit's own code) and the
+//! Durable runs in Postgres: the write (one statement that locks the run's row, checks and
+//! writes, in a transaction with the session write's commit when there is one) and the
 //! reads beside it. The statements are built with the others, in `Sql::new`.
 
-use buddy_core::StorageError;
 use buddy_core::durable::{DurableQuery, DurableRun, DurableState, DurableWrite, StoredEvent};
 use buddy_core::session::Session;
-use buddy_core::storage::StorageResult;
-use sqlx::postgres::PgRow;
-use sqlx::{Connection, Row};
+use buddy_core::storage::{ReadOptions, Storage, StorageResult};
+use buddy_core::{StorageError, StorageErrorKind};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Postgres, Row};
 
 use super::{Locked, PostgresStorage, TEXT, lost_connection};
+use crate::cache::Seen;
 use crate::codec::sql_limit;
 use crate::durable::{self as dur, EncodedWrite, StoredFence, WRITE};
 use crate::error::db;
-
-/// A failed durable transaction, and whether trying it again on another connection is safe
-/// (nothing was sent that could have been applied).
-struct Failed {
-    error: StorageError,
-    before_writes: bool,
-}
-
-impl Failed {
-    fn early(error: StorageError) -> Self {
-        Failed {
-            error,
-            before_writes: true,
-        }
-    }
-
-    fn late(error: StorageError) -> Self {
-        Failed {
-            error,
-            before_writes: false,
-        }
-    }
-}
 
 impl PostgresStorage {
     /// [`Storage::write_durable`](buddy_core::storage::Storage::write_durable), on a task of
@@ -57,100 +35,171 @@ impl PostgresStorage {
         }
     }
 
-    /// One transaction: the row locked, the write checked and written, the session write
-    /// committed. A connection found dead before anything was written is replaced once.
+    /// The write: one statement (its own transaction) without a session write, else a
+    /// transaction of that statement and the session commit. A connection found dead is
+    /// replaced once; when the retry is refused, the write is checked for having been
+    /// applied by the lost attempt (the connection may have died after the commit).
     async fn write_durable_now(&self, write: &DurableWrite) -> StorageResult<Option<Session>> {
         self.ensure().await?;
         let encoded = EncodedWrite::new(TEXT, write)?;
-        let mut conn = self.inner.pool.acquire().await.map_err(db(WRITE))?;
-        let result = self.durable_transaction(&mut conn, write, &encoded).await;
-        let result = match result {
-            Err(failed) if failed.before_writes && lost_connection(&failed.error) => {
-                tracing::debug!(error = %failed.error, "postgres connection lost before a durable write; retrying once");
-                drop(conn);
-                let mut conn = self.live_connection().await?;
-                self.durable_transaction(&mut conn, write, &encoded).await
+        let conn = self.inner.pool.acquire().await.map_err(db(WRITE))?;
+        let result = self.durable_attempt(conn, write, &encoded).await;
+        let error = match result {
+            Err(error) if lost_connection(&error) => error,
+            result => return result,
+        };
+        tracing::debug!(%error, "postgres connection lost during a durable write; retrying once");
+        let conn = self.live_connection().await?;
+        match self.durable_attempt(conn, write, &encoded).await {
+            Err(refused @ (StorageError::Fenced { .. } | StorageError::Database { .. }))
+                if refused.is_conflict() =>
+            {
+                if !self.already_written(write).await? {
+                    return Err(refused);
+                }
+                match &write.session {
+                    None => Ok(None),
+                    Some(session) => {
+                        let options = ReadOptions::default();
+                        Storage::read(self, &session.key(), &options).await
+                    }
+                }
             }
             result => result,
-        };
-        result.map_err(|failed| {
-            if let Some(session) = &write.session {
-                self.cache().forget(&session.key());
-            }
-            failed.error
-        })
+        }
     }
 
+    /// One attempt on `conn`; on failure the session's cached row is forgotten.
+    async fn durable_attempt(
+        &self,
+        mut conn: PoolConnection<Postgres>,
+        write: &DurableWrite,
+        encoded: &EncodedWrite,
+    ) -> StorageResult<Option<Session>> {
+        let result = match &write.session {
+            None => self
+                .durable_statement(&mut conn, write, encoded)
+                .await
+                .map(|()| None),
+            Some(_) => self.durable_transaction(&mut conn, write, encoded).await,
+        };
+        if result.is_err()
+            && let Some(session) = &write.session
+        {
+            self.cache().forget(&session.key());
+        }
+        result
+    }
+
+    /// The durable statement (see `DurableSql::write`); refused: the error the reference
+    /// gives, from the stored state the statement was checked against.
+    async fn durable_statement(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        write: &DurableWrite,
+        encoded: &EncodedWrite,
+    ) -> StorageResult<()> {
+        // Events that do not follow each other are refused whatever is stored (`-1` matches
+        // no log); the stored state then says what the reference reports first.
+        let expected = match dur::check_events(&write.run_id, &write.events, None) {
+            Ok(()) => dur::expected_last(write),
+            Err(_) => Some(-1),
+        };
+        let row = bind_write(sqlx::query(self.inner.sql.durable.write.clone()), encoded)
+            .bind(expected)
+            .bind(write.fence.map(|fence| i64::from(fence.attempt)))
+            .bind(
+                write
+                    .fence
+                    .and_then(|fence| fence.status)
+                    .map(|status| status.as_str()),
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db(WRITE))?;
+        let run_id = write.run_id.as_str();
+        let applied: bool = row.try_get("applied").map_err(durable_row(run_id))?;
+        if applied {
+            return Ok(());
+        }
+        let attempt: Option<i64> = row.try_get("attempt").map_err(durable_row(run_id))?;
+        let status: Option<String> = row.try_get("status").map_err(durable_row(run_id))?;
+        let last: Option<i64> = row.try_get("last_seq").map_err(durable_row(run_id))?;
+        let stored = attempt
+            .zip(status)
+            .map(|(attempt, status)| StoredFence { attempt, status });
+        let last = dur::stored_seq(run_id, last)?;
+        dur::check(write, stored.as_ref(), Some(last))?;
+        // The statement refused what the same rules accept: the run changed in between.
+        Err(StorageError::database_with_kind(
+            WRITE,
+            StorageErrorKind::Conflict,
+            format!("durable run `{run_id}` changed while it was written"),
+        ))
+    }
+
+    /// The durable statement and the session write's commit (the commit's own locking
+    /// path, not the one-statement swap, so that a failure is the commit's error) in one
+    /// transaction.
     async fn durable_transaction(
         &self,
         conn: &mut sqlx::PgConnection,
         write: &DurableWrite,
         encoded: &EncodedWrite,
-    ) -> Result<Option<Session>, Failed> {
-        let statements = &self.inner.sql.durable;
-        let mut tx = conn
-            .begin()
-            .await
-            .map_err(|error| Failed::early(crate::error::database(WRITE, error)))?;
-        // Writers of one run queue on this lock; a run that does not exist locks nothing
-        // (two writers creating one run collide on its first event instead).
-        let row = sqlx::query(statements.lock.clone())
-            .bind(&encoded.run_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|error| Failed::early(crate::error::database(WRITE, error)))?;
-        let stored = match row {
-            Some(row) => Some(stored_fence(&row, &write.run_id).map_err(Failed::late)?),
-            None => None,
+    ) -> StorageResult<Option<Session>> {
+        let mut tx = conn.begin().await.map_err(db(WRITE))?;
+        self.durable_statement(&mut tx, write, encoded).await?;
+        let Some(session_write) = &write.session else {
+            tx.commit().await.map_err(db(WRITE))?;
+            return Ok(None);
         };
-        // The events' place in the log is checked by the write itself, on a snapshot taken
-        // after the lock was granted.
-        if let Err(error) = dur::check(write, stored.as_ref(), None) {
-            let _ = tx.rollback().await;
-            return Err(Failed::late(error));
-        }
-        let row = bind_write(sqlx::query(statements.write.clone()), encoded)
-            .bind(dur::expected_last(write))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|error| Failed::late(crate::error::database(WRITE, error)))?;
-        let applied: bool = row
-            .try_get("applied")
-            .map_err(|error| Failed::late(crate::error::database(WRITE, error)))?;
-        if !applied {
-            let last: Option<i64> = row
-                .try_get("last_seq")
-                .map_err(|error| Failed::late(crate::error::database(WRITE, error)))?;
-            let last = dur::stored_seq(&write.run_id, last).map_err(Failed::late)?;
-            let _ = tx.rollback().await;
-            let first = write.events.first().map_or(0, |event| event.seq);
-            return Err(Failed::late(dur::out_of_order(&write.run_id, first, last)));
-        }
-        let session = match &write.session {
-            None => None,
-            Some(session_write) => {
-                // The commit's own path inside this transaction, locking the session row
-                // (not the one-statement swap), so that a failure is the commit's error.
-                let key = session_write.key();
-                self.cache().forget(&key);
-                match self
-                    .locked_write(&mut tx, session_write, false)
-                    .await
-                    .map_err(Failed::late)?
-                {
-                    Locked::Written(session, stored) => {
-                        self.cache()
-                            .remember(key, crate::cache::Seen::row(&session, stored));
-                        Some(session)
-                    }
-                    Locked::AlreadyWritten(session) => Some(session),
-                }
+        let key = session_write.key();
+        self.cache().forget(&key);
+        let session = match self.locked_write(&mut tx, session_write, false).await? {
+            Locked::Written(session, stored) => {
+                tx.commit().await.map_err(db(WRITE))?;
+                self.cache().remember(key, Seen::row(&session, stored));
+                session
+            }
+            Locked::AlreadyWritten(session) => {
+                tx.commit().await.map_err(db(WRITE))?;
+                session
             }
         };
-        tx.commit()
-            .await
-            .map_err(|error| Failed::late(crate::error::database(WRITE, error)))?;
-        Ok(session)
+        Ok(Some(session))
+    }
+
+    /// Whether everything `write` writes is stored as it writes it: its row, its entries
+    /// and its events (after a lost connection, whose attempt may have committed).
+    async fn already_written(&self, write: &DurableWrite) -> StorageResult<bool> {
+        let Some(state) = self.load_durable_now(&write.run_id).await? else {
+            return Ok(false);
+        };
+        if write.run.as_ref().is_some_and(|run| *run != state.run) {
+            return Ok(false);
+        }
+        let entries_stored = write.entries.iter().all(|entry| {
+            // The last of a key is the one stored.
+            let last = write.entries.iter().rev().find(|e| e.key == entry.key);
+            state.entries.iter().any(|stored| Some(stored) == last)
+        });
+        if !entries_stored {
+            return Ok(false);
+        }
+        let Some(first) = write.events.first() else {
+            return Ok(true);
+        };
+        let stored = self
+            .read_events_now(
+                &write.run_id,
+                first.seq.saturating_sub(1),
+                write.events.len(),
+            )
+            .await?;
+        Ok(stored.len() == write.events.len()
+            && stored.iter().zip(&write.events).all(|(stored, written)| {
+                stored.seq == written.seq && stored.event == written.event
+            }))
     }
 
     pub(super) async fn load_durable_now(
@@ -280,14 +329,6 @@ impl PostgresStorage {
             .map_err(db("prune_durable"))?;
         Ok(u64::try_from(pruned).unwrap_or(0))
     }
-}
-
-/// The locked row's `attempt` and `status`.
-fn stored_fence(row: &PgRow, run_id: &str) -> StorageResult<StoredFence> {
-    Ok(StoredFence {
-        attempt: row.try_get("attempt").map_err(durable_row(run_id))?,
-        status: row.try_get("status").map_err(durable_row(run_id))?,
-    })
 }
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
