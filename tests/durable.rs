@@ -197,6 +197,31 @@ async fn stores(test: &str) -> Vec<Store> {
     stores
 }
 
+/// Drives `run` until the journal of the (only) durable run holds `key`, then drops it: a
+/// crash right after that entry. Whether it was dropped (false: the run ended first).
+async fn drop_once_journaled<F: std::future::Future>(
+    storage: &Arc<dyn Storage>,
+    key: &str,
+    run: F,
+) -> bool {
+    let journaled = async {
+        loop {
+            let runs = storage.durable_runs(&DurableQuery::all()).await.unwrap();
+            if let Some(run) = runs.first() {
+                let state = storage.load_durable(&run.run_id).await.unwrap().unwrap();
+                if state.entries.iter().any(|entry| entry.key == key) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::select! {
+        _ = run => false,
+        () = journaled => true,
+    }
+}
+
 fn paused_waits(error: &Error) -> Vec<String> {
     match error.durable_error() {
         Some(DurableError::Paused { waits, .. }) => waits.clone(),
@@ -306,9 +331,8 @@ async fn a_dropped_run_resumes_without_repeating_a_finished_model_call_or_step()
         let probe = Probe::default();
         let mut workflow = pipeline(&storage, &models, &probe);
         // Held at the gate after the research and both steps, then dropped (a crash).
-        let dropped =
-            tokio::time::timeout(Duration::from_millis(200), workflow.run("tides".into())).await;
-        assert!(dropped.is_err(), "{name}");
+        let dropped = drop_once_journaled(&storage, "second#1", workflow.run("tides".into())).await;
+        assert!(dropped, "{name}");
         let run = only_run(&storage).await;
         assert_eq!(
             run.status,
@@ -737,9 +761,13 @@ async fn a_finished_tool_call_is_not_made_again_on_resume() {
                 .unwrap()
         };
         // Dropped while the second model call waits: the first call and the tool are done.
-        let dropped =
-            tokio::time::timeout(Duration::from_millis(150), smith().run("nail it".into())).await;
-        assert!(dropped.is_err());
+        let dropped = drop_once_journaled(
+            &storage,
+            "smith#1/tool:hammer#1",
+            smith().run("nail it".into()),
+        )
+        .await;
+        assert!(dropped);
         assert_eq!(
             (inner.calls(), probe.tool_calls.load(Ordering::SeqCst)),
             (1, 1)
@@ -1007,17 +1035,14 @@ async fn a_resumed_stream_repeats_finished_text_marked_replayed_and_logs_it_once
                 .unwrap()
         };
         let mut first = narrator();
-        let live: Vec<RunEvent> = tokio::time::timeout(Duration::from_millis(200), async {
-            let mut events = Vec::new();
+        let dropped = drop_once_journaled(&storage, "voice#1", async {
             let mut stream = first.run();
             while let Some(event) = stream.next().await {
-                events.push(event.unwrap());
+                event.unwrap();
             }
-            events
         })
-        .await
-        .unwrap_or_default();
-        assert!(live.is_empty(), "{name}: the run was dropped at the gate");
+        .await;
+        assert!(dropped, "{name}: the run was dropped at the gate");
         probe.open.store(true, Ordering::SeqCst);
         let run_id = only_run(&storage).await.run_id;
         let mut resumer = narrator();
