@@ -63,6 +63,30 @@ impl Article {
     }
 }
 
+/// A wait in a loop: one value per iteration, each from another process.
+#[workflow]
+struct Survey {
+    #[field(default)]
+    effects: PathBuf,
+}
+
+#[workflow(durable)]
+impl Survey {
+    async fn run(&mut self, questions: u32) -> Result<RunResponse> {
+        let mut total = 0u64;
+        for question in 0..questions {
+            let answer: u64 = self
+                .wait_for("answer", json!({"question": question}))
+                .await?;
+            let effects = self.effects.clone();
+            self.step("record", async move { effect(&effects, "record").await })
+                .await?;
+            total += answer;
+        }
+        Ok(RunResponse::from_text(total.to_string()))
+    }
+}
+
 /// A side effect: a line in the effects file.
 async fn effect(path: &Path, name: &str) -> Result<String> {
     let mut file = std::fs::OpenOptions::new()
@@ -98,6 +122,36 @@ async fn open(database: &str) -> Arc<dyn Storage> {
     panic!("unknown database {database}");
 }
 
+/// A survey child: starts the survey, or gives one answer and lets it run to its next wait.
+async fn survey_child(role: &str, storage: Arc<dyn Storage>, effects: PathBuf) {
+    let mut survey = Survey::builder()
+        .storage(storage)
+        .effects(effects)
+        .build()
+        .unwrap();
+    let result = match role {
+        "survey-start" => survey.run(100).await,
+        _ => {
+            let run_id = std::env::var("BUDDY_SURVEY_RUN").unwrap();
+            let iteration: u64 = std::env::var("BUDDY_SURVEY_ITERATION")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let key = format!("answer#{iteration}");
+            survey.resume_with(&run_id, &key, json!(iteration)).await
+        }
+    };
+    match result {
+        Ok(response) => println!("done {}", response.text()),
+        Err(error) => match error.durable_error() {
+            Some(durable::DurableError::Paused { run_id, waits }) => {
+                println!("paused {run_id} {}", waits.join(","))
+            }
+            _ => println!("failed {error}"),
+        },
+    }
+}
+
 /// The child: starts the run, or resumes every unfinished one, and prints the outcome.
 fn child(role: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -110,6 +164,10 @@ fn child(role: &str) {
         let model_url = std::env::var("BUDDY_CRASH_MODEL").unwrap();
         let effects = PathBuf::from(std::env::var("BUDDY_CRASH_EFFECTS").unwrap());
         let storage = open(&database).await;
+        if role.starts_with("survey") {
+            survey_child(role, storage, effects).await;
+            return;
+        }
         let make = || {
             let calls = effects.clone();
             let save = FunctionTool::new(
@@ -474,6 +532,71 @@ async fn suite(name: &str, database: impl Fn(&str) -> String, dir: &Path) {
     }
 }
 
+/// A wait in a loop of 100 iterations, each answered by a separate process: exactly 100
+/// waits are ever created, every side effect happens once.
+async fn survey(name: &str, database: &str, dir: &Path) {
+    let effects = dir.join(format!("survey-{}", uuid()));
+    let child = CrashTest::new(std::env::current_exe().unwrap())
+        .env("BUDDY_CRASH_DB", database)
+        .env("BUDDY_CRASH_MODEL", "http://127.0.0.1:9/v1")
+        .env("BUDDY_CRASH_EFFECTS", effects.display().to_string());
+    let owner = name.to_owned();
+    let run = move |role: &str, extra: Option<(String, u64)>| {
+        let name = &owner;
+        let mut child = child.clone().env("BUDDY_CRASH_ROLE", role);
+        if let Some((run_id, iteration)) = extra {
+            child = child
+                .env("BUDDY_SURVEY_RUN", run_id)
+                .env("BUDDY_SURVEY_ITERATION", iteration.to_string());
+        }
+        match child.run().unwrap() {
+            Outcome::Exited {
+                code: Some(0),
+                stdout,
+                ..
+            } => stdout.trim().to_owned(),
+            other => panic!("{name}: survey child: {other:?}"),
+        }
+    };
+    let start = run.clone();
+    let first = tokio::task::spawn_blocking(move || start("survey-start", None));
+    let first = first.await.unwrap();
+    let mut words = first.split(' ');
+    assert_eq!(words.next(), Some("paused"), "{name}: {first}");
+    let run_id = words.next().unwrap().to_owned();
+    assert_eq!(words.next(), Some("answer#1"), "{name}: {first}");
+    let mut last = String::new();
+    for iteration in 1..=100u64 {
+        let run = run.clone();
+        let id = run_id.clone();
+        last = tokio::task::spawn_blocking(move || run("survey-answer", Some((id, iteration))))
+            .await
+            .unwrap();
+        let expected = match iteration {
+            100 => "done 5050".to_owned(),
+            _ => format!("paused {run_id} answer#{}", iteration + 1),
+        };
+        assert_eq!(last, expected, "{name}: after answer {iteration}");
+    }
+    let storage = open(database).await;
+    let state = storage.load_durable(&run_id).await.unwrap().unwrap();
+    let waits = state
+        .entries
+        .iter()
+        .filter(|entry| entry.kind == durable::EntryKind::Wait)
+        .count();
+    assert_eq!(waits, 100, "{name}: exactly 100 waits were ever created");
+    assert_eq!(
+        count_lines(&effects).get("record"),
+        Some(&100),
+        "{name}: no duplicate side effect"
+    );
+    storage.drop_tables().await.unwrap();
+    println!(
+        "{name}: a wait in a loop answered by 100 processes: {last}, 100 waits, 100 side effects"
+    );
+}
+
 fn main() {
     if let Ok(role) = std::env::var("BUDDY_CRASH_ROLE") {
         child(&role);
@@ -486,11 +609,13 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
+        survey("sqlite", &format!("sqlite:{}", root.join("survey.db").display()), &root).await;
         suite("sqlite", |name| format!("sqlite:{}", root.join(format!("{name}.db")).display()), &root).await;
         match std::env::var("BUDDY_TEST_POSTGRES_URL") {
             #[cfg(feature = "postgres")]
             Ok(url) => {
                 let prefix = format!("crash_{}", std::process::id());
+                survey("postgres", &format!("postgres:{url}#{prefix}_survey"), &root).await;
                 suite("postgres", |name| format!("postgres:{url}#{prefix}_{name}"), &root).await;
             }
             _ => println!("SKIPPED: crash resume on Postgres (set BUDDY_TEST_POSTGRES_URL and enable feature `postgres`)"),

@@ -1071,3 +1071,101 @@ async fn a_resumed_stream_repeats_finished_text_marked_replayed_and_logs_it_once
         );
     }
 }
+
+#[tokio::test]
+async fn a_run_of_another_version_is_refused_unless_allowed_and_ended_runs_are_pruned() {
+    for (name, storage, _dir) in stores("a_run_of_another_version").await {
+        let gatekeeper = || {
+            Gatekeeper::builder()
+                .storage(Arc::clone(&storage))
+                .build()
+                .unwrap()
+        };
+        assert!(gatekeeper().run(0).await.unwrap_err().is_paused());
+        let state = storage
+            .load_durable(&only_run(&storage).await.run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        // As if an older build (version 7) had started it.
+        let mut old = state.run.clone();
+        old.version = 7;
+        let mut write = durable::DurableWrite::new(old.run_id.clone());
+        write.fence = Some(durable::Fence {
+            attempt: old.attempt,
+            status: Some(RunStatus::Paused),
+        });
+        write.run = Some(old.clone());
+        storage.write_durable(write).await.unwrap();
+        for key in ["legal", "finance"] {
+            durable::answer(&*storage, &old.run_id, key, json!(true))
+                .await
+                .unwrap();
+        }
+        let refused = gatekeeper().resume(&old.run_id).await.unwrap_err();
+        assert!(
+            matches!(
+                refused.durable_error(),
+                Some(DurableError::VersionMismatch {
+                    recorded: 7,
+                    current: 1,
+                    ..
+                })
+            ),
+            "{name}: {refused}"
+        );
+        let options = durable::ResumeOptions::new().allow_version_change(true);
+        let response = gatekeeper()
+            .resume_with_options(&old.run_id, options)
+            .await
+            .unwrap();
+        assert_eq!(response.text(), "true true", "{name}");
+        let run = only_run(&storage).await;
+        assert_eq!(
+            (run.status, run.version),
+            (RunStatus::Completed, 1),
+            "{name}"
+        );
+
+        // Kept for the retention period; pruned after it, journal and log with it.
+        assert_eq!(
+            durable::prune(&*storage, durable::DEFAULT_RETENTION)
+                .await
+                .unwrap(),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            durable::prune(&*storage, Duration::ZERO).await.unwrap(),
+            1,
+            "{name}"
+        );
+        assert!(
+            storage.load_durable(&run.run_id).await.unwrap().is_none(),
+            "{name}"
+        );
+        assert!(
+            storage
+                .read_events(&run.run_id, 0, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+    }
+}
+
+/// Wipes everything; a person confirms each call.
+#[buddy::tool(requires_confirmation)]
+async fn wipe() -> String {
+    "wiped".to_owned()
+}
+
+#[test]
+fn a_tool_can_require_confirmation_in_its_attribute() {
+    use buddy::tool::Tool;
+    assert!(Wipe.requires_confirmation());
+    assert!(
+        !FunctionTool::new("x", "y", json!({}), |_| async { Ok(json!(1)) }).requires_confirmation()
+    );
+}
