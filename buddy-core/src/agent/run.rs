@@ -261,17 +261,12 @@ impl Agent {
                     names.join(", ")
                 )
             })?;
-        let arguments = if tool.requires_confirmation()
-            || self
-                .config
-                .confirm_tools
-                .iter()
-                .any(|name| *name == call.name)
-        {
-            confirm(call, arguments).await?
-        } else {
-            arguments
-        };
+        let arguments =
+            if tool.requires_confirmation() || self.config.confirm_tools.contains(&call.name) {
+                confirm(call, arguments).await?
+            } else {
+                arguments
+            };
         match AssertUnwindSafe(tool.call(arguments)).catch_unwind().await {
             Ok(Ok(value)) => Ok(result_text(&value)),
             Ok(Err(error)) => Err(error_chain(&error)),

@@ -150,7 +150,7 @@ pub struct JournalEntry {
     pub status: EntryStatus,
     /// A hash of its input (the model request, the tool's arguments, a step's declared
     /// input), hex: a different input on resume is a
-    /// [`NonDeterministic`](crate::Error::NonDeterministic) error.
+    /// [`NonDeterministic`](crate::durable::DurableError::NonDeterministic) error.
     pub input_hash: String,
     /// What it returned.
     #[serde(skip_serializing_if = "Option::is_none")]
