@@ -842,6 +842,13 @@ async fn upgrade_schema_takes_v1_to_the_current_layout() {
         .commit(conformance::run_write_at(key("s").scope("member"), 1, "k"))
         .await
         .unwrap();
+    // The upgraded tables have their durable tables.
+    let run = conformance::durable_run("run", "Wf", 1);
+    storage
+        .write_durable(conformance::start_write(&run, Vec::new(), [1]))
+        .await
+        .unwrap();
+    assert_eq!(storage.read_events("run", 0, 10).await.unwrap().len(), 1);
 }
 
 /// Errors carry the kind a caller branches on: busy, conflict, unavailable.
