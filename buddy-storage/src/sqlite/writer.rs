@@ -1482,6 +1482,33 @@ mod tests {
         }
     }
 
+    /// A durable write on its own is one trip too: the guarded batch, not the checked path,
+    /// with or without a session write.
+    #[tokio::test]
+    async fn a_durable_write_alone_takes_one_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(dir.path().join("db")).await.unwrap();
+        start_runs(&storage, 1).await;
+        let before = checked(&storage);
+        for seq in 1..=5 {
+            let mut write = journal_write("run-0", seq, 1);
+            if seq == 5 {
+                write.session = Some(super::tests::write("s", 1));
+            }
+            storage.write_durable(write).await.unwrap();
+        }
+        assert_eq!(checked(&storage), before, "no write took the checked path");
+        assert_eq!(
+            storage
+                .load_durable("run-0")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_seq,
+            5
+        );
+    }
+
     /// A durable write refused inside a group (its fence does not hold) costs the others
     /// nothing: the group is rolled back and each write runs alone, the refused one taking
     /// the checked path to say why.
