@@ -158,7 +158,7 @@ impl Storage for MemoryStorage {
             .map_or(0, |event| event.seq);
         let mut next = last;
         for event in &write.events {
-            if event.seq != next + 1 {
+            if Some(event.seq) != next.checked_add(1) {
                 return Err(StorageError::database_with_kind(
                     "write_durable",
                     crate::StorageErrorKind::Conflict,
@@ -182,13 +182,20 @@ impl Storage for MemoryStorage {
             .as_ref()
             .map(|session| commit(sessions, session));
         let stored = durable.entry(write.run_id.clone()).or_default();
-        if let Some(run) = write.run {
+        if let Some(mut run) = write.run {
+            run.run_id.clone_from(&write.run_id);
             stored.run = run;
         }
         for entry in write.entries {
             stored.entries.insert(entry.key.clone(), entry);
         }
-        stored.events.extend(write.events);
+        let run_id = &write.run_id;
+        stored
+            .events
+            .extend(write.events.into_iter().map(|mut event| {
+                event.run_id.clone_from(run_id);
+                event
+            }));
         Ok(session)
     }
 

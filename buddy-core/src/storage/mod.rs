@@ -118,12 +118,21 @@ pub trait Storage: fmt::Debug + Send + Sync {
         false
     }
 
-    /// Applies `write` in one transaction: the fence is checked first (a run that does not
-    /// match fails with [`StorageError::Fenced`] and nothing changes), then the run's row is
-    /// replaced, its journal entries are replaced by key, its events appended (a sequence
-    /// number already stored fails the whole write as a conflict) and the session write
-    /// committed as [`commit`](Storage::commit) does. Returns the session as stored after
-    /// the session write, if there was one.
+    /// Applies `write` in one transaction, all or nothing. The checks, in this order:
+    ///
+    /// 1. the fence (a stored run that does not match, or none, fails with
+    ///    [`StorageError::Fenced`]);
+    /// 2. the events continue the stored log exactly (the first is the last stored seq + 1,
+    ///    each next one + 1; a duplicate or a gap fails as a
+    ///    [conflict](crate::StorageErrorKind::Conflict));
+    /// 3. a write without the run's row for a run that is not stored fails with
+    ///    [`StorageError::Fenced`] (`no such run`).
+    ///
+    /// Then the run's row is replaced, its journal entries are replaced by key, its events
+    /// appended, and the session write committed as [`commit`](Storage::commit) does.
+    /// Everything is stored under `write.run_id` (the run ids inside the row, the entries and
+    /// the events are expected to equal it). Returns the session as stored after the session
+    /// write, if there was one.
     async fn write_durable(&self, write: DurableWrite) -> StorageResult<Option<Session>> {
         let _ = write;
         Err(StorageError::Unsupported {
@@ -139,7 +148,10 @@ pub trait Storage: fmt::Debug + Send + Sync {
         })
     }
 
-    /// Durable runs matching `query`, the oldest first (then by run id).
+    /// Durable runs matching `query`, the oldest first (then by run id). A stored run that
+    /// does not decode is left out of the listing (and logged by the SQL backends), as in
+    /// [`list_sessions`](Storage::list_sessions); loading it by id fails with
+    /// [`StorageError::CorruptRun`].
     async fn durable_runs(&self, query: &DurableQuery) -> StorageResult<Vec<DurableRun>> {
         let _ = query;
         Err(StorageError::Unsupported {
