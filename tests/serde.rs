@@ -167,7 +167,7 @@ fn unknown_keys_and_kinds_are_ignored() {
         serde_json::from_value(json!({"event": "reasoning_step", "run_id": "r"})).unwrap();
     assert!(matches!(event.kind, RunEventKind::Unknown));
     let record: RunRecord =
-        serde_json::from_value(json!({"run_id": "r", "status": "paused", "x": 1})).unwrap();
+        serde_json::from_value(json!({"run_id": "r", "status": "paused_by_v9", "x": 1})).unwrap();
     assert_eq!(record.status, RunStatus::Unknown);
 }
 

@@ -56,7 +56,7 @@ pub(crate) use resume::{ResumeFrom, prepare_resume, ready, waiting_keys};
 pub use wait::{Wait, wait_for};
 
 pub(crate) use error::RecordedError;
-pub(crate) use journal::{Journal, JournalScope, Slot, hash_value};
+pub(crate) use journal::{Busy, Journal, JournalScope, Slot, hash_value};
 
 use crate::error::{Error, Result};
 

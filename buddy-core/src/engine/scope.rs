@@ -540,16 +540,19 @@ impl RunScope {
         error: Option<String>,
         closing: Option<&RunEvent>,
     ) -> Result<Option<Session>> {
-        let detached = |write| async {
-            match &self.storage {
-                None => Ok(None),
-                Some(storage) => Ok(Some(crate::storage::commit_detached(storage, write).await?)),
-            }
-        };
         match &self.journaled {
-            Journaled::No => detached(write).await,
+            Journaled::No => self.commit_session(write).await,
             // Boxed: a run outside durable runs does not carry this path's state.
             _ => Box::pin(self.commit_journaled(write, response, error, closing)).await,
+        }
+    }
+
+    /// Commits the session write on its own (detached from the caller), if the run has a
+    /// storage.
+    async fn commit_session(&self, write: SessionWrite) -> Result<Option<Session>> {
+        match &self.storage {
+            None => Ok(None),
+            Some(storage) => Ok(Some(crate::storage::commit_detached(storage, write).await?)),
         }
     }
 
@@ -561,14 +564,8 @@ impl RunScope {
         error: Option<String>,
         closing: Option<&RunEvent>,
     ) -> Result<Option<Session>> {
-        let detached = |write| async {
-            match &self.storage {
-                None => Ok(None),
-                Some(storage) => Ok(Some(crate::storage::commit_detached(storage, write).await?)),
-            }
-        };
         match &self.journaled {
-            Journaled::No => detached(write).await,
+            Journaled::No => self.commit_session(write).await,
             Journaled::Root(journal) => {
                 if let Some(event) = closing {
                     journal.push_event(event.clone());
@@ -585,7 +582,7 @@ impl RunScope {
             }
             // A failed member run is not journaled: on resume it runs again.
             Journaled::Member { .. } if error.is_some() => {
-                let stored = detached(write).await;
+                let stored = self.commit_session(write).await;
                 if let (Some(event), Some(journal)) = (closing, &self.journal) {
                     journal.push_event(event.clone());
                 }
@@ -613,7 +610,7 @@ impl RunScope {
                 // Two stores: the session first, then the entry. A crash in between runs the
                 // member again on resume (its model calls come from the journal) and
                 // records it twice in its own session.
-                let stored = detached(write).await?;
+                let stored = self.commit_session(write).await?;
                 slot.record(input_hash.clone(), Ok(output), None).await?;
                 Ok(stored)
             }
@@ -798,6 +795,38 @@ pub(crate) fn merge_code_state(
     }
     let patch = StatePatch::diff(stored, &merged);
     (merged, patch)
+}
+
+/// How a member run inside a durable run begins.
+pub(crate) enum MemberStart {
+    /// The journal holds it whole: its recorded response (its events sent again, marked
+    /// replayed).
+    Replayed(RunResponse),
+    /// It runs: journaled as its slot (set on the spec), in flight while the guard lives.
+    Run(Option<crate::durable::Busy>),
+}
+
+/// Begins member run `spec` as journal entry `slot` (none outside durable runs), its input
+/// hashed from `input`: replayed when the journal holds it, else journaled as it runs.
+pub(crate) fn begin_member(
+    spec: &mut RunSpec,
+    sink: &EventSink,
+    slot: Option<Slot>,
+    input: &impl serde::Serialize,
+) -> Result<MemberStart> {
+    let Some(slot) = slot else {
+        return Ok(MemberStart::Run(None));
+    };
+    let input_hash = crate::durable::hash_value(input);
+    if let Some(entry) = slot.replay(&input_hash)? {
+        let response: RunResponse =
+            crate::durable::decode(&slot.key, entry.output.unwrap_or_default())?;
+        replay_member_events(spec, sink, &response);
+        return Ok(MemberStart::Replayed(response));
+    }
+    let busy = slot.busy();
+    spec.journaled = Journaled::Member { slot, input_hash };
+    Ok(MemberStart::Run(Some(busy)))
 }
 
 /// Sends the events of a member run that the journal holds whole to `sink`, marked replayed:

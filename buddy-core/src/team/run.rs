@@ -11,10 +11,10 @@ use tracing::Instrument;
 
 use super::prompt::{self, FORWARD_TOOL, TRANSFER_TOOL};
 use super::{Team, TeamMember, TeamMode};
-use crate::durable::{Slot, hash_value, within};
+use crate::durable::{Slot, within};
 use crate::engine::{
-    EventSink, Journaled, RunScope, RunSpec, catch_panic, error_chain, merge_code_state,
-    replay_member_events,
+    EventSink, MemberStart, RunScope, RunSpec, begin_member, catch_panic, error_chain,
+    merge_code_state,
 };
 use crate::error::{Error, Result};
 use crate::member::{Member, MemberContext};
@@ -65,18 +65,10 @@ impl Team {
                 config.storage.clone(),
                 &input,
             );
-            let mut busy = None;
-            if let Some(slot) = slot {
-                let input_hash = hash_value(&(&input, &format, depth));
-                if let Some(entry) = slot.replay(&input_hash)? {
-                    let response: RunResponse =
-                        crate::durable::decode(&slot.key, entry.output.unwrap_or_default())?;
-                    replay_member_events(&spec, sink, &response);
-                    return Ok(response);
-                }
-                busy = Some(slot.busy());
-                spec.journaled = Journaled::Member { slot, input_hash };
-            }
+            let busy = match begin_member(&mut spec, sink, slot, &(&input, &format, depth))? {
+                MemberStart::Replayed(response) => return Ok(response),
+                MemberStart::Run(busy) => busy,
+            };
             let mut scope = RunScope::start(spec, sink);
             scope.set_write(self.session_write());
             let span = scope.span().clone();
