@@ -18,8 +18,8 @@ mod sink;
 mod stream;
 
 pub(crate) use scope::{
-    Failed, Journaled, MemberStart, RunScope, RunSpec, begin_member, error_chain,
-    merge_code_state, panic_message,
+    Failed, Journaled, MemberStart, RunScope, RunSpec, begin_member, error_chain, merge_code_state,
+    panic_message,
 };
 pub(crate) use sink::EventSink;
 pub use stream::RunStream;
