@@ -52,7 +52,7 @@ impl Agent {
             &input,
         );
         let busy = match begin_member(&mut spec, sink, slot, &(&input, &format))? {
-            MemberStart::Replayed(response) => return Ok(response),
+            MemberStart::Replayed(response) => return Ok(*response),
             MemberStart::Run(busy) => busy,
         };
         let mut scope = RunScope::start(spec, sink);

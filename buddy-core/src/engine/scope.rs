@@ -801,7 +801,7 @@ pub(crate) fn merge_code_state(
 pub(crate) enum MemberStart {
     /// The journal holds it whole: its recorded response (its events sent again, marked
     /// replayed).
-    Replayed(RunResponse),
+    Replayed(Box<RunResponse>),
     /// It runs: journaled as its slot (set on the spec), in flight while the guard lives.
     Run(Option<crate::durable::Busy>),
 }
@@ -822,7 +822,7 @@ pub(crate) fn begin_member(
         let response: RunResponse =
             crate::durable::decode(&slot.key, entry.output.unwrap_or_default())?;
         replay_member_events(spec, sink, &response);
-        return Ok(MemberStart::Replayed(response));
+        return Ok(MemberStart::Replayed(Box::new(response)));
     }
     let busy = slot.busy();
     spec.journaled = Journaled::Member { slot, input_hash };

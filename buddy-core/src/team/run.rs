@@ -66,7 +66,7 @@ impl Team {
                 &input,
             );
             let busy = match begin_member(&mut spec, sink, slot, &(&input, &format, depth))? {
-                MemberStart::Replayed(response) => return Ok(response),
+                MemberStart::Replayed(response) => return Ok(*response),
                 MemberStart::Run(busy) => busy,
             };
             let mut scope = RunScope::start(spec, sink);
