@@ -1,6 +1,7 @@
 //! Durable runs: the journal, resume that repeats nothing finished, loud nondeterminism,
 //! waits for input, and the event log — on every storage that keeps durable runs.
 
+#![cfg(feature = "sqlite")]
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::sync::Arc;
