@@ -124,6 +124,13 @@ pub use buddy_core::{agent, component, team, tool};
 /// ```
 pub use buddy_macros::tool;
 
+/// The HTTP server: serve workflows, agents and teams over REST and server-sent events
+/// (feature `server`).
+#[cfg(feature = "server")]
+pub use buddy_server as server;
+#[cfg(feature = "server")]
+pub use buddy_server::Server;
+
 #[cfg(feature = "postgres")]
 pub use buddy_storage::PostgresStorage;
 #[cfg(feature = "sqlite")]

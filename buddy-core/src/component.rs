@@ -103,6 +103,22 @@ pub trait Component: Send + Sync + fmt::Debug {
     /// stream owns the instance (`'static`): spawn it, or hand it to an HTTP response.
     fn start(&self, request: RunRequest) -> Result<RunStream<'static>>;
 
+    /// Whether runs are durable (journaled, resumable, able to pause).
+    fn is_durable(&self) -> bool {
+        false
+    }
+
+    /// Resumes durable run `run_id` on a fresh instance (see
+    /// [`RunWorkflow::resume`](crate::RunWorkflow::resume)); a component whose runs are not
+    /// durable fails with [`DurableError::NotDurable`](crate::durable::DurableError).
+    fn resume(&self, run_id: &str) -> RunStream<'static> {
+        let _ = run_id;
+        RunStream::failed(Error::Durable(crate::durable::DurableError::NotDurable {
+            what: "`resume`",
+            hint: "only workflows with `#[workflow(durable)]` can be resumed",
+        }))
+    }
+
     /// The component's top-level sessions matching `query`, newest first (empty without
     /// storage).
     fn list_sessions(&self, query: SessionQuery) -> BoxFuture<'_, Result<Vec<Session>>> {
@@ -399,5 +415,11 @@ impl<W: RunWorkflow + Sync> Component for WorkflowComponent<W> {
         }
         core.set_user_id(request.user_id);
         Ok(workflow.into_run_stream(input))
+    }
+    fn is_durable(&self) -> bool {
+        W::DURABLE
+    }
+    fn resume(&self, run_id: &str) -> RunStream<'static> {
+        crate::workflow::run::resume_stream_owned(self.instance(), run_id.to_owned())
     }
 }

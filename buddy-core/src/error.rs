@@ -60,6 +60,9 @@ pub enum Error {
     Input {
         /// The workflow type (or `Agent`, `Team`) that rejected the input.
         workflow: &'static str,
+        /// Where in the input the problem is, as a path (`options.depth`, `items[2]`);
+        /// empty when it is the input as a whole.
+        field: String,
         /// What serde said.
         #[source]
         source: serde_json::Error,
@@ -168,9 +171,14 @@ impl Error {
                 .field("source", source)
                 .finish(),
             Error::StateEncode(source) => f.debug_tuple("StateEncode").field(source).finish(),
-            Error::Input { workflow, source } => f
+            Error::Input {
+                workflow,
+                field,
+                source,
+            } => f
                 .debug_struct("Input")
                 .field("workflow", workflow)
+                .field("field", field)
                 .field("source", source)
                 .finish(),
             Error::SessionNotFound { session_id } => f

@@ -42,7 +42,8 @@ pub enum DurableError {
         /// The run.
         run_id: String,
     },
-    /// The run cannot be resumed: it has ended.
+    /// The run cannot be resumed: it has ended, or it has no journal (a served run that is
+    /// not durable).
     #[error("durable run `{run_id}` cannot be resumed: it is {}", status.as_str())]
     NotResumable {
         /// The run.

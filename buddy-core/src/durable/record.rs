@@ -47,6 +47,12 @@ pub struct DurableRun {
     /// When the run ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<i64>,
+    /// Whether the row carries only the run's event log, not a journal: a served run that
+    /// is not durable (an agent's, a team's, or a workflow's without `durable`). Such a run
+    /// cannot be resumed; `workflow` is then `Agent`, `Team` or the workflow type, and
+    /// `workflow_id` the agent's, team's or workflow's id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_only: bool,
 }
 
 impl DurableRun {

@@ -319,7 +319,7 @@ pub(crate) async fn prepare_resume(
 ) -> Result<ResumeFrom> {
     let state = load(storage, run_id).await?;
     let run = &state.run;
-    if run.is_finished() {
+    if run.is_finished() || run.log_only {
         return Err(Error::Durable(DurableError::NotResumable {
             run_id: run_id.to_owned(),
             status: run.status,

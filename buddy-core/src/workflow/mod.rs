@@ -5,7 +5,7 @@ mod core;
 pub(crate) mod input;
 mod memory;
 mod params;
-mod run;
+pub(crate) mod run;
 mod settings;
 mod state;
 
@@ -375,6 +375,9 @@ where
     let mut resumed = Vec::new();
     let mut next = Some(template);
     for run in runs {
+        if run.log_only {
+            continue;
+        }
         if run.status == crate::run::RunStatus::Paused {
             let ready = match storage.load_durable(&run.run_id).await? {
                 Some(state) => crate::durable::ready(&state),
@@ -404,22 +407,49 @@ pub(crate) fn decode_object<T: DeserializeOwned>(
     component: &'static str,
     input: Value,
 ) -> Result<T> {
-    let fail = |source| Error::Input {
-        workflow: component,
-        source,
+    let input = match input {
+        Value::Null => Value::Object(Map::new()),
+        input @ Value::Object(_) => input,
+        other => {
+            return Err(Error::Input {
+                workflow: component,
+                field: String::new(),
+                source: serde::de::Error::custom(format!(
+                    "the input must be a JSON object, not {}",
+                    match other {
+                        Value::Bool(_) => "a boolean",
+                        Value::Number(_) => "a number",
+                        Value::String(_) => "a string",
+                        _ => "an array",
+                    }
+                )),
+            });
+        }
     };
-    match input {
-        Value::Null => serde_json::from_value(Value::Object(Map::new())).map_err(fail),
-        input @ Value::Object(_) => serde_json::from_value(input).map_err(fail),
-        other => Err(fail(serde::de::Error::custom(format!(
-            "the input must be a JSON object, not {}",
-            match other {
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::String(_) => "a string",
-                _ => "an array",
-            }
-        )))),
+    serde_path_to_error::deserialize(input).map_err(|error| {
+        let path = error.path().to_string();
+        let source = error.into_inner();
+        Error::Input {
+            workflow: component,
+            field: field_path(&path, &source.to_string()),
+            source,
+        }
+    })
+}
+
+/// The input field an error is about: the path serde stopped at, joined with the field a
+/// `missing field` or `unknown field` message names (serde reports those at the object).
+fn field_path(path: &str, message: &str) -> String {
+    let path = if path == "." { "" } else { path };
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match named {
+        Some(name) if path == name || path.ends_with(&format!(".{name}")) => path.to_owned(),
+        Some(name) if path.is_empty() => name.to_owned(),
+        Some(name) => format!("{path}.{name}"),
+        None => path.to_owned(),
     }
 }
 

@@ -71,7 +71,11 @@ pub fn expansion_failed() -> ! {
 }
 
 fn encode_input<T: serde::Serialize>(workflow: &'static str, input: &T) -> Result<Value> {
-    serde_json::to_value(input).map_err(|source| Error::Input { workflow, source })
+    serde_json::to_value(input).map_err(|source| Error::Input {
+        workflow,
+        field: String::new(),
+        source,
+    })
 }
 
 /// Runs `workflow` to its response: the wrapper around a non-streaming `run`, and the
@@ -141,6 +145,17 @@ pub(crate) fn resume_stream<'a, W: RunWorkflow>(
     RunStream::start(
         move |sink| async move { resume_run(workflow, &run_id, &options, &sink).await },
     )
+}
+
+/// Like [`resume_stream`], but the stream owns the workflow (`'static`).
+pub(crate) fn resume_stream_owned<W: RunWorkflow>(
+    workflow: W,
+    run_id: String,
+) -> RunStream<'static> {
+    RunStream::start(move |sink| async move {
+        let mut workflow = workflow;
+        resume_run(&mut workflow, &run_id, &ResumeOptions::default(), &sink).await
+    })
 }
 
 /// The storage a durable workflow journals into.
@@ -291,6 +306,7 @@ fn new_journal<W: RunWorkflow>(
                 created_at: now,
                 updated_at: now,
                 ended_at: None,
+                log_only: false,
             };
             (Journal::new(storage, run, None), None)
         }

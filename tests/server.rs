@@ -1,0 +1,958 @@
+//! The HTTP server over real HTTP on 127.0.0.1: every route and its errors, server-sent
+//! events with reconnects (`Last-Event-ID`, none lost, none twice), across a server restart
+//! on SQLite and across two servers on Postgres; auth, CORS, pauses, cancel, shutdown.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use buddy::prelude::*;
+use buddy::{Server, Storage};
+use buddy_core::testing::ScriptedModel;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// One parsed server-sent event.
+#[derive(Clone, Debug, PartialEq)]
+struct Sse {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
+}
+
+/// Parses a `text/event-stream` body as the SSE specification says: fields per line,
+/// `data` lines joined, comments skipped, an event ends at a blank line. Stops after
+/// `limit` events (to disconnect early).
+async fn read_sse(response: reqwest::Response, limit: usize) -> Vec<Sse> {
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let (mut id, mut event, mut data) = (None, None, Vec::<String>::new());
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find('\n') {
+            let line = buffer[..end].trim_end_matches('\r').to_owned();
+            buffer.drain(..=end);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    events.push(Sse {
+                        id: id.take(),
+                        event: event.take(),
+                        data: data.join("\n"),
+                    });
+                    data.clear();
+                    if events.len() == limit {
+                        return events;
+                    }
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+            match field {
+                "id" => id = Some(value),
+                "event" => event = Some(value),
+                "data" => data.push(value),
+                _ => {}
+            }
+        }
+    }
+    events
+}
+
+fn seqs(events: &[Sse]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|event| event.id.as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A served workflow.
+#[workflow(description = "Says hello to someone.")]
+struct Greeter {}
+
+#[workflow]
+impl Greeter {
+    async fn run(&mut self, name: String, times: u32) -> Result<RunResponse> {
+        let greeting = vec![format!("hello {name}"); times as usize].join(" ");
+        self.state_mut()
+            .insert(format!("greeted_{}", uuid_like(&greeting)), json!(true));
+        Ok(RunResponse::from_text(greeting))
+    }
+}
+
+fn uuid_like(text: &str) -> usize {
+    text.len()
+}
+
+/// What a reviewer sends back.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct Approval {
+    approved: bool,
+}
+
+/// A durable workflow that pauses for approval.
+#[workflow]
+struct Approver {}
+
+#[workflow(durable)]
+impl Approver {
+    async fn run(&mut self, draft: String) -> Result<RunResponse> {
+        let approval: Approval = self.wait_for("approve", json!({"draft": draft})).await?;
+        Ok(RunResponse::from_text(format!(
+            "approved={}",
+            approval.approved
+        )))
+    }
+}
+
+struct Running {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap();
+    }
+}
+
+fn chatty_model() -> ScriptedModel {
+    let mut model = ScriptedModel::new();
+    for _ in 0..200 {
+        model = model.chunks(["one ", "two ", "three ", "four ", "five"]);
+    }
+    model
+}
+
+fn server(storage: &Arc<dyn Storage>, model: &ScriptedModel) -> Server {
+    let storage_for_workflows = Arc::clone(storage);
+    let approver_storage = Arc::clone(storage);
+    Server::new()
+        .storage(Arc::clone(storage))
+        .workflow(move || {
+            Greeter::builder()
+                .storage(Arc::clone(&storage_for_workflows))
+                .build()
+                .unwrap()
+        })
+        .workflow(move || {
+            Approver::builder()
+                .storage(Arc::clone(&approver_storage))
+                .build()
+                .unwrap()
+        })
+        .agent(Agent::new(model.clone()).name("Blog Writer"))
+        .team(
+            Team::new(model.clone(), TeamMode::Route)
+                .name("writers")
+                .member(Agent::new(model.clone()).name("helper")),
+        )
+        .body_limit(64 * 1024)
+        .grace_period(Duration::from_millis(300))
+}
+
+async fn start(server: Server) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .serve_with_shutdown(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        base,
+        stop: Some(stop),
+        task,
+    }
+}
+
+type Store = (&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>);
+
+async fn stores(test: &str) -> Vec<Store> {
+    let mut stores: Vec<Store> = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = buddy::SqliteStorage::open(dir.path().join("server.db"))
+        .await
+        .unwrap()
+        .table("served")
+        .unwrap();
+    stores.push(("sqlite", Arc::new(sqlite), Some(dir)));
+    #[cfg(feature = "postgres")]
+    match std::env::var("BUDDY_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            let postgres = buddy::PostgresStorage::connect(&url)
+                .await
+                .unwrap()
+                .table(&format!("server_{test}"))
+                .unwrap();
+            postgres.drop_tables().await.unwrap();
+            stores.push(("postgres", Arc::new(postgres), None));
+        }
+        Err(_) => eprintln!("SKIPPED: {test} on Postgres (BUDDY_TEST_POSTGRES_URL is not set)"),
+    }
+    #[cfg(not(feature = "postgres"))]
+    eprintln!("SKIPPED: {test} on Postgres (feature `postgres` is off)");
+    stores
+}
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn components_are_listed_and_described() {
+    let (_, storage, _dir) = stores("components").await.remove(0);
+    let running = start(server(&storage, &chatty_model())).await;
+    let http = reqwest::Client::new();
+    let base = &running.base;
+    let (status, health) = json_of(http.get(format!("{base}/health")).send().await.unwrap()).await;
+    assert_eq!((status, health), (200, json!({"status": "ok"})));
+    let (_, agents) = json_of(http.get(format!("{base}/v1/agents")).send().await.unwrap()).await;
+    assert_eq!(agents[0]["id"], "blog-writer");
+    let (_, workflows) = json_of(
+        http.get(format!("{base}/v1/workflows"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let ids: Vec<_> = workflows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("greeter"), json!("approver")]);
+    assert_eq!(workflows[0]["description"], "Says hello to someone.");
+    let (status, greeter) = json_of(
+        http.get(format!("{base}/v1/workflows/greeter"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(greeter["parameters"][0]["name"], "name");
+    assert!(
+        greeter["input_schema"]["properties"]["times"].is_object(),
+        "{greeter}"
+    );
+    assert_eq!(greeter["streaming"], true);
+    for (path, detail) in [
+        ("/v1/workflows/nope", "Workflow not found"),
+        ("/v1/agents/nope", "Agent not found"),
+        ("/v1/teams/nope", "Team not found"),
+        ("/v1/gadgets", "Not found"),
+        ("/nowhere", "Not found"),
+    ] {
+        let (status, body) = json_of(http.get(format!("{base}{path}")).send().await.unwrap()).await;
+        assert_eq!((status, body), (404, json!({"detail": detail})), "{path}");
+    }
+    let (status, body) = json_of(
+        http.delete(format!("{base}/v1/agents"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (405, json!({"detail": "Method not allowed"}))
+    );
+    let (status, _) = json_of(
+        http.get(format!("{base}/v1/agents/bad%20id"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, doc) = json_of(
+        http.get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/workflows/greeter/runs"]["post"]["requestBody"].is_object());
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn runs_sessions_and_their_errors() {
+    for (name, storage, _dir) in stores("runs_sessions").await {
+        let model = chatty_model();
+        let running = start(server(&storage, &model)).await;
+        let http = reqwest::Client::new();
+        let base = &running.base;
+        let runs = format!("{base}/v1/workflows/greeter/runs");
+        // A plain run answers with the response.
+        let (status, response) = json_of(
+            http.post(&runs)
+                .json(&json!({"input": {"name": "ada", "times": 2}, "session_id": "s-1", "user_id": "u1"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {response}");
+        assert_eq!(response["content"], "hello ada hello ada", "{name}");
+        let run_id = response["run_id"].as_str().unwrap().to_owned();
+        let (status, record) = json_of(
+            http.get(format!("{base}/v1/runs/{run_id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(record["status"], "completed", "{name}: {record}");
+        assert_eq!(record["response"]["content"], "hello ada hello ada");
+
+        // Bad input: 422 naming the field, and nothing is written.
+        let before = storage
+            .list_sessions(&SessionQuery::all())
+            .await
+            .unwrap()
+            .len();
+        for (input, field) in [
+            (json!({"name": "ada"}), "times"),
+            (json!({"name": "ada", "times": "two"}), "times"),
+            (json!({"name": "ada", "times": 1, "extra": 1}), "extra"),
+        ] {
+            let (status, body) = json_of(
+                http.post(&runs)
+                    .json(&json!({"input": input}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 422, "{name}: {body}");
+            assert_eq!(body["field"], field, "{name}: {body}");
+            assert!(
+                body["detail"].as_str().unwrap().contains("Greeter"),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            storage
+                .list_sessions(&SessionQuery::all())
+                .await
+                .unwrap()
+                .len(),
+            before
+        );
+        // Bad JSON 400, unknown body field 422, too big 413.
+        let (status, body) = json_of(
+            http.post(&runs)
+                .header("content-type", "application/json")
+                .body("{nope")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        let (status, body) = json_of(
+            http.post(&runs)
+                .json(&json!({"inptu": {}}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        let big = "x".repeat(100 * 1024);
+        let (status, body) = json_of(
+            http.post(&runs)
+                .json(&json!({"input": {"name": big, "times": 1}}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 413, "{body}");
+        // Unknown run: 404.
+        let (status, body) = json_of(
+            http.get(format!("{base}/v1/runs/no-such-run"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((status, body), (404, json!({"detail": "Run not found"})));
+
+        // An agent run, then its sessions.
+        let agent_runs = format!("{base}/v1/agents/blog-writer/runs");
+        let (status, _) = json_of(
+            http.post(&agent_runs)
+                .json(&json!({"input": {"message": "First line\nsecond"}, "session_id": "chat-1"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (_, listed) = json_of(
+            http.get(format!("{base}/v1/agents/blog-writer/sessions"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(listed["sessions"][0]["session_id"], "chat-1", "{listed}");
+        assert_eq!(listed["sessions"][0]["title"], "First line");
+        let session_url = format!("{base}/v1/agents/blog-writer/sessions/chat-1");
+        let (status, read) = json_of(http.get(&session_url).send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!(read["runs"].as_array().unwrap().len(), 1);
+        let (status, renamed) = json_of(
+            http.patch(&session_url)
+                .json(&json!({"session_name": "Drafts"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((status, &renamed["title"]), (200, &json!("Drafts")));
+        let (status, _) = json_of(http.delete(&session_url).send().await.unwrap()).await;
+        assert_eq!(status, 204);
+        let (status, _) = json_of(http.delete(&session_url).send().await.unwrap()).await;
+        assert_eq!(status, 204, "delete is idempotent");
+        let (status, body) = json_of(http.get(&session_url).send().await.unwrap()).await;
+        assert_eq!(
+            (status, body),
+            (404, json!({"detail": "Session not found"}))
+        );
+        let (status, _) = json_of(
+            http.patch(&session_url)
+                .json(&json!({"session_name": "x"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 404);
+
+        // A failing run: 500 with its message, and still recorded.
+        let failing = ScriptedModel::new();
+        let failing_server = Server::new()
+            .storage(Arc::clone(&storage))
+            .agent(Agent::new(failing).name("broken"));
+        let broken = start(failing_server).await;
+        let (status, body) = json_of(
+            http.post(format!("{}/v1/agents/broken/runs", broken.base))
+                .json(&json!({"input": {"message": "hi"}}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 500, "{body}");
+        assert!(!body["detail"].as_str().unwrap().is_empty());
+        let failed_id = body["run_id"].as_str().unwrap();
+        let (_, record) = json_of(
+            http.get(format!("{}/v1/runs/{failed_id}", broken.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(record["status"], "error", "{record}");
+        broken.shutdown().await;
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn sse_reconnects_lose_and_repeat_nothing_even_across_a_restart() {
+    for (name, storage, _dir) in stores("sse_reconnects").await {
+        let model = chatty_model();
+        let running = start(server(&storage, &model)).await;
+        let http = reqwest::Client::new();
+        let runs = format!("{}/v1/agents/blog-writer/runs", running.base);
+        let response = http
+            .post(&runs)
+            .json(&json!({"input": {"message": "go"}, "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let all = read_sse(response, usize::MAX).await;
+        let numbers = seqs(&all);
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as u64).collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(all[0].event.as_deref(), Some("run_started"));
+        assert_eq!(all.last().unwrap().event.as_deref(), Some("run_completed"));
+        let first: Value = serde_json::from_str(&all[0].data).unwrap();
+        let run_id = first["run_id"].as_str().unwrap().to_owned();
+        let events_url = |base: &str| format!("{base}/v1/runs/{run_id}/events");
+        // Reconnect at every point: exactly the rest.
+        for after in 0..=all.len() {
+            let rest = read_sse(
+                http.get(events_url(&running.base))
+                    .header("last-event-id", after.to_string())
+                    .send()
+                    .await
+                    .unwrap(),
+                usize::MAX,
+            )
+            .await;
+            assert_eq!(rest, all[after..].to_vec(), "{name}: after {after}");
+        }
+        // `?after=` works too.
+        let rest = read_sse(
+            http.get(format!("{}?after=2", events_url(&running.base)))
+                .send()
+                .await
+                .unwrap(),
+            usize::MAX,
+        )
+        .await;
+        assert_eq!(rest, all[2..].to_vec());
+
+        // Disconnect from a live run after a few events, restart the server, reconnect.
+        let slow = chatty_model().latency(Duration::from_millis(30));
+        let slow_server = start(server(&storage, &slow)).await;
+        let response = http
+            .post(format!("{}/v1/agents/blog-writer/runs", slow_server.base))
+            .json(&json!({"input": {"message": "go"}, "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let seen = read_sse(response, 2).await;
+        let started: Value = serde_json::from_str(&seen[0].data).unwrap();
+        let live_id = started["run_id"].as_str().unwrap().to_owned();
+        // The disconnect did not stop the run: it completes.
+        let record_url = format!("{}/v1/runs/{live_id}", slow_server.base);
+        let mut completed = false;
+        for _ in 0..200 {
+            let (_, record) = json_of(http.get(&record_url).send().await.unwrap()).await;
+            if record["status"] == "completed" {
+                completed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(completed, "{name}: the run went on after the client left");
+        slow_server.shutdown().await;
+        let restarted = start(server(&storage, &chatty_model())).await;
+        let rest = read_sse(
+            http.get(format!("{}/v1/runs/{live_id}/events", restarted.base))
+                .header("last-event-id", seen[1].id.clone().unwrap())
+                .send()
+                .await
+                .unwrap(),
+            usize::MAX,
+        )
+        .await;
+        let mut joined = seen.clone();
+        joined.extend(rest);
+        let numbers = seqs(&joined);
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as u64).collect::<Vec<_>>(),
+            "{name}: {numbers:?}"
+        );
+        assert_eq!(
+            joined.last().unwrap().event.as_deref(),
+            Some("run_completed")
+        );
+        restarted.shutdown().await;
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_live_run_followed_from_another_server_on_the_same_database() {
+    for (name, storage, _dir) in stores("another_server").await {
+        let slow = chatty_model().latency(Duration::from_millis(20));
+        let a = start(server(&storage, &slow)).await;
+        let b = start(server(&storage, &chatty_model())).await;
+        let http = reqwest::Client::new();
+        let (status, started) = json_of(
+            http.post(format!("{}/v1/agents/blog-writer/runs", a.base))
+                .json(&json!({"input": {"message": "go"}, "background": true}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 202, "{started}");
+        assert_eq!(started["status"], "running");
+        let run_id = started["run_id"].as_str().unwrap();
+        let from_b = read_sse(
+            http.get(format!("{}/v1/runs/{run_id}/events", b.base))
+                .send()
+                .await
+                .unwrap(),
+            usize::MAX,
+        )
+        .await;
+        let from_a = read_sse(
+            http.get(format!("{}/v1/runs/{run_id}/events", a.base))
+                .send()
+                .await
+                .unwrap(),
+            usize::MAX,
+        )
+        .await;
+        assert_eq!(from_a, from_b, "{name}");
+        assert_eq!(
+            from_b.last().unwrap().event.as_deref(),
+            Some("run_completed"),
+            "{name}"
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_durable_run_pauses_and_resumes_over_http() {
+    for (name, storage, _dir) in stores("pauses").await {
+        let running = start(server(&storage, &chatty_model())).await;
+        let http = reqwest::Client::new();
+        let base = &running.base;
+        let (status, paused) = json_of(
+            http.post(format!("{base}/v1/workflows/approver/runs"))
+                .json(&json!({"input": {"draft": "d1"}}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 202, "{name}: {paused}");
+        assert_eq!(paused["status"], "paused");
+        let run_id = paused["run_id"].as_str().unwrap().to_owned();
+        let (_, waits) = json_of(
+            http.get(format!("{base}/v1/runs/{run_id}/waits"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(waits[0]["key"], "approve#1", "{waits}");
+        assert!(waits[0]["schema"]["properties"]["approved"].is_object());
+        let answer = format!("{base}/v1/runs/{run_id}/waits/approve%231");
+        let (status, body) = json_of(
+            http.post(&answer)
+                .json(&json!({"approved": "yes"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        let (status, _) = json_of(
+            http.post(format!("{base}/v1/runs/{run_id}/waits/nope"))
+                .json(&json!({"approved": true}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, body) = json_of(
+            http.post(&answer)
+                .json(&json!({"approved": true}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 202, "{name}: {body}");
+        let events = read_sse(
+            http.get(format!("{base}/v1/runs/{run_id}/events"))
+                .send()
+                .await
+                .unwrap(),
+            usize::MAX,
+        )
+        .await;
+        let numbers = seqs(&events);
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as u64).collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e.event.as_deref() == Some("run_paused"))
+        );
+        let mut done = false;
+        for _ in 0..200 {
+            let (_, record) = json_of(
+                http.get(format!("{base}/v1/runs/{run_id}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            if record["status"] == "completed" {
+                assert_eq!(record["response"]["content"], "approved=true");
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(done, "{name}");
+        let (status, _) = json_of(
+            http.post(&answer)
+                .json(&json!({"approved": false}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 409, "{name}: another value for an answered wait");
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn cancel_is_recorded_and_idempotent_and_shutdown_cancels_what_outlives_the_grace() {
+    for (name, storage, _dir) in stores("cancel").await {
+        let slow = chatty_model().latency(Duration::from_secs(2));
+        let running = start(server(&storage, &slow)).await;
+        let http = reqwest::Client::new();
+        let base = running.base.clone();
+        let start_background = || async {
+            let (_, started) = json_of(
+                http.post(format!("{base}/v1/agents/blog-writer/runs"))
+                    .json(&json!({"input": {"message": "go"}, "background": true}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            started["run_id"].as_str().unwrap().to_owned()
+        };
+        let run_id = start_background().await;
+        for _ in 0..2 {
+            let (status, record) = json_of(
+                http.post(format!("{base}/v1/runs/{run_id}/cancel"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200, "{name}");
+            assert_eq!(record["status"], "cancelled", "{name}: {record}");
+        }
+        let events = read_sse(
+            http.get(format!("{base}/v1/runs/{run_id}/events"))
+                .send()
+                .await
+                .unwrap(),
+            usize::MAX,
+        )
+        .await;
+        assert_eq!(
+            events.last().unwrap().event.as_deref(),
+            Some("run_cancelled"),
+            "{name}"
+        );
+        // Shutdown: the run outlives the grace period and is recorded cancelled.
+        let outliving = start_background().await;
+        running.shutdown().await;
+        let stored = storage.load_durable(&outliving).await.unwrap().unwrap();
+        assert_eq!(stored.run.status, buddy::RunStatus::Cancelled, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_runs_on_one_session_lose_nothing() {
+    for (name, storage, _dir) in stores("concurrent").await {
+        let running = start(server(&storage, &chatty_model())).await;
+        let http = reqwest::Client::new();
+        let url = format!("{}/v1/workflows/greeter/runs", running.base);
+        let requests = (1..=20u32).map(|times| {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let response = http
+                    .post(url)
+                    .json(&json!({"input": {"name": "x", "times": times}, "session_id": "shared"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        });
+        futures::future::join_all(requests).await;
+        let session = storage
+            .read(
+                &buddy::SessionKey::new("shared", buddy::SessionKind::Workflow),
+                &buddy::storage::ReadOptions::with_runs(0),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(session.run_count, 20, "{name}");
+        assert_eq!(
+            session.session_state.len(),
+            20,
+            "{name}: every run's state key is kept"
+        );
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn keys_users_and_cors() {
+    let (_, storage, _dir) = stores("keys").await.remove(0);
+    let served = server(&storage, &chatty_model())
+        .api_key("admin-secret-key")
+        .api_key_for_user("alice-secret-key", "alice")
+        .cors_origins(["https://app.example.com"]);
+    let running = start(served).await;
+    let http = reqwest::Client::new();
+    let base = &running.base;
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "no auth on /health");
+    for auth in [None, Some("Bearer wrong"), Some("Basic abc")] {
+        let mut request = http.get(format!("{base}/v1/agents"));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("secret-key"), "{text}");
+    }
+    let runs = format!("{base}/v1/agents/blog-writer/runs");
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth("admin-secret-key");
+    let alice = |request: reqwest::RequestBuilder| request.bearer_auth("alice-secret-key");
+    let (status, _) = json_of(
+        admin(http.post(&runs))
+            .json(&json!({"input": {"message": "bob's"}, "session_id": "bob-1", "user_id": "bob"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = json_of(
+        alice(http.post(&runs))
+            .json(&json!({"input": {"message": "alice's"}, "session_id": "alice-1"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = json_of(
+        alice(http.post(&runs))
+            .json(&json!({"input": {"message": "x"}, "user_id": "bob"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403, "a bound key cannot act for another user");
+    let (status, _) = json_of(
+        alice(http.post(&runs))
+            .json(&json!({"input": {"message": "x"}, "session_id": "bob-1"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404, "nor write into their session");
+    let (_, listed) = json_of(
+        alice(http.get(format!("{base}/v1/agents/blog-writer/sessions")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let ids: Vec<_> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("alice-1")]);
+    let (status, _) = json_of(
+        alice(http.get(format!("{base}/v1/agents/blog-writer/sessions/bob-1")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = json_of(
+        alice(http.delete(format!("{base}/v1/agents/blog-writer/sessions/bob-1")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, listed) = json_of(
+        admin(http.get(format!("{base}/v1/agents/blog-writer/sessions")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 2);
+    // CORS: the allowed origin only, never a wildcard.
+    let allowed = admin(http.get(format!("{base}/v1/agents")))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let other = admin(http.get(format!("{base}/v1/agents")))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    running.shutdown().await;
+}
