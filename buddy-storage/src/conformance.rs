@@ -1495,6 +1495,7 @@ pub fn durable_run(run_id: &str, workflow: &str, created_at: i64) -> DurableRun 
         created_at,
         updated_at: created_at,
         ended_at: None,
+        log_only: false,
     }
 }
 
