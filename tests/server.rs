@@ -956,3 +956,102 @@ async fn keys_users_and_cors() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
     running.shutdown().await;
 }
+
+/// The python that has the client libraries (`scripts/py-clients.sh`), or a loud skip.
+fn python(test: &str) -> Option<String> {
+    match std::env::var("BUDDY_TEST_PYTHON") {
+        Ok(python) if !python.is_empty() => Some(python),
+        _ => {
+            eprintln!(
+                "SKIPPED: {test} (BUDDY_TEST_PYTHON is not set; scripts/py-clients.sh makes one)"
+            );
+            None
+        }
+    }
+}
+
+/// Runs a client script with `args`; panics with its output when it fails.
+async fn run_python(python: String, script: &str, args: Vec<String>) -> String {
+    let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_openai_facade_answers_the_openai_client_plain_and_streamed() {
+    let Some(python) = python("the OpenAI facade driven by the openai package") else {
+        return;
+    };
+    let (_, storage, _dir) = stores("openai").await.remove(0);
+    let running = start(server(&storage, &chatty_model())).await;
+    let out = run_python(
+        python,
+        "openai_client.py",
+        vec![
+            running.base.clone(),
+            "blog-writer".into(),
+            "one two three four five".into(),
+        ],
+    )
+    .await;
+    assert!(out.starts_with("ok 5 chunks"), "{out}");
+    running.shutdown().await;
+}
+
+/// Options with a type of their own, so the input schema has `$defs`.
+#[derive(Debug, Deserialize, serde::Serialize, schemars::JsonSchema)]
+struct ReportOptions {
+    depth: u32,
+    style: Style,
+}
+
+/// A nested enum.
+#[derive(Debug, Deserialize, serde::Serialize, schemars::JsonSchema)]
+enum Style {
+    Short,
+    Long,
+}
+
+/// A workflow whose input nests types.
+#[workflow]
+struct Reporter {}
+
+#[workflow]
+impl Reporter {
+    async fn run(&mut self, topic: String, options: ReportOptions) -> Result<RunResponse> {
+        Ok(RunResponse::from_text(format!("{topic} {options:?}")))
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_validates_as_openapi_3_1() {
+    let Some(python) = python("the OpenAPI document checked by openapi-spec-validator") else {
+        return;
+    };
+    let (_, storage, _dir) = stores("openapi").await.remove(0);
+    let served =
+        server(&storage, &chatty_model()).workflow(|| Reporter::builder().build().unwrap());
+    let running = start(served).await;
+    let out = run_python(
+        python,
+        "openapi_validate.py",
+        vec![format!("{}/openapi.json", running.base)],
+    )
+    .await;
+    assert!(out.starts_with("ok"), "{out}");
+    running.shutdown().await;
+}

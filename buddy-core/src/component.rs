@@ -109,7 +109,7 @@ pub trait Component: Send + Sync + fmt::Debug {
     }
 
     /// Resumes durable run `run_id` on a fresh instance (see
-    /// [`RunWorkflow::resume`](crate::RunWorkflow::resume)); a component whose runs are not
+    /// [`RunWorkflow::resume`]); a component whose runs are not
     /// durable fails with [`DurableError::NotDurable`](crate::durable::DurableError).
     fn resume(&self, run_id: &str) -> RunStream<'static> {
         let _ = run_id;

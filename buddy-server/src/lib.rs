@@ -29,6 +29,7 @@
 mod auth;
 mod error;
 mod hub;
+mod openai;
 mod openapi;
 mod routes;
 mod sse;

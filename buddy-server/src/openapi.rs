@@ -34,19 +34,45 @@ fn operation(id: &str, summary: &str, parameters: Vec<Value>, responses: Value) 
     json!({"operationId": id, "summary": summary, "parameters": parameters, "responses": responses})
 }
 
-/// A JSON Schema as an OpenAPI 3.1 schema object: the same dialect, with `$defs` kept
-/// local to the schema and `$schema` dropped.
-fn schema_object(schema: &Value) -> Value {
+/// A JSON Schema as an OpenAPI 3.1 schema object: the same dialect, with `$schema` dropped
+/// and its `$defs` moved into `components/schemas` under `prefix` (a `$ref` inside the
+/// document resolves against the document, not the schema).
+fn schema_object(schema: &Value, prefix: &str, shared: &mut Map<String, Value>) -> Value {
     let mut schema = schema.clone();
     if let Some(map) = schema.as_object_mut() {
         map.remove("$schema");
+        if let Some(Value::Object(defs)) = map.remove("$defs") {
+            for (name, mut def) in defs {
+                rewrite_refs(&mut def, prefix);
+                shared.insert(format!("{prefix}{name}"), def);
+            }
+        }
     }
+    rewrite_refs(&mut schema, prefix);
     schema
 }
 
-fn run_body_schema(served: &Served) -> Value {
-    let input =
-        schema_object(&serde_json::to_value(served.component.input_schema()).unwrap_or_default());
+fn rewrite_refs(value: &mut Value, prefix: &str) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get_mut("$ref")
+                && let Some(name) = reference.strip_prefix("#/$defs/")
+            {
+                *reference = format!("#/components/schemas/{prefix}{name}");
+            }
+            map.values_mut()
+                .for_each(|value| rewrite_refs(value, prefix));
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|value| rewrite_refs(value, prefix)),
+        _ => {}
+    }
+}
+
+fn run_body_schema(served: &Served, prefix: &str, shared: &mut Map<String, Value>) -> Value {
+    let schema = serde_json::to_value(served.component.input_schema()).unwrap_or_default();
+    let input = schema_object(&schema, prefix, shared);
     json!({
         "type": "object",
         "additionalProperties": false,
@@ -64,6 +90,11 @@ fn run_body_schema(served: &Served) -> Value {
 /// The document.
 pub(crate) fn document(registry: &Registry) -> Value {
     let mut paths = Map::new();
+    let mut shared = Map::new();
+    shared.insert(
+        "Error".into(),
+        json!({"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}, "field": {"type": "string"}}}),
+    );
     let secured = json!([{"bearer": []}]);
     paths.insert(
         "/health".into(),
@@ -105,7 +136,10 @@ pub(crate) fn document(registry: &Registry) -> Value {
                     "500": error_response("The run failed")
                 }),
             );
-            run["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": run_body_schema(served)}}});
+            let prefix = format!("{title}.{}.", served.id);
+            let body = run_body_schema(served, &prefix, &mut shared);
+            run["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": body}}});
             paths.insert(format!("{base}/runs"), json!({"post": run}));
             paths.insert(
                 format!("{base}/sessions"),
@@ -145,6 +179,15 @@ pub(crate) fn document(registry: &Registry) -> Value {
         "/v1/runs/{run_id}/waits/{key}".into(),
         json!({"post": answer}),
     );
+    paths.insert("/v1/models".into(), json!({"get": operation("openai_models", "OpenAI-compatible: the components a chat client can name as `model`", vec![], json!({"200": json_response("The models")}))}));
+    let mut chat = operation(
+        "openai_chat_completions",
+        "OpenAI-compatible chat completions: the last user message runs the component named by `model`",
+        vec![],
+        json!({"200": {"description": "A chat completion, or chunks as server-sent events when `stream` is true", "content": {"application/json": {"schema": {}}, "text/event-stream": {"schema": {"type": "string"}}}}, "404": error_response("Unknown model")}),
+    );
+    chat["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["model", "messages"], "properties": {"model": {"type": "string"}, "messages": {"type": "array", "items": {"type": "object"}}, "stream": {"type": "boolean"}, "user": {"type": "string"}}}}}});
+    paths.insert("/v1/chat/completions".into(), json!({"post": chat}));
     paths.insert("/openapi.json".into(), json!({"get": operation("openapi", "This document", vec![], json!({"200": json_response("The OpenAPI document")}))}));
     json!({
         "openapi": "3.1.0",
@@ -153,7 +196,7 @@ pub(crate) fn document(registry: &Registry) -> Value {
         "security": secured,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}, "field": {"type": "string"}}}}
+            "schemas": shared
         }
     })
 }

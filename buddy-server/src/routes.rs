@@ -50,6 +50,11 @@ pub(crate) fn router(state: AppState, keys: Arc<[ApiKey]>, body_limit: usize) ->
         .route("/v1/runs/{run_id}/cancel", post(cancel_run))
         .route("/v1/runs/{run_id}/waits", get(run_waits))
         .route("/v1/runs/{run_id}/waits/{*key}", post(answer_wait))
+        .route("/v1/models", get(crate::openai::list_models))
+        .route(
+            "/v1/chat/completions",
+            post(crate::openai::chat_completions),
+        )
         .route_layer(axum::middleware::from_fn_with_state(keys, require_key));
     Router::new()
         .route("/health", get(health))
@@ -97,7 +102,7 @@ fn check_id<'a>(what: &str, id: &'a str) -> ApiResult<&'a str> {
 }
 
 /// A JSON body: malformed JSON is 400, JSON of the wrong shape 422, too big 413.
-fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let bytes =
         bytes.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -227,7 +232,7 @@ struct RunBody {
 
 /// The user a request acts for: a bound key's user (another one in the body is 403), else
 /// the body's.
-fn acting_user(caller: &Caller, asked: Option<String>) -> ApiResult<Option<String>> {
+pub(crate) fn acting_user(caller: &Caller, asked: Option<String>) -> ApiResult<Option<String>> {
     match (&caller.user_id, asked) {
         (Some(bound), Some(asked)) if *bound != asked => Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -1,0 +1,256 @@
+//! Server benchmarks over real HTTP on 127.0.0.1 (a scripted model, SQLite run logs). Each
+//! figure is printed next to a floor measured in the same invocation.
+//!
+//! ```text
+//! cargo bench --bench server
+//! ```
+//!
+//! - `POST → first SSE byte`: a streamed agent run, from sending the request to the first
+//!   byte of the event stream, p50/p99 of 300. Floor: `GET /health`, request to last byte.
+//! - `1,000 concurrent streamed runs`: 1,000 streamed agent runs at once, each read to its
+//!   end: wall time. Floor: 1,000 concurrent `GET /health`.
+//! - `subscribers to one run`: many clients follow one run's events over SSE (10,000, or
+//!   as many as the open-file limit allows: each needs two sockets in this one process);
+//!   the run emits 50 events 20 ms apart, each stamped with the time it was made; p99 of
+//!   (received − made) over every event and subscriber. Floor: the same with one
+//!   subscriber.
+//! - peak memory: the process's peak resident set (`VmHWM`) after each phase (client and
+//!   server share the process).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use buddy::prelude::*;
+use buddy::{Server, Storage};
+use buddy_core::testing::ScriptedModel;
+use futures::StreamExt;
+use serde_json::json;
+
+fn micros_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as u64)
+}
+
+/// Emits `ticks` custom events `every` apart, each carrying the time it was made.
+#[workflow]
+struct Ticker {}
+
+#[workflow]
+impl Ticker {
+    async fn run(&mut self, ticks: u32, every_ms: u64) -> impl Stream<Item = Result<RunEvent>> {
+        buddy::try_stream! {
+            // Give the subscribers time to connect.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            for n in 0..ticks {
+                yield RunEvent::custom("tick", json!({"n": n, "t": micros_now()}));
+                tokio::time::sleep(Duration::from_millis(every_ms)).await;
+            }
+        }
+    }
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[at]
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn open_file_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or(1024)
+}
+
+async fn first_byte(http: &reqwest::Client, url: &str) -> f64 {
+    let started = Instant::now();
+    let response = http
+        .post(url)
+        .json(&json!({"input": {"message": "go"}, "stream": true}))
+        .send()
+        .await
+        .expect("POST");
+    let mut body = response.bytes_stream();
+    let _ = body.next().await;
+    let elapsed = started.elapsed().as_secs_f64() * 1e3;
+    while body.next().await.is_some() {}
+    elapsed
+}
+
+async fn health(http: &reqwest::Client, url: &str) -> f64 {
+    let started = Instant::now();
+    let _ = http.get(url).send().await.expect("GET").bytes().await;
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// Follows run `run_id`'s events, returning (received − made) in ms for each tick.
+async fn follow(http: reqwest::Client, url: String) -> Vec<f64> {
+    let response = match http.get(&url).send().await {
+        Ok(response) => response,
+        Err(_) => return Vec::new(),
+    };
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut latencies = Vec::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        let now = micros_now();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: "))
+                && let Ok(value) = serde_json::from_str::<serde_json::Value>(data)
+                && let Some(made) = value["data"]["t"].as_u64()
+            {
+                latencies.push(now.saturating_sub(made) as f64 / 1e3);
+            }
+        }
+    }
+    latencies
+}
+
+async fn subscribers(base: &str, http: &reqwest::Client, count: usize) -> (f64, usize) {
+    let response = http
+        .post(format!("{base}/v1/workflows/ticker/runs"))
+        .json(&json!({"input": {"ticks": 50, "every_ms": 20}, "background": true}))
+        .send()
+        .await
+        .expect("start ticker");
+    let started: serde_json::Value = response.json().await.expect("202 body");
+    let run_id = started["run_id"].as_str().unwrap_or_default().to_owned();
+    let url = format!("{base}/v1/runs/{run_id}/events");
+    let followers: Vec<_> = (0..count)
+        .map(|_| tokio::spawn(follow(http.clone(), url.clone())))
+        .collect();
+    let mut all = Vec::new();
+    let mut complete = 0;
+    for follower in followers {
+        if let Ok(latencies) = follower.await {
+            if latencies.len() == 50 {
+                complete += 1;
+            }
+            all.extend(latencies);
+        }
+    }
+    (percentile(&mut all, 0.99), complete)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn Storage> = Arc::new(
+        buddy::SqliteStorage::open(dir.path().join("server.db"))
+            .await
+            .expect("sqlite")
+            .table("served")
+            .expect("table"),
+    );
+    let model = ScriptedModel::new();
+    for _ in 0..2_000 {
+        model.clone().chunks(["one ", "two ", "three"]);
+    }
+    let server = Server::new()
+        .storage(Arc::clone(&storage))
+        .agent(Agent::new(model).name("bench"))
+        .workflow(|| Ticker::builder().build().expect("ticker"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(server.serve_with_shutdown(listener, std::future::pending()));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(2_000)
+        .build()
+        .expect("client");
+    let runs = format!("{base}/v1/agents/bench/runs");
+    let health_url = format!("{base}/health");
+    for _ in 0..20 {
+        first_byte(&http, &runs).await;
+        health(&http, &health_url).await;
+    }
+
+    let mut firsts = Vec::new();
+    let mut floors = Vec::new();
+    for _ in 0..300 {
+        firsts.push(first_byte(&http, &runs).await);
+        floors.push(health(&http, &health_url).await);
+    }
+    println!(
+        "POST → first SSE byte: p50 {:.2} ms, p99 {:.2} ms   (floor GET /health: p50 {:.2} ms, p99 {:.2} ms; goal p99 ≤ 5 ms)",
+        percentile(&mut firsts, 0.5),
+        percentile(&mut firsts, 0.99),
+        percentile(&mut floors, 0.5),
+        percentile(&mut floors, 0.99),
+    );
+
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let http = http.clone();
+            let runs = runs.clone();
+            tokio::spawn(async move { first_byte(&http, &runs).await })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let wall = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let http = http.clone();
+            let url = health_url.clone();
+            tokio::spawn(async move { health(&http, &url).await })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let floor = started.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "1,000 concurrent streamed runs: {wall:.0} ms wall   (floor 1,000 concurrent GET /health: {floor:.0} ms); peak RSS {:.0} MB",
+        peak_rss_mb()
+    );
+
+    let (one, _) = subscribers(&base, &http, 1).await;
+    let count = 10_000.min(open_file_limit().saturating_sub(512) / 2);
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let (p99, complete) = subscribers(&base, &fresh, count).await;
+    println!(
+        "{count} subscribers to one run (50 events): p99 added latency {p99:.2} ms, {complete} saw every event, {:.1} s wall   (floor, 1 subscriber: p99 {one:.2} ms; goal ≤ 10 ms); peak RSS {:.0} MB",
+        started.elapsed().as_secs_f64(),
+        peak_rss_mb()
+    );
+}
