@@ -1055,3 +1055,44 @@ async fn the_openapi_document_validates_as_openapi_3_1() {
     assert!(out.starts_with("ok"), "{out}");
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_opts_in_cancels_its_run_by_going_away() {
+    for (name, storage, _dir) in stores("cancel_on_disconnect").await {
+        let slow = chatty_model().latency(Duration::from_secs(2));
+        let running = start(server(&storage, &slow)).await;
+        let http = reqwest::Client::new();
+        let response = http
+            .post(format!("{}/v1/agents/blog-writer/runs", running.base))
+            .json(
+                &json!({"input": {"message": "go"}, "stream": true, "cancel_on_disconnect": true}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let seen = read_sse(response, 1).await;
+        let started: Value = serde_json::from_str(&seen[0].data).unwrap();
+        let run_id = started["run_id"].as_str().unwrap().to_owned();
+        let mut cancelled = false;
+        for _ in 0..250 {
+            let (_, record) = json_of(
+                http.get(format!("{}/v1/runs/{run_id}", running.base))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            if record["status"] == "cancelled" {
+                cancelled = true;
+                break;
+            }
+            assert_eq!(record["status"], "running", "{name}: {record}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            cancelled,
+            "{name}: the run was cancelled when its client went away"
+        );
+        running.shutdown().await;
+    }
+}
