@@ -11,13 +11,14 @@
 //!   end: wall time. Floor: 1,000 concurrent `GET /health`.
 //! - `subscribers to one run`: many clients follow one run's events over SSE (10,000, or
 //!   as many as the open-file limit allows: each needs two sockets in this one process);
-//!   the run emits 50 events 20 ms apart, each stamped with the time it was made; p99 of
-//!   (received − made) over every event and subscriber. Floor: the same with one
-//!   subscriber.
+//!   once every subscriber's response has begun, the run emits 50 events 20 ms apart, each
+//!   stamped with the time it was made; p99 of (received − made) over every event and
+//!   subscriber. Floor: the same with one subscriber.
 //! - peak memory: the process's peak resident set (`VmHWM`) after each phase (client and
 //!   server share the process).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use buddy::prelude::*;
@@ -34,14 +35,20 @@ fn micros_now() -> u64 {
 
 /// Emits `ticks` custom events `every` apart, each carrying the time it was made.
 #[workflow]
-struct Ticker {}
+struct Ticker {
+    /// Opened once every subscriber is connected.
+    #[field(default)]
+    gate: Arc<AtomicBool>,
+}
 
 #[workflow]
 impl Ticker {
     async fn run(&mut self, ticks: u32, every_ms: u64) -> impl Stream<Item = Result<RunEvent>> {
+        let gate = Arc::clone(&self.gate);
         buddy::try_stream! {
-            // Give the subscribers time to connect.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            while !gate.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             for n in 0..ticks {
                 yield RunEvent::custom("tick", json!({"n": n, "t": micros_now()}));
                 tokio::time::sleep(Duration::from_millis(every_ms)).await;
@@ -105,11 +112,17 @@ async fn health(http: &reqwest::Client, url: &str) -> f64 {
     started.elapsed().as_secs_f64() * 1e3
 }
 
-/// Follows run `run_id`'s events, returning (received − made) in ms for each tick.
-async fn follow(http: reqwest::Client, url: String) -> Vec<f64> {
-    let response = match http.get(&url).send().await {
-        Ok(response) => response,
-        Err(_) => return Vec::new(),
+/// Follows run `run_id`'s events, returning (received − made) in ms for each tick; says
+/// on `connected` when its response has begun.
+async fn follow(
+    http: reqwest::Client,
+    url: String,
+    connected: tokio::sync::mpsc::Sender<()>,
+) -> Vec<f64> {
+    let response = http.get(&url).send().await;
+    let _ = connected.send(()).await;
+    let Ok(response) = response else {
+        return Vec::new();
     };
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
@@ -130,7 +143,13 @@ async fn follow(http: reqwest::Client, url: String) -> Vec<f64> {
     latencies
 }
 
-async fn subscribers(base: &str, http: &reqwest::Client, count: usize) -> (f64, usize) {
+async fn subscribers(
+    base: &str,
+    http: &reqwest::Client,
+    count: usize,
+    gate: &Arc<AtomicBool>,
+) -> (f64, usize) {
+    gate.store(false, Ordering::SeqCst);
     let response = http
         .post(format!("{base}/v1/workflows/ticker/runs"))
         .json(&json!({"input": {"ticks": 50, "every_ms": 20}, "background": true}))
@@ -140,9 +159,14 @@ async fn subscribers(base: &str, http: &reqwest::Client, count: usize) -> (f64, 
     let started: serde_json::Value = response.json().await.expect("202 body");
     let run_id = started["run_id"].as_str().unwrap_or_default().to_owned();
     let url = format!("{base}/v1/runs/{run_id}/events");
+    let (connected, mut arrivals) = tokio::sync::mpsc::channel(count.max(1));
     let followers: Vec<_> = (0..count)
-        .map(|_| tokio::spawn(follow(http.clone(), url.clone())))
+        .map(|_| tokio::spawn(follow(http.clone(), url.clone(), connected.clone())))
         .collect();
+    for _ in 0..count {
+        let _ = arrivals.recv().await;
+    }
+    gate.store(true, Ordering::SeqCst);
     let mut all = Vec::new();
     let mut complete = 0;
     for follower in followers {
@@ -177,10 +201,16 @@ async fn bench() {
     for _ in 0..2_000 {
         model.clone().chunks(["one ", "two ", "three"]);
     }
+    let gate = Arc::new(AtomicBool::new(false));
+    let ticker_gate = Arc::clone(&gate);
     let server = Server::new()
         .storage(Arc::clone(&storage))
         .agent(Agent::new(model).name("bench"))
-        .workflow(|| Ticker::builder().build().expect("ticker"));
+        .workflow(move || {
+            let mut ticker = Ticker::builder().build().expect("ticker");
+            ticker.gate = Arc::clone(&ticker_gate);
+            ticker
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -240,14 +270,14 @@ async fn bench() {
         peak_rss_mb()
     );
 
-    let (one, _) = subscribers(&base, &http, 1).await;
+    let (one, _) = subscribers(&base, &http, 1, &gate).await;
     let count = 10_000.min(open_file_limit().saturating_sub(512) / 2);
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .expect("client");
     let started = Instant::now();
-    let (p99, complete) = subscribers(&base, &fresh, count).await;
+    let (p99, complete) = subscribers(&base, &fresh, count, &gate).await;
     println!(
         "{count} subscribers to one run (50 events): p99 added latency {p99:.2} ms, {complete} saw every event, {:.1} s wall   (floor, 1 subscriber: p99 {one:.2} ms; goal ≤ 10 ms); peak RSS {:.0} MB",
         started.elapsed().as_secs_f64(),
