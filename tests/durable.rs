@@ -17,6 +17,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+mod common;
+
 /// What a reviewer sends back.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct Approval {
@@ -167,37 +169,6 @@ fn pipeline(storage: &Arc<dyn Storage>, models: &Models, probe: &Probe) -> Pipel
         .unwrap()
 }
 
-type Store = (&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>);
-
-/// Every storage that keeps durable runs: memory, SQLite (a file, WAL), and Postgres when
-/// `BUDDY_TEST_POSTGRES_URL` is set (tables named after the test, emptied first).
-async fn stores(test: &str) -> Vec<Store> {
-    let mut stores: Vec<Store> = vec![("memory", Arc::new(MemoryStorage::new()), None)];
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = buddy::SqliteStorage::open(dir.path().join("durable.db"))
-        .await
-        .unwrap()
-        .table("durable")
-        .unwrap();
-    stores.push(("sqlite", Arc::new(sqlite), Some(dir)));
-    #[cfg(feature = "postgres")]
-    match std::env::var("BUDDY_TEST_POSTGRES_URL") {
-        Ok(url) => {
-            let postgres = buddy::PostgresStorage::connect(&url)
-                .await
-                .unwrap()
-                .table(&format!("durable_{test}"))
-                .unwrap();
-            postgres.drop_tables().await.unwrap();
-            stores.push(("postgres", Arc::new(postgres), None));
-        }
-        Err(_) => eprintln!("SKIPPED: {test} on Postgres (BUDDY_TEST_POSTGRES_URL is not set)"),
-    }
-    #[cfg(not(feature = "postgres"))]
-    eprintln!("SKIPPED: {test} on Postgres (feature `postgres` is off)");
-    stores
-}
-
 /// Drives `run` until the journal of the (only) durable run holds `key`, then drops it: a
 /// crash right after that entry. Whether it was dropped (false: the run ended first).
 async fn drop_once_journaled<F: std::future::Future>(
@@ -238,7 +209,7 @@ async fn only_run(storage: &Arc<dyn Storage>) -> durable::DurableRun {
 
 #[tokio::test]
 async fn a_run_pauses_then_finishes_with_the_value_and_every_event_logged() {
-    for (name, storage, _dir) in stores("a_run_pauses_then_finish").await {
+    for (name, storage, _dir) in common::stores("durable_a_run_pauses_then_finish", true).await {
         let models = Models::new();
         let probe = Probe::default();
         probe.open.store(true, Ordering::SeqCst);
@@ -327,7 +298,7 @@ async fn a_run_pauses_then_finishes_with_the_value_and_every_event_logged() {
 
 #[tokio::test]
 async fn a_dropped_run_resumes_without_repeating_a_finished_model_call_or_step() {
-    for (name, storage, _dir) in stores("a_dropped_run_resumes_wi").await {
+    for (name, storage, _dir) in common::stores("durable_a_dropped_run_resumes_wi", true).await {
         let models = Models::new();
         let probe = Probe::default();
         let mut workflow = pipeline(&storage, &models, &probe);
@@ -383,7 +354,7 @@ async fn a_changed_body_is_a_typed_error_naming_the_key() {
         (Variant::RemoveFirstStep, "second#1"),
         (Variant::RemoveSecondStep, "approve#1"),
     ];
-    for (name, storage, _dir) in stores("a_changed_body_is_a_type").await {
+    for (name, storage, _dir) in common::stores("durable_a_changed_body_is_a_type", true).await {
         for (variant, key) in cases {
             let models = Models::new();
             let probe = Probe::default();
@@ -427,7 +398,7 @@ async fn a_changed_body_is_a_typed_error_naming_the_key() {
 
 #[tokio::test]
 async fn bad_values_are_typed_errors_and_change_nothing() {
-    for (name, storage, _dir) in stores("bad_values_are_typed_err").await {
+    for (name, storage, _dir) in common::stores("durable_bad_values_are_typed_err", true).await {
         let models = Models::new();
         let probe = Probe::default();
         probe.open.store(true, Ordering::SeqCst);
@@ -571,7 +542,7 @@ impl Survey {
 
 #[tokio::test]
 async fn a_wait_in_a_loop_gets_one_key_per_iteration() {
-    for (name, storage, _dir) in stores("a_wait_in_a_loop_gets_on").await {
+    for (name, storage, _dir) in common::stores("durable_a_wait_in_a_loop_gets_on", true).await {
         let probe = Probe::default();
         let survey = || {
             let mut survey = Survey::builder()
@@ -637,7 +608,7 @@ impl Gatekeeper {
 
 #[tokio::test]
 async fn joined_waits_are_pending_together_and_answered_by_key() {
-    for (name, storage, _dir) in stores("joined_waits_are_pending").await {
+    for (name, storage, _dir) in common::stores("durable_joined_waits_are_pending", true).await {
         let gatekeeper = || {
             Gatekeeper::builder()
                 .storage(Arc::clone(&storage))
@@ -664,7 +635,7 @@ async fn joined_waits_are_pending_together_and_answered_by_key() {
 
 #[tokio::test]
 async fn a_wait_past_its_deadline_expires_with_the_documented_error() {
-    for (name, storage, _dir) in stores("a_wait_past_its_deadline").await {
+    for (name, storage, _dir) in common::stores("durable_a_wait_past_its_deadline", true).await {
         let gatekeeper = || {
             Gatekeeper::builder()
                 .storage(Arc::clone(&storage))
@@ -730,7 +701,7 @@ impl buddy::model::Model for Gated {
 
 #[tokio::test]
 async fn a_finished_tool_call_is_not_made_again_on_resume() {
-    for (name, storage, _dir) in stores("a_finished_tool_call_is").await {
+    for (name, storage, _dir) in common::stores("durable_a_finished_tool_call_is", true).await {
         let inner = ScriptedModel::new()
             .tool_call("hammer", json!({"nail": 1}))
             .text("hammered");
@@ -853,7 +824,7 @@ async fn outside_durable_runs_steps_run_and_waits_are_refused() {
 
 #[tokio::test]
 async fn a_follower_sees_every_event_once_in_order_and_replay_from_any_point_matches() {
-    for (name, storage, _dir) in stores("a_follower_sees_every_ev").await {
+    for (name, storage, _dir) in common::stores("durable_a_follower_sees_every_ev", true).await {
         let models = Models::new();
         let probe = Probe::default();
         let mut workflow = pipeline(&storage, &models, &probe);
@@ -907,7 +878,7 @@ impl Janitor {
 
 #[tokio::test]
 async fn a_tool_that_needs_confirmation_waits_and_a_rejection_goes_to_the_model() {
-    for (name, storage, _dir) in stores("a_tool_that_needs_confir").await {
+    for (name, storage, _dir) in common::stores("durable_a_tool_that_needs_confir", true).await {
         for (decision, expected_calls, expected_args) in [
             (json!({"decision": "reject", "reason": "keep it"}), 0, None),
             (
@@ -1024,7 +995,7 @@ impl Narrator {
 
 #[tokio::test]
 async fn a_resumed_stream_repeats_finished_text_marked_replayed_and_logs_it_once() {
-    for (name, storage, _dir) in stores("a_resumed_stream_repeats").await {
+    for (name, storage, _dir) in common::stores("durable_a_resumed_stream_repeats", true).await {
         let model = ScriptedModel::new().chunks(["once ", "upon"]);
         let probe = Probe::default();
         let narrator = || {
@@ -1075,7 +1046,7 @@ async fn a_resumed_stream_repeats_finished_text_marked_replayed_and_logs_it_once
 
 #[tokio::test]
 async fn a_run_of_another_version_is_refused_unless_allowed_and_ended_runs_are_pruned() {
-    for (name, storage, _dir) in stores("a_run_of_another_version").await {
+    for (name, storage, _dir) in common::stores("durable_a_run_of_another_version", true).await {
         let gatekeeper = || {
             Gatekeeper::builder()
                 .storage(Arc::clone(&storage))

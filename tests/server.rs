@@ -4,82 +4,18 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use buddy::prelude::*;
 use buddy::{Server, Storage};
 use buddy_core::testing::ScriptedModel;
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// One parsed server-sent event.
-#[derive(Clone, Debug, PartialEq)]
-struct Sse {
-    id: Option<String>,
-    event: Option<String>,
-    data: String,
-}
-
-/// Parses a `text/event-stream` body as the SSE specification says: fields per line,
-/// `data` lines joined, comments skipped, an event ends at a blank line. Stops after
-/// `limit` events (to disconnect early).
-async fn read_sse(response: reqwest::Response, limit: usize) -> Vec<Sse> {
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        content_type.starts_with("text/event-stream"),
-        "{content_type}"
-    );
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    let (mut id, mut event, mut data) = (None, None, Vec::<String>::new());
-    while let Some(chunk) = body.next().await {
-        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-        while let Some(end) = buffer.find('\n') {
-            let line = buffer[..end].trim_end_matches('\r').to_owned();
-            buffer.drain(..=end);
-            if line.is_empty() {
-                if !data.is_empty() {
-                    events.push(Sse {
-                        id: id.take(),
-                        event: event.take(),
-                        data: data.join("\n"),
-                    });
-                    data.clear();
-                    if events.len() == limit {
-                        return events;
-                    }
-                }
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
-            match field {
-                "id" => id = Some(value),
-                "event" => event = Some(value),
-                "data" => data.push(value),
-                _ => {}
-            }
-        }
-    }
-    events
-}
-
-fn seqs(events: &[Sse]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|event| event.id.as_deref().unwrap().parse().unwrap())
-        .collect()
-}
+mod common;
+use common::{read_sse, seqs};
 
 /// A served workflow.
 #[workflow(description = "Says hello to someone.")]
@@ -189,35 +125,6 @@ async fn start(server: Server) -> Running {
     }
 }
 
-type Store = (&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>);
-
-async fn stores(test: &str) -> Vec<Store> {
-    let mut stores: Vec<Store> = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = buddy::SqliteStorage::open(dir.path().join("server.db"))
-        .await
-        .unwrap()
-        .table("served")
-        .unwrap();
-    stores.push(("sqlite", Arc::new(sqlite), Some(dir)));
-    #[cfg(feature = "postgres")]
-    match std::env::var("BUDDY_TEST_POSTGRES_URL") {
-        Ok(url) => {
-            let postgres = buddy::PostgresStorage::connect(&url)
-                .await
-                .unwrap()
-                .table(&format!("server_{test}"))
-                .unwrap();
-            postgres.drop_tables().await.unwrap();
-            stores.push(("postgres", Arc::new(postgres), None));
-        }
-        Err(_) => eprintln!("SKIPPED: {test} on Postgres (BUDDY_TEST_POSTGRES_URL is not set)"),
-    }
-    #[cfg(not(feature = "postgres"))]
-    eprintln!("SKIPPED: {test} on Postgres (feature `postgres` is off)");
-    stores
-}
-
 async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
@@ -229,7 +136,7 @@ async fn json_of(response: reqwest::Response) -> (u16, Value) {
 
 #[tokio::test]
 async fn components_are_listed_and_described() {
-    let (_, storage, _dir) = stores("components").await.remove(0);
+    let (_, storage, _dir) = common::stores("server_components", false).await.remove(0);
     let running = start(server(&storage, &chatty_model())).await;
     let http = reqwest::Client::new();
     let base = &running.base;
@@ -310,7 +217,7 @@ async fn components_are_listed_and_described() {
 
 #[tokio::test]
 async fn runs_sessions_and_their_errors() {
-    for (name, storage, _dir) in stores("runs_sessions").await {
+    for (name, storage, _dir) in common::stores("server_runs_sessions", false).await {
         let model = chatty_model();
         let running = start(server(&storage, &model)).await;
         let http = reqwest::Client::new();
@@ -497,7 +404,7 @@ async fn runs_sessions_and_their_errors() {
 
 #[tokio::test]
 async fn sse_reconnects_lose_and_repeat_nothing_even_across_a_restart() {
-    for (name, storage, _dir) in stores("sse_reconnects").await {
+    for (name, storage, _dir) in common::stores("server_sse_reconnects", false).await {
         let model = chatty_model();
         let running = start(server(&storage, &model)).await;
         let http = reqwest::Client::new();
@@ -598,7 +505,7 @@ async fn sse_reconnects_lose_and_repeat_nothing_even_across_a_restart() {
 
 #[tokio::test]
 async fn a_live_run_followed_from_another_server_on_the_same_database() {
-    for (name, storage, _dir) in stores("another_server").await {
+    for (name, storage, _dir) in common::stores("server_another_server", false).await {
         let slow = chatty_model().latency(Duration::from_millis(20));
         let a = start(server(&storage, &slow)).await;
         let b = start(server(&storage, &chatty_model())).await;
@@ -643,7 +550,7 @@ async fn a_live_run_followed_from_another_server_on_the_same_database() {
 
 #[tokio::test]
 async fn a_durable_run_pauses_and_resumes_over_http() {
-    for (name, storage, _dir) in stores("pauses").await {
+    for (name, storage, _dir) in common::stores("server_pauses", false).await {
         let running = start(server(&storage, &chatty_model())).await;
         let http = reqwest::Client::new();
         let base = &running.base;
@@ -746,7 +653,7 @@ async fn a_durable_run_pauses_and_resumes_over_http() {
 
 #[tokio::test]
 async fn cancel_is_recorded_and_idempotent_and_shutdown_cancels_what_outlives_the_grace() {
-    for (name, storage, _dir) in stores("cancel").await {
+    for (name, storage, _dir) in common::stores("server_cancel", false).await {
         let slow = chatty_model().latency(Duration::from_secs(2));
         let running = start(server(&storage, &slow)).await;
         let http = reqwest::Client::new();
@@ -795,9 +702,132 @@ async fn cancel_is_recorded_and_idempotent_and_shutdown_cancels_what_outlives_th
     }
 }
 
+/// A durable workflow: a quick step that counts its runs, then a slow one.
+#[workflow]
+struct Stepper {
+    #[field(default)]
+    quick_runs: Arc<AtomicUsize>,
+}
+
+#[workflow(durable)]
+impl Stepper {
+    async fn run(&mut self, slow_ms: u64) -> Result<RunResponse> {
+        let counter = Arc::clone(&self.quick_runs);
+        let quick = self
+            .step("quick", async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(1u64)
+            })
+            .await?;
+        let slow = self
+            .step("slow", async move {
+                tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+                Ok::<_, Error>(2u64)
+            })
+            .await?;
+        Ok(RunResponse::from_text((quick + slow).to_string()))
+    }
+}
+
+fn stepper(storage: &Arc<dyn Storage>, quick_runs: &Arc<AtomicUsize>) -> Stepper {
+    let mut stepper = Stepper::builder()
+        .storage(Arc::clone(storage))
+        .build()
+        .unwrap();
+    stepper.quick_runs = Arc::clone(quick_runs);
+    stepper
+}
+
+#[tokio::test]
+async fn shutdown_stops_a_durable_run_that_outlives_the_grace_and_it_resumes_later() {
+    for (name, storage, _dir) in common::stores("server_shutdown_durable", false).await {
+        let quick_runs = Arc::new(AtomicUsize::new(0));
+        let (factory_storage, factory_runs) = (Arc::clone(&storage), Arc::clone(&quick_runs));
+        let running = start(
+            Server::new()
+                .storage(Arc::clone(&storage))
+                .workflow(move || stepper(&factory_storage, &factory_runs))
+                .grace_period(Duration::from_millis(200)),
+        )
+        .await;
+        let http = reqwest::Client::new();
+        let (status, started) = json_of(
+            http.post(format!("{}/v1/workflows/stepper/runs", running.base))
+                .json(&json!({"input": {"slow_ms": 3000}, "background": true}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 202, "{name}: {started}");
+        let run_id = started["run_id"].as_str().unwrap().to_owned();
+        for _ in 0..200 {
+            if quick_runs.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(quick_runs.load(Ordering::SeqCst), 1, "{name}");
+        running.shutdown().await;
+        // Stopped, not cancelled: the run is still `running` in its journal.
+        let stored = storage.load_durable(&run_id).await.unwrap().unwrap();
+        assert_eq!(stored.run.status, buddy::RunStatus::Running, "{name}");
+
+        // Later (the next start of the service): it resumes from its journal.
+        let resumed = buddy::workflow::resume_unfinished(|| stepper(&storage, &quick_runs))
+            .await
+            .unwrap();
+        assert_eq!(resumed.len(), 1, "{name}");
+        assert_eq!(resumed[0].run_id, run_id, "{name}");
+        let response = resumed[0].result.as_ref().unwrap();
+        assert_eq!(response.text(), "3", "{name}");
+        assert_eq!(
+            quick_runs.load(Ordering::SeqCst),
+            1,
+            "{name}: the quick step ran once"
+        );
+
+        // Its log, served by a new server, runs without a gap to the end.
+        let restarted = start(Server::new().storage(Arc::clone(&storage)).workflow({
+            let (storage, runs) = (Arc::clone(&storage), Arc::clone(&quick_runs));
+            move || stepper(&storage, &runs)
+        }))
+        .await;
+        let (status, record) = json_of(
+            http.get(format!("{}/v1/runs/{run_id}", restarted.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {record}");
+        assert_eq!(record["status"], "completed", "{name}: {record}");
+        let events = read_sse(
+            http.get(format!("{}/v1/runs/{run_id}/events", restarted.base))
+                .send()
+                .await
+                .unwrap(),
+            usize::MAX,
+        )
+        .await;
+        let numbers = seqs(&events);
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as u64).collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(
+            events.last().unwrap().event.as_deref(),
+            Some("run_completed"),
+            "{name}"
+        );
+        restarted.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn concurrent_runs_on_one_session_lose_nothing() {
-    for (name, storage, _dir) in stores("concurrent").await {
+    for (name, storage, _dir) in common::stores("server_concurrent", false).await {
         let running = start(server(&storage, &chatty_model())).await;
         let http = reqwest::Client::new();
         let url = format!("{}/v1/workflows/greeter/runs", running.base);
@@ -833,9 +863,41 @@ async fn concurrent_runs_on_one_session_lose_nothing() {
     }
 }
 
+/// Every log line this test binary writes, at every level and from every crate (the server,
+/// axum, hyper, sqlx, ...), so a test can check that no key ever appears in one.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    Arc::clone(LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        // `try_init` also routes the `log` crate's records (sqlx's) into the capture.
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Capture(Arc::clone(&sink)))
+            .try_init()
+            .unwrap();
+        logs
+    }))
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn keys_users_and_cors() {
-    let (_, storage, _dir) = stores("keys").await.remove(0);
+    let logs = captured_logs();
+    let (_, storage, _dir) = common::stores("server_keys", false).await.remove(0);
     let served = server(&storage, &chatty_model())
         .api_key("admin-secret-key")
         .api_key_for_user("alice-secret-key", "alice")
@@ -955,6 +1017,15 @@ async fn keys_users_and_cors() {
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
     running.shutdown().await;
+    // No key in any log line of any crate, at any level.
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("Blog Writer") && logs.contains("alice-1"),
+        "the capture saw this test's runs"
+    );
+    for key in ["admin-secret-key", "alice-secret-key", "secret-key"] {
+        assert!(!logs.contains(key), "a key in the logs");
+    }
 }
 
 /// The python that has the client libraries (`scripts/py-clients.sh`), or a loud skip.
@@ -996,7 +1067,7 @@ async fn the_openai_facade_answers_the_openai_client_plain_and_streamed() {
     let Some(python) = python("the OpenAI facade driven by the openai package") else {
         return;
     };
-    let (_, storage, _dir) = stores("openai").await.remove(0);
+    let (_, storage, _dir) = common::stores("server_openai", false).await.remove(0);
     let running = start(server(&storage, &chatty_model())).await;
     let out = run_python(
         python,
@@ -1042,7 +1113,7 @@ async fn the_openapi_document_validates_as_openapi_3_1() {
     let Some(python) = python("the OpenAPI document checked by openapi-spec-validator") else {
         return;
     };
-    let (_, storage, _dir) = stores("openapi").await.remove(0);
+    let (_, storage, _dir) = common::stores("server_openapi", false).await.remove(0);
     let served =
         server(&storage, &chatty_model()).workflow(|| Reporter::builder().build().unwrap());
     let running = start(served).await;
@@ -1058,7 +1129,7 @@ async fn the_openapi_document_validates_as_openapi_3_1() {
 
 #[tokio::test]
 async fn a_client_that_opts_in_cancels_its_run_by_going_away() {
-    for (name, storage, _dir) in stores("cancel_on_disconnect").await {
+    for (name, storage, _dir) in common::stores("server_cancel_on_disconnect", false).await {
         let slow = chatty_model().latency(Duration::from_secs(2));
         let running = start(server(&storage, &slow)).await;
         let http = reqwest::Client::new();

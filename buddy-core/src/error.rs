@@ -10,6 +10,19 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error's message followed by its causes, `message: cause: cause`: the one wording of a
+/// failed run's record and of an HTTP error's `detail`.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Everything that can go wrong in a workflow, an agent or a team.
 ///
 /// `Debug` prints the message and its causes (what `main` returning

@@ -53,16 +53,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The message of `error` with its causes, one after the other: what `detail` says.
-pub(crate) fn message(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use buddy_core::error::chain as message;
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {

@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use buddy_core::component::{Component, RunRequest};
 use buddy_core::durable::{self, DurableRun, DurableWrite, Fence, StoredEvent};
@@ -32,7 +33,48 @@ const FLUSH_BATCH: usize = 256;
 const CHANNEL: usize = 1024;
 
 /// A boxed stream of one run's events, in sequence order.
-pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Arc<StoredEvent>> + Send>>;
+pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Arc<Frame>> + Send>>;
+
+/// One event of a run's log, shared by every subscriber, with its server-sent-event frame
+/// encoded once (ten thousand subscribers of a run do not serialize its events ten thousand
+/// times).
+pub(crate) struct Frame {
+    stored: StoredEvent,
+    sse: OnceLock<Bytes>,
+}
+
+impl Frame {
+    pub(crate) fn new(stored: StoredEvent) -> Arc<Frame> {
+        Arc::new(Frame {
+            stored,
+            sse: OnceLock::new(),
+        })
+    }
+
+    /// `id: <seq>`, `event: <kind>`, `data: <the RunEvent as one line of JSON>`, a blank line.
+    pub(crate) fn sse(&self) -> Bytes {
+        self.sse
+            .get_or_init(|| {
+                // Compact JSON holds no line break, so the data is one `data:` line.
+                let data =
+                    serde_json::to_string(&self.stored.event).unwrap_or_else(|_| "{}".to_owned());
+                Bytes::from(format!(
+                    "id: {}\nevent: {}\ndata: {data}\n\n",
+                    self.stored.seq,
+                    self.stored.event.name()
+                ))
+            })
+            .clone()
+    }
+}
+
+impl std::ops::Deref for Frame {
+    type Target = StoredEvent;
+
+    fn deref(&self) -> &StoredEvent {
+        &self.stored
+    }
+}
 
 /// How a run ended, for the response of a request that waited for it.
 #[derive(Clone, Debug)]
@@ -70,9 +112,9 @@ pub(crate) struct Live {
 
 struct LiveState {
     /// Every event of the run so far (a subscriber that joins late starts from here).
-    events: Vec<Arc<StoredEvent>>,
+    events: Vec<Arc<Frame>>,
     /// `None` once the run has ended: subscribers then stop.
-    sender: Option<broadcast::Sender<Arc<StoredEvent>>>,
+    sender: Option<broadcast::Sender<Arc<Frame>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,7 +141,7 @@ impl Live {
     }
 
     /// Adds an event (if it is new) and sends it to subscribers.
-    fn publish(&self, event: Arc<StoredEvent>) {
+    fn publish(&self, event: Arc<Frame>) {
         let mut state = lock(&self.state);
         if state
             .events
@@ -159,7 +201,7 @@ impl Live {
         let live = Arc::clone(self);
         let last = backlog.last().map_or(after, |event| event.seq);
         let follow = futures::stream::unfold(
-            (receiver, Vec::<Arc<StoredEvent>>::new(), last),
+            (receiver, Vec::<Arc<Frame>>::new(), last),
             move |(mut receiver, mut pending, mut last)| {
                 let live = Arc::clone(&live);
                 async move {
@@ -337,7 +379,7 @@ impl Hub {
             Some(live) => live.subscribe(after),
             None => Box::pin(durable::events(storage, run_id, after).filter_map(|item| async move {
                 match item {
-                    Ok(event) => Some(Arc::new(event)),
+                    Ok(event) => Some(Frame::new(event)),
                     Err(error) => {
                         tracing::warn!(error = %crate::error::message(&error), "reading a run's events failed");
                         None
@@ -418,7 +460,7 @@ async fn drive_durable(live: &Arc<Live>, mut stream: RunStream<'static>, meta: &
         tokio::spawn(async move {
             while let Some(item) = events.next().await {
                 match item {
-                    Ok(event) => live.publish(Arc::new(event)),
+                    Ok(event) => live.publish(Frame::new(event)),
                     Err(error) => {
                         tracing::warn!(error = %crate::error::message(&error), "following a durable run failed");
                         break;
@@ -593,7 +635,7 @@ impl<'a> Log<'a> {
             event,
         };
         self.next_seq += 1;
-        self.live.publish(Arc::new(stored.clone()));
+        self.live.publish(Frame::new(stored.clone()));
         self.pending.push(stored);
     }
 

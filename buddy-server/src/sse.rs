@@ -2,45 +2,53 @@
 //! line; keep-alive comments every 15 s.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use crate::hub::{EventStream, Live};
 
-/// How often an idle stream sends a comment (so proxies keep it open).
+/// How often a stream sends a comment (so proxies keep an idle stream open).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The event stream as an SSE response. With `cancel_with` set, the run is cancelled when
 /// the client goes away before the run ends.
-pub(crate) fn respond(events: EventStream, cancel_with: Option<std::sync::Arc<Live>>) -> Response {
+///
+/// The body is written here rather than with axum's `Sse`: every subscriber of a run sends
+/// the same frames, encoded once per event ([`crate::hub::Frame::sse`]), where `Sse` would
+/// build each frame again for each subscriber.
+pub(crate) fn respond(events: EventStream, cancel_with: Option<Arc<Live>>) -> Response {
     let guard = cancel_with.map(CancelOnDrop);
-    let stream = events.map(move |event| {
-        let _keep = &guard;
-        let data = serde_json::to_string(&event.event).unwrap_or_else(|_| "{}".to_owned());
-        Ok::<_, Infallible>(
-            Event::default()
-                .id(event.seq.to_string())
-                .event(event.event.name())
-                .data(data),
-        )
-    });
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response();
-    // Tell proxies not to buffer the stream.
-    response.headers_mut().insert(
-        "x-accel-buffering",
-        axum::http::HeaderValue::from_static("no"),
+    let start = tokio::time::Instant::now() + KEEP_ALIVE;
+    let keep_alive = tokio::time::interval_at(start, KEEP_ALIVE);
+    let body = futures::stream::unfold(
+        (events, keep_alive, guard),
+        |(mut events, mut keep_alive, guard)| async move {
+            let chunk = tokio::select! {
+                event = events.next() => event?.sse(),
+                _ = keep_alive.tick() => Bytes::from_static(b":\n\n"),
+            };
+            Some((Ok::<_, Infallible>(chunk), (events, keep_alive, guard)))
+        },
     );
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell proxies not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
 /// Cancels the run when the response is dropped before the run has ended.
-pub(crate) struct CancelOnDrop(pub(crate) std::sync::Arc<Live>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<Live>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {

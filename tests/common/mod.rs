@@ -57,3 +57,116 @@ where
     }
     false
 }
+
+/// A storage a test runs on: its name, the storage, and the directory it lives in.
+pub type Store = (
+    &'static str,
+    std::sync::Arc<dyn buddy::Storage>,
+    Option<tempfile::TempDir>,
+);
+
+/// The storages a test runs on: in-memory (with `memory`), SQLite in a fresh directory, and
+/// Postgres in tables named `<test>` when `BUDDY_TEST_POSTGRES_URL` is set (else a loud
+/// skip). `test` names the SQLite table and the Postgres tables, which are dropped first.
+pub async fn stores(test: &str, memory: bool) -> Vec<Store> {
+    #[cfg(feature = "postgres")]
+    use buddy::Storage as _;
+
+    let mut stores: Vec<Store> = Vec::new();
+    if memory {
+        stores.push(("memory", std::sync::Arc::new(MemoryStorage::new()), None));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = buddy::SqliteStorage::open(dir.path().join("test.db"))
+        .await
+        .unwrap()
+        .table(test)
+        .unwrap();
+    stores.push(("sqlite", std::sync::Arc::new(sqlite), Some(dir)));
+    #[cfg(feature = "postgres")]
+    match std::env::var("BUDDY_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            let postgres = buddy::PostgresStorage::connect(&url)
+                .await
+                .unwrap()
+                .table(test)
+                .unwrap();
+            postgres.drop_tables().await.unwrap();
+            stores.push(("postgres", std::sync::Arc::new(postgres), None));
+        }
+        Err(_) => eprintln!("SKIPPED: {test} on Postgres (BUDDY_TEST_POSTGRES_URL is not set)"),
+    }
+    #[cfg(not(feature = "postgres"))]
+    eprintln!("SKIPPED: {test} on Postgres (feature `postgres` is off)");
+    stores
+}
+
+/// One parsed server-sent event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sse {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Parses a `text/event-stream` body as the SSE specification says: fields per line,
+/// `data` lines joined, comments skipped, an event ends at a blank line. Stops after
+/// `limit` events (to disconnect early).
+pub async fn read_sse(response: reqwest::Response, limit: usize) -> Vec<Sse> {
+    use futures::StreamExt;
+
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let (mut id, mut event, mut data) = (None, None, Vec::<String>::new());
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find('\n') {
+            let line = buffer[..end].trim_end_matches('\r').to_owned();
+            buffer.drain(..=end);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    events.push(Sse {
+                        id: id.take(),
+                        event: event.take(),
+                        data: data.join("\n"),
+                    });
+                    data.clear();
+                    if events.len() == limit {
+                        return events;
+                    }
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+            match field {
+                "id" => id = Some(value),
+                "event" => event = Some(value),
+                "data" => data.push(value),
+                _ => {}
+            }
+        }
+    }
+    events
+}
+
+/// The ids of `events`, as numbers.
+pub fn seqs(events: &[Sse]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|event| event.id.as_deref().unwrap().parse().unwrap())
+        .collect()
+}

@@ -757,18 +757,7 @@ fn run_span(spec: &RunSpec, run_id: &str) -> tracing::Span {
     }
 }
 
-/// An error's message followed by its causes: `message: cause: cause`, the one wording of
-/// a failed run's record.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use crate::error::chain as error_chain;
 
 /// The message of a panic payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
