@@ -76,13 +76,18 @@ pub async fn stores(test: &str, memory: bool) -> Vec<Store> {
     if memory {
         stores.push(("memory", std::sync::Arc::new(MemoryStorage::new()), None));
     }
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = buddy::SqliteStorage::open(dir.path().join("test.db"))
-        .await
-        .unwrap()
-        .table(test)
-        .unwrap();
-    stores.push(("sqlite", std::sync::Arc::new(sqlite), Some(dir)));
+    #[cfg(feature = "sqlite")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = buddy::SqliteStorage::open(dir.path().join("test.db"))
+            .await
+            .unwrap()
+            .table(test)
+            .unwrap();
+        stores.push(("sqlite", std::sync::Arc::new(sqlite), Some(dir)));
+    }
+    #[cfg(not(feature = "sqlite"))]
+    eprintln!("SKIPPED: {test} on SQLite (feature `sqlite` is off)");
     #[cfg(feature = "postgres")]
     match std::env::var("BUDDY_TEST_POSTGRES_URL") {
         Ok(url) => {
