@@ -6,14 +6,16 @@
 //! ```
 //!
 //! - `POST → first SSE byte`: a streamed agent run, from sending the request to the first
-//!   byte of the event stream, p50/p99 of 300. Floor: `GET /health`, request to last byte.
+//!   byte of the event stream, p50/p99 of 1,000. Floor: `GET /health`, request to last byte.
 //! - `1,000 concurrent streamed runs`: 1,000 streamed agent runs at once, each read to its
 //!   end: wall time. Floor: 1,000 concurrent `GET /health`.
 //! - `subscribers to one run`: 10,000 clients (or as many as the open-file limit allows) in
 //!   a child process follow one run's events over SSE from this process; once every
 //!   subscriber's response has begun, the run emits 50 events 20 ms apart, each stamped with
 //!   the time it was made; p99 of (received − made) over every event and subscriber, how
-//!   many saw all 50, how many could not connect. Floor: the same with one subscriber.
+//!   many saw all 50, how many could not connect. Floors: the same frames to the same
+//!   clients from a bare fan-out server (tokio, a fixed response head, one task per
+//!   connection), and the run with one subscriber.
 //! - peak memory: this process's peak resident set (`VmHWM`) after each phase (it holds the
 //!   server, and the clients of the first two phases).
 
@@ -27,8 +29,9 @@ use buddy_core::testing::ScriptedModel;
 use futures::StreamExt;
 use serde_json::json;
 
-/// The events the ticker run emits in the subscribers phase.
+/// The events the ticker run emits in the subscribers phase, and how far apart (ms).
 const TICKS: u32 = 50;
+const TICK_MS: u64 = 20;
 
 /// Set in the subscribers' child process: `<count> <events url>`.
 const FOLLOW_ENV: &str = "BUDDY_BENCH_FOLLOW";
@@ -147,25 +150,19 @@ async fn follow(
     Some(latencies)
 }
 
-/// Starts a run of the ticker and has `count` clients in a child process follow it; returns
-/// (p99 added latency in ms, subscribers that saw every event, subscribers that could not
-/// connect).
-async fn subscribers(
-    base: &str,
-    http: &reqwest::Client,
-    count: usize,
-    gate: &Arc<AtomicBool>,
-) -> (f64, usize, usize) {
-    gate.store(false, Ordering::SeqCst);
-    let response = http
-        .post(format!("{base}/v1/workflows/ticker/runs"))
-        .json(&json!({"input": {"ticks": TICKS, "every_ms": 20}, "background": true}))
-        .send()
-        .await
-        .expect("start ticker");
-    let started: serde_json::Value = response.json().await.expect("202 body");
-    let run_id = started["run_id"].as_str().unwrap_or_default().to_owned();
-    let url = format!("{base}/v1/runs/{run_id}/events");
+/// What the subscribers' process saw.
+struct Followed {
+    /// p99 of (received − made) over every event and subscriber, in ms.
+    p99: f64,
+    /// Subscribers that saw every event.
+    complete: usize,
+    /// Subscribers that could not connect.
+    failed: usize,
+}
+
+/// Has `count` clients in a child process follow `url`; calls `connected` once every
+/// client's response has begun (or failed), and returns what they saw.
+async fn follow_in_child(url: &str, count: usize, connected: impl FnOnce()) -> Followed {
     let mut child = std::process::Command::new(std::env::current_exe().expect("this bench"))
         .env(FOLLOW_ENV, format!("{count} {url}"))
         .stdout(std::process::Stdio::piped())
@@ -185,15 +182,119 @@ async fn subscribers(
     });
     // "connected": every subscriber's response has begun (or failed).
     let _ = line_rx.recv().await;
-    gate.store(true, Ordering::SeqCst);
+    connected();
     let result = line_rx.recv().await.unwrap_or_default();
     let _ = reader.await;
     let mut figures = result.split_whitespace();
     let mut next = || figures.next().and_then(|figure| figure.parse::<f64>().ok());
-    let p99 = next().unwrap_or(f64::NAN);
-    let complete = next().unwrap_or(0.0) as usize;
-    let failed = next().unwrap_or(count as f64) as usize;
-    (p99, complete, failed)
+    Followed {
+        p99: next().unwrap_or(f64::NAN),
+        complete: next().unwrap_or(0.0) as usize,
+        failed: next().unwrap_or(count as f64) as usize,
+    }
+}
+
+/// Starts a run of the ticker and has `count` clients in a child process follow it; returns
+/// what they saw and the run's id.
+async fn subscribers(
+    base: &str,
+    http: &reqwest::Client,
+    count: usize,
+    gate: &Arc<AtomicBool>,
+) -> (Followed, String) {
+    gate.store(false, Ordering::SeqCst);
+    let response = http
+        .post(format!("{base}/v1/workflows/ticker/runs"))
+        .json(&json!({"input": {"ticks": TICKS, "every_ms": TICK_MS}, "background": true}))
+        .send()
+        .await
+        .expect("start ticker");
+    let started: serde_json::Value = response.json().await.expect("202 body");
+    let run_id = started["run_id"].as_str().unwrap_or_default().to_owned();
+    let url = format!("{base}/v1/runs/{run_id}/events");
+    let followed = follow_in_child(&url, count, || gate.store(true, Ordering::SeqCst)).await;
+    (followed, run_id)
+}
+
+/// One tick's frame as the server sent it, split around the time it carries: the floor
+/// sends frames of the same bytes with its own times.
+async fn tick_frame(http: &reqwest::Client, base: &str, run_id: &str) -> (String, String) {
+    let replay = http
+        .get(format!("{base}/v1/runs/{run_id}/events"))
+        .send()
+        .await
+        .expect("replay")
+        .text()
+        .await
+        .expect("replay body");
+    let frame = replay
+        .split_inclusive("\n\n")
+        .find(|frame| frame.contains("\"t\":"))
+        .expect("a tick in the replay");
+    let at = frame.find("\"t\":").map_or(0, |at| at + 4);
+    let digits = frame[at..].bytes().take_while(u8::is_ascii_digit).count();
+    (frame[..at].to_owned(), frame[at + digits..].to_owned())
+}
+
+/// The floor of the subscribers phase: the same frames to the same client process from a
+/// bare fan-out server: a tokio listener, a fixed HTTP/1.1 response head (no chunked
+/// encoding, the body ends when the connection closes), one task per connection writing
+/// each frame it receives from a broadcast channel. No routing, no run, no log.
+async fn bare_subscribers(frame: &(String, String), count: usize) -> Followed {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the floor");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let (frames, _) = tokio::sync::broadcast::channel::<Arc<str>>(TICKS as usize + 1);
+    let accepting = frames.clone();
+    let acceptor = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket.set_nodelay(true);
+            let mut frames = accepting.subscribe();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let response = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                if socket.write_all(response).await.is_err() {
+                    return;
+                }
+                while let Ok(frame) = frames.recv().await {
+                    if socket.write_all(frame.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (prefix, suffix) = frame.clone();
+    let emitter = tokio::sync::oneshot::channel::<()>();
+    let accepting = acceptor.abort_handle();
+    let emitting = tokio::spawn(async move {
+        let _ = emitter.1.await;
+        for _ in 0..TICKS {
+            let frame = format!("{prefix}{}{suffix}", micros_now());
+            let _ = frames.send(Arc::from(frame));
+            tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
+        }
+        // The acceptor holds a sender too: once it and this one are gone, every
+        // connection's loop ends.
+        accepting.abort();
+    });
+    let opened = emitter.0;
+    let followed = follow_in_child(&url, count, move || {
+        let _ = opened.send(());
+    })
+    .await;
+    let _ = emitting.await;
+    followed
 }
 
 /// The subscribers' process: `count` clients follow `url`; prints `connected`, then
@@ -251,7 +352,8 @@ async fn bench() {
             .expect("table"),
     );
     let model = ScriptedModel::new();
-    for _ in 0..2_000 {
+    // 20 warm-up runs, 1,000 timed, 1,000 concurrent.
+    for _ in 0..2_100 {
         model.clone().chunks(["one ", "two ", "three"]);
     }
     let gate = Arc::new(AtomicBool::new(false));
@@ -282,7 +384,7 @@ async fn bench() {
 
     let mut firsts = Vec::new();
     let mut floors = Vec::new();
-    for _ in 0..300 {
+    for _ in 0..1_000 {
         firsts.push(first_byte(&http, &runs).await);
         floors.push(health(&http, &health_url).await);
     }
@@ -323,15 +425,20 @@ async fn bench() {
         peak_rss_mb()
     );
 
-    let (one, _, _) = subscribers(&base, &http, 1, &gate).await;
+    let (one, run_id) = subscribers(&base, &http, 1, &gate).await;
+    let frame = tick_frame(&http, &base, &run_id).await;
     // The subscribers run in a child process (each connection needs a socket at both ends);
     // this process holds their 10,000 server-side sockets.
     let count = 10_000.min(open_file_limit().saturating_sub(512));
     let started = Instant::now();
-    let (p99, complete, failed) = subscribers(&base, &http, count, &gate).await;
+    let (many, _) = subscribers(&base, &http, count, &gate).await;
+    let wall = started.elapsed().as_secs_f64();
+    let rss = peak_rss_mb();
+    let started = Instant::now();
+    let bare = bare_subscribers(&frame, count).await;
+    let bare_wall = started.elapsed().as_secs_f64();
     println!(
-        "{count} subscribers to one run ({TICKS} events): p99 added latency {p99:.2} ms, {complete} saw every event, {failed} could not connect, {:.1} s wall   (floor, 1 subscriber: p99 {one:.2} ms; goal ≤ 10 ms); peak RSS {:.0} MB (server; the subscribers are another process)",
-        started.elapsed().as_secs_f64(),
-        peak_rss_mb()
+        "{count} subscribers to one run ({TICKS} events {TICK_MS} ms apart): p99 added latency {:.2} ms, {} saw every event, {} could not connect, {wall:.1} s wall   (floor, a bare fan-out server to the same clients: p99 {:.2} ms, {} saw every event, {bare_wall:.1} s wall; 1 subscriber: p99 {:.2} ms; goal ≤ 10 ms); peak RSS {rss:.0} MB (server; the subscribers are another process)",
+        many.p99, many.complete, many.failed, bare.p99, bare.complete, one.p99,
     );
 }

@@ -48,6 +48,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 ///   another) instead of failing; a write still told "busy" is retried a few times;
 /// - `foreign_keys=ON`.
 ///
+/// The write-ahead log is copied into the database file (a checkpoint) by a task beside the
+/// writer, about 100 ms after writes, rather than by SQLite inside the commit that fills the
+/// log: no commit waits for a checkpoint.
+///
 /// `":memory:"` opens a private in-memory database held by the single connection; it is
 /// gone when the last clone is dropped.
 ///
@@ -157,8 +161,11 @@ impl SqliteStorage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal);
         // The writer's own connection, kept open: SQLite's page cache stays warm and no
-        // pool hand-back (a spawned task in sqlx) follows each operation.
-        let connection = options
+        // pool hand-back (a spawned task in sqlx) follows each operation. It leaves
+        // checkpoints to a task beside it (`writer::Checkpointer`), so no commit waits for
+        // one.
+        let writer_options = options.clone().pragma("wal_autocheckpoint", "0");
+        let connection = writer_options
             .connect()
             .await
             .map_err(|error| cannot_open(kind_of(&error), error.into()))?;
@@ -169,7 +176,7 @@ impl SqliteStorage {
             .test_before_acquire(false)
             .connect_lazy_with(options.clone());
         Ok(Self::with_writer(
-            WriterHandle::own(pool, connection, options),
+            WriterHandle::own(pool, connection, writer_options),
             path.display().to_string(),
         ))
     }

@@ -128,6 +128,57 @@ async fn pragmas_give_wal_normal_busy_timeout_and_foreign_keys() {
     assert!(int("PRAGMA busy_timeout").await >= 1000);
 }
 
+/// The writer's connection leaves checkpoints to the task beside it: the log is still
+/// copied into the database file while the store is open (without that task nothing would
+/// be, and the log would grow without end).
+#[tokio::test]
+async fn the_log_is_checkpointed_into_the_file_while_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let storage = SqliteStorage::open(&path).await.unwrap();
+    let pool = storage.pool();
+    let pool_autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        pool_autocheckpoint, 1000,
+        "the pool's connections are as SQLite sets them"
+    );
+    let before = std::fs::metadata(&path).unwrap().len();
+    // About 8 MB of state: 2,000 pages, twice what SQLite's own checkpoint would let the
+    // log hold.
+    let big = "x".repeat(4096);
+    let commits = (0..2_000).map(|n| {
+        let mut write = run_write(&format!("s{n}"), 1, "n");
+        write.state_patch = buddy_core::session::StatePatch::diff(
+            &serde_json::Map::new(),
+            &obj(json!({ "big": big })),
+        );
+        storage.commit(write)
+    });
+    for result in futures::future::join_all(commits).await {
+        result.unwrap();
+    }
+    let mut grown = 0;
+    for _ in 0..100 {
+        grown = std::fs::metadata(&path).unwrap().len();
+        if grown > before + 6_000_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        grown > before + 6_000_000,
+        "the database file holds the commits after a checkpoint: {before} -> {grown} bytes"
+    );
+    let sessions = storage
+        .list_sessions(&buddy_core::session::SessionQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 2_000);
+}
+
 #[tokio::test]
 async fn in_memory_database_is_shared_by_all_queries() {
     let storage = SqliteStorage::open(":memory:").await.unwrap();

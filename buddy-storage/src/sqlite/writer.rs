@@ -25,6 +25,9 @@
 //! - **One connection.** Every operation goes through the writer's connection (the pool of
 //!   [`SqliteStorage::open`](super::SqliteStorage::open) holds exactly one), so SQLite's page
 //!   cache stays valid from one transaction to the next.
+//! - **Checkpoints off the commit path.** The writer's connection does not checkpoint
+//!   ([`Checkpointer`]): the commit that fills the write-ahead log does not wait for it to
+//!   be copied into the database file.
 //! - **No task per commit.** A job handed to the writer completes even if the caller's
 //!   future is dropped right after, so the engine need not spawn a task to protect a run's
 //!   record from a dropped stream.
@@ -46,7 +49,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 use sqlx::{FromRow, Row, Sqlite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::sql::{Sql, Writes};
 use super::upgrade;
@@ -88,6 +91,60 @@ macro_rules! retry_busy {
             }
         }
     }};
+}
+
+/// How long the checkpointer lets commits gather before it copies them into the database
+/// file.
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
+
+/// Copies the write-ahead log into the database file beside the writer, not inside a commit.
+///
+/// SQLite's automatic checkpoint runs inside the commit that takes the log past 1,000 pages:
+/// that commit waits while the log is copied and the database file synced (several
+/// milliseconds; in the server bench every fortieth run or so, which set its p99). The
+/// writer's own connection turns it off (`wal_autocheckpoint=0`, set by
+/// [`SqliteStorage::open`](super::SqliteStorage::open)) and this task runs a passive
+/// checkpoint on a connection of the pool shortly after writes, while the writer goes on
+/// appending to the log. A passive checkpoint never waits for a lock: one that cannot copy
+/// everything (a reader still needs old pages, another process checkpoints) leaves the rest
+/// to the next. It stops with the writer.
+struct Checkpointer {
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(pool: SqlitePool) -> Self {
+        let wake = Arc::new(Notify::new());
+        let woken = Arc::clone(&wake);
+        let task = tokio::spawn(async move {
+            loop {
+                woken.notified().await;
+                tokio::time::sleep(CHECKPOINT_AFTER).await;
+                if pool.is_closed() {
+                    return;
+                }
+                if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::debug!(%error, "sqlite checkpoint failed; the next write tries again");
+                }
+            }
+        });
+        Checkpointer { wake, task }
+    }
+
+    /// Something was written: checkpoint soon (once for all the writes until then).
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// One table of the store: its name and its statements.
@@ -171,6 +228,21 @@ pub(super) enum Op {
         ended_before: i64,
         reply: Reply<u64>,
     },
+}
+
+impl Op {
+    /// Whether the job may write to the file.
+    fn writes(&self) -> bool {
+        !matches!(
+            self,
+            Op::Read { .. }
+                | Op::Runs { .. }
+                | Op::List { .. }
+                | Op::LoadDurable { .. }
+                | Op::DurableRuns { .. }
+                | Op::ReadEvents { .. }
+        )
+    }
 }
 
 /// A write that may share a transaction with the ones queued behind it.
@@ -391,6 +463,15 @@ struct TableState {
 
 impl Writer {
     async fn serve(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        // Only the writer's own connection leaves checkpoints to it; a pool's connections
+        // are as their owner configured them.
+        let checkpointer = matches!(self.source, Source::Own { .. })
+            .then(|| Checkpointer::start(self.pool.clone()));
+        let wrote = || {
+            if let Some(checkpointer) = &checkpointer {
+                checkpointer.wake();
+            }
+        };
         let mut next = None;
         loop {
             let job = match next.take() {
@@ -414,6 +495,7 @@ impl Writer {
                         }
                     }
                     self.commit(group).await;
+                    wrote();
                 }
                 Job::Close(reply) => {
                     if let Source::Own { connection, .. } = &mut self.source
@@ -425,7 +507,13 @@ impl Writer {
                     let _ = reply.send(());
                     return;
                 }
-                Job::Op(op) => self.serve_one(op).await,
+                Job::Op(op) => {
+                    let writes = op.writes();
+                    self.serve_one(op).await;
+                    if writes {
+                        wrote();
+                    }
+                }
             }
         }
     }
