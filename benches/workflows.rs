@@ -226,13 +226,7 @@ fn read_open_files_limit() -> Option<String> {
 
 /// Turns an error into text, naming EMFILE clearly.
 fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let text = buddy_core::error::chain(error);
     if text.contains("Too many open files") || text.contains("os error 24") {
         format!(
             "out of file descriptors (EMFILE; limit {}): raise it with `ulimit -n` \

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 mod common;
-use common::{read_sse, seqs};
+use common::{assert_contiguous, read_sse, replay};
 
 /// A served workflow.
 #[workflow(description = "Says hello to someone.")]
@@ -416,12 +416,7 @@ async fn sse_reconnects_lose_and_repeat_nothing_even_across_a_restart() {
             .await
             .unwrap();
         let all = read_sse(response, usize::MAX).await;
-        let numbers = seqs(&all);
-        assert_eq!(
-            numbers,
-            (1..=numbers.len() as u64).collect::<Vec<_>>(),
-            "{name}"
-        );
+        assert_contiguous(&all, name);
         assert_eq!(all[0].event.as_deref(), Some("run_started"));
         assert_eq!(all.last().unwrap().event.as_deref(), Some("run_completed"));
         let first: Value = serde_json::from_str(&all[0].data).unwrap();
@@ -488,12 +483,7 @@ async fn sse_reconnects_lose_and_repeat_nothing_even_across_a_restart() {
         .await;
         let mut joined = seen.clone();
         joined.extend(rest);
-        let numbers = seqs(&joined);
-        assert_eq!(
-            numbers,
-            (1..=numbers.len() as u64).collect::<Vec<_>>(),
-            "{name}: {numbers:?}"
-        );
+        assert_contiguous(&joined, name);
         assert_eq!(
             joined.last().unwrap().event.as_deref(),
             Some("run_completed")
@@ -602,20 +592,8 @@ async fn a_durable_run_pauses_and_resumes_over_http() {
         )
         .await;
         assert_eq!(status, 202, "{name}: {body}");
-        let events = read_sse(
-            http.get(format!("{base}/v1/runs/{run_id}/events"))
-                .send()
-                .await
-                .unwrap(),
-            usize::MAX,
-        )
-        .await;
-        let numbers = seqs(&events);
-        assert_eq!(
-            numbers,
-            (1..=numbers.len() as u64).collect::<Vec<_>>(),
-            "{name}"
-        );
+        let events = replay(&http, base, &run_id).await;
+        assert_contiguous(&events, name);
         assert!(
             events
                 .iter()
@@ -681,14 +659,7 @@ async fn cancel_is_recorded_and_idempotent_and_shutdown_cancels_what_outlives_th
             assert_eq!(status, 200, "{name}");
             assert_eq!(record["status"], "cancelled", "{name}: {record}");
         }
-        let events = read_sse(
-            http.get(format!("{base}/v1/runs/{run_id}/events"))
-                .send()
-                .await
-                .unwrap(),
-            usize::MAX,
-        )
-        .await;
+        let events = replay(&http, &base, &run_id).await;
         assert_eq!(
             events.last().unwrap().event.as_deref(),
             Some("run_cancelled"),
@@ -802,20 +773,8 @@ async fn shutdown_stops_a_durable_run_that_outlives_the_grace_and_it_resumes_lat
         .await;
         assert_eq!(status, 200, "{name}: {record}");
         assert_eq!(record["status"], "completed", "{name}: {record}");
-        let events = read_sse(
-            http.get(format!("{}/v1/runs/{run_id}/events", restarted.base))
-                .send()
-                .await
-                .unwrap(),
-            usize::MAX,
-        )
-        .await;
-        let numbers = seqs(&events);
-        assert_eq!(
-            numbers,
-            (1..=numbers.len() as u64).collect::<Vec<_>>(),
-            "{name}"
-        );
+        let events = replay(&http, &restarted.base, &run_id).await;
+        assert_contiguous(&events, name);
         assert_eq!(
             events.last().unwrap().event.as_deref(),
             Some("run_completed"),

@@ -175,3 +175,25 @@ pub fn seqs(events: &[Sse]) -> Vec<u64> {
         .map(|event| event.id.as_deref().unwrap().parse().unwrap())
         .collect()
 }
+
+/// Asserts the events are numbered 1, 2, 3, … with none missing and none twice.
+pub fn assert_contiguous(events: &[Sse], context: &str) {
+    let numbers = seqs(events);
+    assert_eq!(
+        numbers,
+        (1..=numbers.len() as u64).collect::<Vec<_>>(),
+        "{context}"
+    );
+}
+
+/// Every event of run `run_id` on the server at `base`, the stream read to its end.
+pub async fn replay(http: &reqwest::Client, base: &str, run_id: &str) -> Vec<Sse> {
+    read_sse(
+        http.get(format!("{base}/v1/runs/{run_id}/events"))
+            .send()
+            .await
+            .unwrap(),
+        usize::MAX,
+    )
+    .await
+}
