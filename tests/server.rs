@@ -493,6 +493,107 @@ async fn sse_reconnects_lose_and_repeat_nothing_even_across_a_restart() {
     }
 }
 
+/// Two points of a run the test waits for and opens.
+#[derive(Default)]
+struct Gates {
+    emitted: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+/// Emits `count` events, says so, and ends when the test lets it: a live run with more
+/// events than the server keeps of it in memory.
+#[workflow]
+struct Burst {
+    #[field(default)]
+    gates: Arc<Gates>,
+}
+
+#[workflow]
+impl Burst {
+    async fn run(&mut self, count: u32) -> impl Stream<Item = Result<RunEvent>> {
+        let gates = Arc::clone(&self.gates);
+        buddy::try_stream! {
+            for n in 0..count {
+                yield RunEvent::custom("n", json!({ "n": n }));
+            }
+            gates.emitted.notify_one();
+            gates.release.notified().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_late_subscriber_of_a_long_live_run_gets_its_early_events_from_the_log() {
+    const COUNT: usize = 6_000;
+    for (name, storage, _dir) in common::stores("server_long_live_run", false).await {
+        let gates = Arc::new(Gates::default());
+        let shared = Arc::clone(&gates);
+        let running = start(
+            Server::new()
+                .storage(Arc::clone(&storage))
+                .workflow(move || {
+                    let mut burst = Burst::builder().build().unwrap();
+                    burst.gates = Arc::clone(&shared);
+                    burst
+                }),
+        )
+        .await;
+        let http = reqwest::Client::new();
+        let (status, started) = json_of(
+            http.post(format!("{}/v1/workflows/burst/runs", running.base))
+                .json(&json!({"input": {"count": COUNT}, "background": true}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 202, "{name}: {started}");
+        let run_id = started["run_id"].as_str().unwrap().to_owned();
+        gates.emitted.notified().await;
+        // The run is live and has emitted more than the server keeps in memory: a
+        // subscriber from the start, and one from an early point, get the early events
+        // from the log and the rest without a gap.
+        let events_url = format!("{}/v1/runs/{run_id}/events", running.base);
+        let from_start = read_sse(http.get(&events_url).send().await.unwrap(), COUNT + 1).await;
+        assert_contiguous(&from_start, name);
+        assert_eq!(
+            from_start.len(),
+            COUNT + 1,
+            "{name}: run_started and every event"
+        );
+        let early = read_sse(
+            http.get(&events_url)
+                .header("last-event-id", "100")
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        assert_eq!(early.first().unwrap().id.as_deref(), Some("101"), "{name}");
+        assert_eq!(early.last().unwrap().id.as_deref(), Some("300"), "{name}");
+        gates.release.notify_one();
+        let rest = read_sse(
+            http.get(&events_url)
+                .header("last-event-id", (COUNT + 1).to_string())
+                .send()
+                .await
+                .unwrap(),
+            usize::MAX,
+        )
+        .await;
+        assert_eq!(
+            rest.last().unwrap().event.as_deref(),
+            Some("run_completed"),
+            "{name}: {rest:?}"
+        );
+        let mut all = from_start;
+        all.extend(rest);
+        assert_contiguous(&all, name);
+        running.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn a_live_run_followed_from_another_server_on_the_same_database() {
     for (name, storage, _dir) in common::stores("server_another_server", false).await {

@@ -2,7 +2,7 @@
 //! log. A run that is not durable has its events numbered and written here (with a row that
 //! says how it ended); a durable run's journal writes its own log, which is followed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -31,6 +31,11 @@ const FLUSH_BATCH: usize = 256;
 
 /// How many events a slow subscriber may fall behind before it catches up from the buffer.
 const CHANNEL: usize = 1024;
+
+/// The most events a live run keeps in memory, for subscribers that join late or fall
+/// behind; one that needs older events reads them from the run's log (and then follows the
+/// log). A run of any length holds a bounded amount of memory.
+const LIVE_FRAMES: usize = 4 * CHANNEL;
 
 /// A boxed stream of one run's events, in sequence order.
 pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Arc<Frame>> + Send>>;
@@ -111,8 +116,9 @@ pub(crate) struct Live {
 }
 
 struct LiveState {
-    /// Every event of the run so far (a subscriber that joins late starts from here).
-    events: Vec<Arc<Frame>>,
+    /// The run's latest events, at most [`LIVE_FRAMES`] (a subscriber that joins late
+    /// starts from here, or from the log when it needs older ones).
+    events: VecDeque<Arc<Frame>>,
     /// `None` once the run has ended: subscribers then stop.
     sender: Option<broadcast::Sender<Arc<Frame>>>,
 }
@@ -131,7 +137,7 @@ impl Live {
             session_id,
             durable,
             state: Mutex::new(LiveState {
-                events: Vec::new(),
+                events: VecDeque::new(),
                 sender: Some(sender),
             }),
             cancel: CancellationToken::new(),
@@ -145,12 +151,15 @@ impl Live {
         let mut state = lock(&self.state);
         if state
             .events
-            .last()
+            .back()
             .is_some_and(|last| last.seq >= event.seq)
         {
             return;
         }
-        state.events.push(Arc::clone(&event));
+        if state.events.len() == LIVE_FRAMES {
+            state.events.pop_front();
+        }
+        state.events.push_back(Arc::clone(&event));
         if let Some(sender) = &state.sender {
             // No receiver is fine: nobody is subscribed right now.
             let _ = sender.send(event);
@@ -187,12 +196,16 @@ impl Live {
         }
     }
 
-    /// The events after `after`, then the new ones until the run ends.
-    fn subscribe(self: &Arc<Self>, after: u64) -> EventStream {
+    /// The events after `after`, then the new ones until the run ends; from `log` (the
+    /// run's stored log, followed) when the buffer no longer holds the next one.
+    fn subscribe(self: &Arc<Self>, after: u64, log: Arc<dyn Storage>) -> EventStream {
         let (backlog, receiver) = {
             let state = lock(&self.state);
+            if !reaches(&state.events, after) {
+                return stored(log, &self.run_id, after);
+            }
             let start = state.events.partition_point(|event| event.seq <= after);
-            let backlog = state.events[start..].to_vec();
+            let backlog: Vec<_> = state.events.range(start..).cloned().collect();
             (
                 backlog,
                 state.sender.as_ref().map(broadcast::Sender::subscribe),
@@ -201,30 +214,49 @@ impl Live {
         let live = Arc::clone(self);
         let last = backlog.last().map_or(after, |event| event.seq);
         let follow = futures::stream::unfold(
-            (receiver, Vec::<Arc<Frame>>::new(), last),
-            move |(mut receiver, mut pending, mut last)| {
+            Follow {
+                receiver,
+                pending: Vec::new(),
+                last,
+                from_log: None,
+            },
+            move |mut follow| {
                 let live = Arc::clone(&live);
+                let log = Arc::clone(&log);
                 async move {
                     loop {
-                        if let Some(event) = pending.pop() {
-                            last = event.seq;
-                            return Some((event, (receiver, pending, last)));
+                        if let Some(events) = follow.from_log.as_mut() {
+                            let event = events.next().await?;
+                            return Some((event, follow));
                         }
-                        let rx = receiver.as_mut()?;
+                        if let Some(event) = follow.pending.pop() {
+                            follow.last = event.seq;
+                            return Some((event, follow));
+                        }
+                        let rx = follow.receiver.as_mut()?;
                         match rx.recv().await {
-                            Ok(event) if event.seq > last => {
-                                last = event.seq;
-                                return Some((event, (receiver, pending, last)));
+                            Ok(event) if event.seq > follow.last => {
+                                follow.last = event.seq;
+                                return Some((event, follow));
                             }
                             Ok(_) => {}
                             Err(error) => {
                                 // Fell behind, or the run ended: take what was missed from
-                                // the buffer (in reverse, popped from the end).
+                                // the buffer (in reverse, popped from the end), or from the
+                                // log when the buffer has moved past it.
                                 let state = lock(&live.state);
-                                let start = state.events.partition_point(|e| e.seq <= last);
-                                pending = state.events[start..].iter().rev().cloned().collect();
+                                if reaches(&state.events, follow.last) {
+                                    let start =
+                                        state.events.partition_point(|e| e.seq <= follow.last);
+                                    follow.pending =
+                                        state.events.range(start..).rev().cloned().collect();
+                                } else {
+                                    follow.from_log =
+                                        Some(stored(Arc::clone(&log), &live.run_id, follow.last));
+                                    follow.receiver = None;
+                                }
                                 if matches!(error, broadcast::error::RecvError::Closed) {
-                                    receiver = None;
+                                    follow.receiver = None;
                                 }
                             }
                         }
@@ -234,6 +266,41 @@ impl Live {
         );
         Box::pin(futures::stream::iter(backlog).chain(follow))
     }
+}
+
+/// Where a subscriber of a live run is.
+struct Follow {
+    /// New events (`None` once the run ended, or when reading from the log).
+    receiver: Option<broadcast::Receiver<Arc<Frame>>>,
+    /// Missed events taken from the buffer, last first.
+    pending: Vec<Arc<Frame>>,
+    /// The last event sent.
+    last: u64,
+    /// The run's stored log, once the buffer no longer held what was missed.
+    from_log: Option<EventStream>,
+}
+
+/// Whether `events` (a run's latest, in order) hold every event after `after`: nothing
+/// older has been dropped that the subscriber still needs.
+fn reaches(events: &VecDeque<Arc<Frame>>, after: u64) -> bool {
+    // Events are numbered from 1 without gaps; a buffer that starts later was trimmed.
+    events.front().is_none_or(|first| first.seq <= after + 1)
+}
+
+/// The events of `run_id` after `after` as its stored log has them, followed until the run
+/// ends.
+fn stored(storage: Arc<dyn Storage>, run_id: &str, after: u64) -> EventStream {
+    Box::pin(
+        durable::events(storage, run_id, after).filter_map(|item| async move {
+            match item {
+                Ok(event) => Some(Frame::new(event)),
+                Err(error) => {
+                    tracing::warn!(error = %crate::error::message(&error), "reading a run's events failed");
+                    None
+                }
+            }
+        }),
+    )
 }
 
 /// What the run task needs to know about the component and the request.
@@ -375,17 +442,9 @@ impl Hub {
         storage: Arc<dyn Storage>,
         after: u64,
     ) -> EventStream {
-        let events: EventStream = match self.get(run_id) {
-            Some(live) => live.subscribe(after),
-            None => Box::pin(durable::events(storage, run_id, after).filter_map(|item| async move {
-                match item {
-                    Ok(event) => Some(Frame::new(event)),
-                    Err(error) => {
-                        tracing::warn!(error = %crate::error::message(&error), "reading a run's events failed");
-                        None
-                    }
-                }
-            })),
+        let events = match self.get(run_id) {
+            Some(live) => live.subscribe(after, storage),
+            None => stored(storage, run_id, after),
         };
         let closing = self.closing.clone();
         Box::pin(events.take_until(closing.cancelled_owned()))
@@ -681,5 +740,27 @@ impl<'a> Log<'a> {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_run_keeps_a_bounded_number_of_events() {
+        let live = Live::new("r".to_owned(), "s".to_owned(), false);
+        for seq in 1..=(LIVE_FRAMES as u64 + 500) {
+            live.publish(Frame::new(StoredEvent {
+                run_id: "r".to_owned(),
+                seq,
+                event: RunEvent::custom("n", serde_json::json!(seq)),
+            }));
+        }
+        let state = lock(&live.state);
+        assert_eq!(state.events.len(), LIVE_FRAMES);
+        assert_eq!(state.events.front().map(|event| event.seq), Some(501));
+        assert!(!reaches(&state.events, 499), "event 500 was dropped");
+        assert!(reaches(&state.events, 500));
     }
 }
