@@ -340,6 +340,60 @@ async fn runs_sessions_and_their_errors() {
         .await;
         assert_eq!(listed["sessions"][0]["session_id"], "chat-1", "{listed}");
         assert_eq!(listed["sessions"][0]["title"], "First line");
+
+        // Pages of two, each from the `next_cursor` of the one before: the sessions of one
+        // listing, in its order, none lost and none twice.
+        for n in 2..=5 {
+            let (status, _) = json_of(
+                http.post(&agent_runs)
+                    .json(&json!({"input": {"message": "more"}, "session_id": format!("chat-{n}")}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+        let sessions_url = format!("{base}/v1/agents/blog-writer/sessions");
+        let ids = |page: &Value| -> Vec<String> {
+            page["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|session| session["session_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let (_, whole) = json_of(http.get(&sessions_url).send().await.unwrap()).await;
+        assert_eq!(whole["next_cursor"], Value::Null);
+        let mut paged = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            // Cursors hold only id characters and digits: nothing to escape.
+            let url = match &cursor {
+                Some(cursor) => format!("{sessions_url}?limit=2&cursor={cursor}"),
+                None => format!("{sessions_url}?limit=2"),
+            };
+            let (status, page) = json_of(http.get(url).send().await.unwrap()).await;
+            assert_eq!(status, 200, "{name}: {page}");
+            assert!(ids(&page).len() <= 2);
+            paged.extend(ids(&page));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(paged, ids(&whole), "{name}");
+        assert_eq!(paged.len(), 5, "{name}: {paged:?}");
+        for bad in ["nope", "x:chat-1", "12:not%20an%20id"] {
+            let (status, body) = json_of(
+                http.get(format!("{sessions_url}?cursor={bad}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 400, "{bad}: {body}");
+        }
         let session_url = format!("{base}/v1/agents/blog-writer/sessions/chat-1");
         let (status, read) = json_of(http.get(&session_url).send().await.unwrap()).await;
         assert_eq!(status, 200);

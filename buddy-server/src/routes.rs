@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use buddy_core::component::{Component, RunRequest};
 use buddy_core::durable::{self, DurableRun};
+use buddy_core::session::{SessionCursor, SessionKey};
 use buddy_core::{RunRecord, Session, SessionKind, SessionQuery, Storage};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -526,6 +527,25 @@ fn session_summary(session: &Session, title: String) -> Value {
     })
 }
 
+/// The `next_cursor` of a page that ends with `session`: `<updated_at>:<session_id>`, where
+/// the next page starts (a session updated in between moves to the first page).
+fn cursor_of(session: &Session) -> String {
+    format!("{}:{}", session.updated_at, session.session_id)
+}
+
+fn parse_cursor(cursor: &str, kind: SessionKind) -> ApiResult<SessionCursor> {
+    let invalid = || ApiError::bad_request("invalid cursor: pass a `next_cursor` as it was given");
+    let (updated_at, session_id) = cursor.split_once(':').ok_or_else(invalid)?;
+    let updated_at = updated_at.parse().map_err(|_| invalid())?;
+    if !valid_id(session_id) {
+        return Err(invalid());
+    }
+    Ok(SessionCursor {
+        updated_at,
+        key: SessionKey::new(session_id, kind),
+    })
+}
+
 async fn list_sessions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -536,22 +556,15 @@ async fn list_sessions(
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let user = acting_user(&caller, query.user_id)?;
     let limit = query.limit.unwrap_or(20).clamp(1, MAX_PAGE);
-    let mut filter = SessionQuery::all();
+    // One more than the page: whether there is a next one.
+    let mut filter = SessionQuery::all().limit(limit + 1);
     if let Some(user) = user {
         filter = filter.user(user);
     }
-    let sessions = served.component.list_sessions(filter).await?;
-    let start = match &query.cursor {
-        Some(cursor) => {
-            check_id("cursor", cursor)?;
-            sessions
-                .iter()
-                .position(|session| session.session_id == *cursor)
-                .map_or(sessions.len(), |at| at + 1)
-        }
-        None => 0,
-    };
-    let page = &sessions[start.min(sessions.len())..];
+    if let Some(cursor) = &query.cursor {
+        filter = filter.after(parse_cursor(cursor, served.component.kind())?);
+    }
+    let page = served.component.list_sessions(filter).await?;
     let mut out = Vec::new();
     for session in page.iter().take(limit) {
         let first = if session.session_name.is_some() {
@@ -561,7 +574,7 @@ async fn list_sessions(
         };
         out.push(session_summary(session, title(session, first.as_ref())));
     }
-    let next_cursor = (page.len() > limit).then(|| page[limit - 1].session_id.clone());
+    let next_cursor = (page.len() > limit).then(|| cursor_of(&page[limit - 1]));
     Ok(axum::Json(
         json!({"sessions": out, "next_cursor": next_cursor}),
     ))

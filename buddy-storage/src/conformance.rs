@@ -40,7 +40,7 @@ use buddy_core::durable::{
 };
 use buddy_core::run::{Metrics, RunEvent, RunEventKind, RunRecord, RunResponse, RunStatus};
 use buddy_core::session::{
-    Session, SessionKey, SessionKind, SessionQuery, SessionWrite, StatePatch,
+    Session, SessionCursor, SessionKey, SessionKind, SessionQuery, SessionWrite, StatePatch,
 };
 use buddy_core::storage::{MemoryStorage, ReadOptions, Storage};
 use buddy_core::{StorageError, StorageErrorKind};
@@ -950,6 +950,29 @@ pub async fn list_sessions_order_is_deterministic(storage: Arc<dyn Storage>) {
         .unwrap();
     let limited_keys: Vec<SessionKey> = limited.iter().map(Session::key).collect();
     assert_eq!(limited_keys, expected_keys[..3]);
+
+    // Pages of two, each after the last session of the page before, list the same sessions
+    // in the same order, none lost and none twice; with a filter too.
+    for filter in [
+        SessionQuery::all(),
+        SessionQuery::all().kind(SessionKind::Agent),
+    ] {
+        let mut paged = Vec::new();
+        let mut query = filter.clone().limit(2);
+        loop {
+            let page = storage.list_sessions(&query).await.unwrap();
+            let Some(last) = page.last() else { break };
+            assert!(page.len() <= 2);
+            query = filter.clone().limit(2).after(SessionCursor::of(last));
+            paged.extend(page.iter().map(Session::key));
+        }
+        let wanted: Vec<SessionKey> = expected
+            .iter()
+            .filter(|session| filter.matches(session))
+            .map(Session::key)
+            .collect();
+        assert_eq!(paged, wanted, "{filter:?}");
+    }
 }
 
 /// Deleting a session removes it and its runs; its id can be used again from scratch.

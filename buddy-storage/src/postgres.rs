@@ -440,6 +440,10 @@ impl Sql {
                    AND ($2::text IS NULL OR component_id = $2)
                    AND ($3::text IS NULL OR kind = $3)
                    AND ($4::text IS NULL OR scope = $4)
+                   AND ($6::bigint IS NULL OR updated_at < $6 OR (updated_at = $6
+                     AND (session_id COLLATE \"C\" < $7 OR (session_id = $7
+                       AND (kind COLLATE \"C\" > $8 OR (kind = $8
+                         AND scope COLLATE \"C\" > $9))))))
                  ORDER BY updated_at DESC, session_id COLLATE \"C\" DESC, kind COLLATE \"C\",
                     scope COLLATE \"C\"
                  LIMIT $5"
@@ -1433,6 +1437,20 @@ impl Storage for PostgresStorage {
             .bind(query.kind.map(|kind| kind.as_str()))
             .bind(TEXT.store_opt(query.scope.as_deref()))
             .bind(sql_limit(query.limit))
+            .bind(query.after.as_ref().map(|cursor| cursor.updated_at))
+            .bind(
+                query
+                    .after
+                    .as_ref()
+                    .map(|cursor| TEXT.store(&cursor.key.session_id).into_owned()),
+            )
+            .bind(query.after.as_ref().map(|cursor| cursor.key.kind.as_str()))
+            .bind(
+                query
+                    .after
+                    .as_ref()
+                    .map(|cursor| TEXT.store(&cursor.key.scope).into_owned()),
+            )
             .fetch_all(&self.inner.pool)
             .await
             .map_err(db("list_sessions"))?;

@@ -4,7 +4,7 @@
 mod record;
 pub mod state;
 
-pub use record::{Session, SessionKey, SessionKind, SessionQuery, SessionWrite};
+pub use record::{Session, SessionCursor, SessionKey, SessionKind, SessionQuery, SessionWrite};
 pub use state::{StateMerge, StatePatch};
 
 /// The persisted session of a workflow (a [`Session`] of kind [`SessionKind::Workflow`]).

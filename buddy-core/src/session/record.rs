@@ -276,6 +276,41 @@ pub struct SessionQuery {
     pub scope: Option<String>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
+    /// Only sessions listed after this place: the next page after a page that ended there.
+    pub after: Option<SessionCursor>,
+}
+
+/// A place in the order sessions are listed in (most recently updated first, then session
+/// id descending, then kind and scope ascending, strings compared byte-wise): the session
+/// listed last on a page, from which the next page starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionCursor {
+    /// The session's `updated_at`.
+    pub updated_at: i64,
+    /// Its key.
+    pub key: SessionKey,
+}
+
+impl SessionCursor {
+    /// The place of `session` in a list.
+    pub fn of(session: &Session) -> Self {
+        SessionCursor {
+            updated_at: session.updated_at,
+            key: session.key(),
+        }
+    }
+
+    /// Whether `session` is listed after this place.
+    pub fn precedes(&self, session: &Session) -> bool {
+        session
+            .updated_at
+            .cmp(&self.updated_at)
+            .reverse()
+            .then_with(|| session.session_id.cmp(&self.key.session_id).reverse())
+            .then_with(|| session.kind.as_str().cmp(self.key.kind.as_str()))
+            .then_with(|| session.scope.cmp(&self.key.scope))
+            .is_gt()
+    }
 }
 
 impl SessionQuery {
@@ -314,7 +349,14 @@ impl SessionQuery {
         self
     }
 
-    /// Whether `session` passes the filters (the limit is not checked).
+    /// Only sessions listed after `cursor` (the last session of the page before).
+    pub fn after(mut self, cursor: SessionCursor) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// Whether `session` passes the filters and comes after the cursor (the limit is not
+    /// checked).
     pub fn matches(&self, session: &Session) -> bool {
         self.user_id
             .as_ref()
@@ -328,5 +370,9 @@ impl SessionQuery {
                 .scope
                 .as_ref()
                 .is_none_or(|scope| &session.scope == scope)
+            && self
+                .after
+                .as_ref()
+                .is_none_or(|cursor| cursor.precedes(session))
     }
 }

@@ -174,6 +174,9 @@ impl Sql {
                 "SELECT {cols} FROM {t}
                  WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR component_id = ?2)
                    AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR scope = ?4)
+                   AND (?6 IS NULL OR updated_at < ?6 OR (updated_at = ?6
+                     AND (session_id < ?7 OR (session_id = ?7
+                       AND (kind > ?8 OR (kind = ?8 AND scope > ?9))))))
                  ORDER BY updated_at DESC, session_id DESC, kind, scope LIMIT ?5"
             )),
             delete_runs: sql(format!("DELETE FROM {r} WHERE {COVERED}")),

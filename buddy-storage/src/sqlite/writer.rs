@@ -1142,6 +1142,10 @@ async fn list(
         .bind(query.kind.map(|kind| kind.as_str()))
         .bind(&query.scope)
         .bind(sql_limit(query.limit))
+        .bind(query.after.as_ref().map(|cursor| cursor.updated_at))
+        .bind(query.after.as_ref().map(|cursor| &cursor.key.session_id))
+        .bind(query.after.as_ref().map(|cursor| cursor.key.kind.as_str()))
+        .bind(query.after.as_ref().map(|cursor| &cursor.key.scope))
         .fetch_all(&mut *conn)
         .await
         .map_err(db("list_sessions"))?;
