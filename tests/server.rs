@@ -125,6 +125,20 @@ async fn start(server: Server) -> Running {
     }
 }
 
+/// `GET url`: the status and the JSON body (or the text, when it is not JSON).
+async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> (u16, Value) {
+    json_of(http.get(url).send().await.unwrap()).await
+}
+
+/// `POST url` with a JSON body: the status and the JSON body.
+async fn post_json(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: &Value,
+) -> (u16, Value) {
+    json_of(http.post(url).json(body).send().await.unwrap()).await
+}
+
 async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
@@ -140,17 +154,11 @@ async fn components_are_listed_and_described() {
     let running = start(server(&storage, &chatty_model())).await;
     let http = reqwest::Client::new();
     let base = &running.base;
-    let (status, health) = json_of(http.get(format!("{base}/health")).send().await.unwrap()).await;
+    let (status, health) = get_json(&http, format!("{base}/health")).await;
     assert_eq!((status, health), (200, json!({"status": "ok"})));
-    let (_, agents) = json_of(http.get(format!("{base}/v1/agents")).send().await.unwrap()).await;
+    let (_, agents) = get_json(&http, format!("{base}/v1/agents")).await;
     assert_eq!(agents[0]["id"], "blog-writer");
-    let (_, workflows) = json_of(
-        http.get(format!("{base}/v1/workflows"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, workflows) = get_json(&http, format!("{base}/v1/workflows")).await;
     let ids: Vec<_> = workflows
         .as_array()
         .unwrap()
@@ -159,13 +167,7 @@ async fn components_are_listed_and_described() {
         .collect();
     assert_eq!(ids, vec![json!("greeter"), json!("approver")]);
     assert_eq!(workflows[0]["description"], "Says hello to someone.");
-    let (status, greeter) = json_of(
-        http.get(format!("{base}/v1/workflows/greeter"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, greeter) = get_json(&http, format!("{base}/v1/workflows/greeter")).await;
     assert_eq!(status, 200);
     assert_eq!(greeter["parameters"][0]["name"], "name");
     assert!(
@@ -180,7 +182,7 @@ async fn components_are_listed_and_described() {
         ("/v1/gadgets", "Not found"),
         ("/nowhere", "Not found"),
     ] {
-        let (status, body) = json_of(http.get(format!("{base}{path}")).send().await.unwrap()).await;
+        let (status, body) = get_json(&http, format!("{base}{path}")).await;
         assert_eq!((status, body), (404, json!({"detail": detail})), "{path}");
     }
     let (status, body) = json_of(
@@ -194,21 +196,9 @@ async fn components_are_listed_and_described() {
         (status, body),
         (405, json!({"detail": "Method not allowed"}))
     );
-    let (status, _) = json_of(
-        http.get(format!("{base}/v1/agents/bad%20id"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = get_json(&http, format!("{base}/v1/agents/bad%20id")).await;
     assert_eq!(status, 400);
-    let (status, doc) = json_of(
-        http.get(format!("{base}/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, doc) = get_json(&http, format!("{base}/openapi.json")).await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/v1/workflows/greeter/runs"]["post"]["requestBody"].is_object());
@@ -224,24 +214,16 @@ async fn runs_sessions_and_their_errors() {
         let base = &running.base;
         let runs = format!("{base}/v1/workflows/greeter/runs");
         // A plain run answers with the response.
-        let (status, response) = json_of(
-            http.post(&runs)
-                .json(&json!({"input": {"name": "ada", "times": 2}, "session_id": "s-1", "user_id": "u1"}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, response) = post_json(
+            &http,
+            &runs,
+            &json!({"input": {"name": "ada", "times": 2}, "session_id": "s-1", "user_id": "u1"}),
         )
         .await;
         assert_eq!(status, 200, "{name}: {response}");
         assert_eq!(response["content"], "hello ada hello ada", "{name}");
         let run_id = response["run_id"].as_str().unwrap().to_owned();
-        let (status, record) = json_of(
-            http.get(format!("{base}/v1/runs/{run_id}"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, record) = get_json(&http, format!("{base}/v1/runs/{run_id}")).await;
         assert_eq!(status, 200, "{name}");
         assert_eq!(record["status"], "completed", "{name}: {record}");
         assert_eq!(record["response"]["content"], "hello ada hello ada");
@@ -257,14 +239,7 @@ async fn runs_sessions_and_their_errors() {
             (json!({"name": "ada", "times": "two"}), "times"),
             (json!({"name": "ada", "times": 1, "extra": 1}), "extra"),
         ] {
-            let (status, body) = json_of(
-                http.post(&runs)
-                    .json(&json!({"input": input}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (status, body) = post_json(&http, &runs, &json!({"input": input})).await;
             assert_eq!(status, 422, "{name}: {body}");
             assert_eq!(body["field"], field, "{name}: {body}");
             assert!(
@@ -291,65 +266,36 @@ async fn runs_sessions_and_their_errors() {
         )
         .await;
         assert_eq!(status, 400, "{body}");
-        let (status, body) = json_of(
-            http.post(&runs)
-                .json(&json!({"inptu": {}}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = post_json(&http, &runs, &json!({"inptu": {}})).await;
         assert_eq!(status, 422, "{body}");
         let big = "x".repeat(100 * 1024);
-        let (status, body) = json_of(
-            http.post(&runs)
-                .json(&json!({"input": {"name": big, "times": 1}}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) =
+            post_json(&http, &runs, &json!({"input": {"name": big, "times": 1}})).await;
         assert_eq!(status, 413, "{body}");
         // Unknown run: 404.
-        let (status, body) = json_of(
-            http.get(format!("{base}/v1/runs/no-such-run"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = get_json(&http, format!("{base}/v1/runs/no-such-run")).await;
         assert_eq!((status, body), (404, json!({"detail": "Run not found"})));
 
         // An agent run, then its sessions.
         let agent_runs = format!("{base}/v1/agents/blog-writer/runs");
-        let (status, _) = json_of(
-            http.post(&agent_runs)
-                .json(&json!({"input": {"message": "First line\nsecond"}, "session_id": "chat-1"}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, _) = post_json(
+            &http,
+            &agent_runs,
+            &json!({"input": {"message": "First line\nsecond"}, "session_id": "chat-1"}),
         )
         .await;
         assert_eq!(status, 200);
-        let (_, listed) = json_of(
-            http.get(format!("{base}/v1/agents/blog-writer/sessions"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, listed) = get_json(&http, format!("{base}/v1/agents/blog-writer/sessions")).await;
         assert_eq!(listed["sessions"][0]["session_id"], "chat-1", "{listed}");
         assert_eq!(listed["sessions"][0]["title"], "First line");
 
         // Pages of two, each from the `next_cursor` of the one before: the sessions of one
         // listing, in its order, none lost and none twice.
         for n in 2..=5 {
-            let (status, _) = json_of(
-                http.post(&agent_runs)
-                    .json(&json!({"input": {"message": "more"}, "session_id": format!("chat-{n}")}))
-                    .send()
-                    .await
-                    .unwrap(),
+            let (status, _) = post_json(
+                &http,
+                &agent_runs,
+                &json!({"input": {"message": "more"}, "session_id": format!("chat-{n}")}),
             )
             .await;
             assert_eq!(status, 200);
@@ -363,7 +309,7 @@ async fn runs_sessions_and_their_errors() {
                 .map(|session| session["session_id"].as_str().unwrap().to_owned())
                 .collect()
         };
-        let (_, whole) = json_of(http.get(&sessions_url).send().await.unwrap()).await;
+        let (_, whole) = get_json(&http, &sessions_url).await;
         assert_eq!(whole["next_cursor"], Value::Null);
         let mut paged = Vec::new();
         let mut cursor: Option<String> = None;
@@ -373,7 +319,7 @@ async fn runs_sessions_and_their_errors() {
                 Some(cursor) => format!("{sessions_url}?limit=2&cursor={cursor}"),
                 None => format!("{sessions_url}?limit=2"),
             };
-            let (status, page) = json_of(http.get(url).send().await.unwrap()).await;
+            let (status, page) = get_json(&http, url).await;
             assert_eq!(status, 200, "{name}: {page}");
             assert!(ids(&page).len() <= 2);
             paged.extend(ids(&page));
@@ -385,17 +331,11 @@ async fn runs_sessions_and_their_errors() {
         assert_eq!(paged, ids(&whole), "{name}");
         assert_eq!(paged.len(), 5, "{name}: {paged:?}");
         for bad in ["nope", "x:chat-1", "12:not%20an%20id"] {
-            let (status, body) = json_of(
-                http.get(format!("{sessions_url}?cursor={bad}"))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (status, body) = get_json(&http, format!("{sessions_url}?cursor={bad}")).await;
             assert_eq!(status, 400, "{bad}: {body}");
         }
         let session_url = format!("{base}/v1/agents/blog-writer/sessions/chat-1");
-        let (status, read) = json_of(http.get(&session_url).send().await.unwrap()).await;
+        let (status, read) = get_json(&http, &session_url).await;
         assert_eq!(status, 200);
         assert_eq!(read["runs"].as_array().unwrap().len(), 1);
         let (status, renamed) = json_of(
@@ -411,7 +351,7 @@ async fn runs_sessions_and_their_errors() {
         assert_eq!(status, 204);
         let (status, _) = json_of(http.delete(&session_url).send().await.unwrap()).await;
         assert_eq!(status, 204, "delete is idempotent");
-        let (status, body) = json_of(http.get(&session_url).send().await.unwrap()).await;
+        let (status, body) = get_json(&http, &session_url).await;
         assert_eq!(
             (status, body),
             (404, json!({"detail": "Session not found"}))
@@ -432,24 +372,16 @@ async fn runs_sessions_and_their_errors() {
             .storage(Arc::clone(&storage))
             .agent(Agent::new(failing).name("broken"));
         let broken = start(failing_server).await;
-        let (status, body) = json_of(
-            http.post(format!("{}/v1/agents/broken/runs", broken.base))
-                .json(&json!({"input": {"message": "hi"}}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, body) = post_json(
+            &http,
+            format!("{}/v1/agents/broken/runs", broken.base),
+            &json!({"input": {"message": "hi"}}),
         )
         .await;
         assert_eq!(status, 500, "{body}");
         assert!(!body["detail"].as_str().unwrap().is_empty());
         let failed_id = body["run_id"].as_str().unwrap();
-        let (_, record) = json_of(
-            http.get(format!("{}/v1/runs/{failed_id}", broken.base))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, record) = get_json(&http, format!("{}/v1/runs/{failed_id}", broken.base)).await;
         assert_eq!(record["status"], "error", "{record}");
         broken.shutdown().await;
         running.shutdown().await;
@@ -516,7 +448,7 @@ async fn sse_reconnects_lose_and_repeat_nothing_even_across_a_restart() {
         let record_url = format!("{}/v1/runs/{live_id}", slow_server.base);
         let mut completed = false;
         for _ in 0..200 {
-            let (_, record) = json_of(http.get(&record_url).send().await.unwrap()).await;
+            let (_, record) = get_json(&http, &record_url).await;
             if record["status"] == "completed" {
                 completed = true;
                 break;
@@ -593,12 +525,10 @@ async fn a_late_subscriber_of_a_long_live_run_gets_its_early_events_from_the_log
         )
         .await;
         let http = reqwest::Client::new();
-        let (status, started) = json_of(
-            http.post(format!("{}/v1/workflows/burst/runs", running.base))
-                .json(&json!({"input": {"count": COUNT}, "background": true}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, started) = post_json(
+            &http,
+            format!("{}/v1/workflows/burst/runs", running.base),
+            &json!({"input": {"count": COUNT}, "background": true}),
         )
         .await;
         assert_eq!(status, 202, "{name}: {started}");
@@ -655,12 +585,10 @@ async fn a_live_run_followed_from_another_server_on_the_same_database() {
         let a = start(server(&storage, &slow)).await;
         let b = start(server(&storage, &chatty_model())).await;
         let http = reqwest::Client::new();
-        let (status, started) = json_of(
-            http.post(format!("{}/v1/agents/blog-writer/runs", a.base))
-                .json(&json!({"input": {"message": "go"}, "background": true}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, started) = post_json(
+            &http,
+            format!("{}/v1/agents/blog-writer/runs", a.base),
+            &json!({"input": {"message": "go"}, "background": true}),
         )
         .await;
         assert_eq!(status, 202, "{started}");
@@ -699,53 +627,29 @@ async fn a_durable_run_pauses_and_resumes_over_http() {
         let running = start(server(&storage, &chatty_model())).await;
         let http = reqwest::Client::new();
         let base = &running.base;
-        let (status, paused) = json_of(
-            http.post(format!("{base}/v1/workflows/approver/runs"))
-                .json(&json!({"input": {"draft": "d1"}}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, paused) = post_json(
+            &http,
+            format!("{base}/v1/workflows/approver/runs"),
+            &json!({"input": {"draft": "d1"}}),
         )
         .await;
         assert_eq!(status, 202, "{name}: {paused}");
         assert_eq!(paused["status"], "paused");
         let run_id = paused["run_id"].as_str().unwrap().to_owned();
-        let (_, waits) = json_of(
-            http.get(format!("{base}/v1/runs/{run_id}/waits"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, waits) = get_json(&http, format!("{base}/v1/runs/{run_id}/waits")).await;
         assert_eq!(waits[0]["key"], "approve#1", "{waits}");
         assert!(waits[0]["schema"]["properties"]["approved"].is_object());
         let answer = format!("{base}/v1/runs/{run_id}/waits/approve%231");
-        let (status, body) = json_of(
-            http.post(&answer)
-                .json(&json!({"approved": "yes"}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = post_json(&http, &answer, &json!({"approved": "yes"})).await;
         assert_eq!(status, 422, "{body}");
-        let (status, _) = json_of(
-            http.post(format!("{base}/v1/runs/{run_id}/waits/nope"))
-                .json(&json!({"approved": true}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, _) = post_json(
+            &http,
+            format!("{base}/v1/runs/{run_id}/waits/nope"),
+            &json!({"approved": true}),
         )
         .await;
         assert_eq!(status, 404);
-        let (status, body) = json_of(
-            http.post(&answer)
-                .json(&json!({"approved": true}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = post_json(&http, &answer, &json!({"approved": true})).await;
         assert_eq!(status, 202, "{name}: {body}");
         let events = replay(&http, base, &run_id).await;
         assert_contiguous(&events, name);
@@ -756,13 +660,7 @@ async fn a_durable_run_pauses_and_resumes_over_http() {
         );
         let mut done = false;
         for _ in 0..200 {
-            let (_, record) = json_of(
-                http.get(format!("{base}/v1/runs/{run_id}"))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (_, record) = get_json(&http, format!("{base}/v1/runs/{run_id}")).await;
             if record["status"] == "completed" {
                 assert_eq!(record["response"]["content"], "approved=true");
                 done = true;
@@ -771,14 +669,7 @@ async fn a_durable_run_pauses_and_resumes_over_http() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(done, "{name}");
-        let (status, _) = json_of(
-            http.post(&answer)
-                .json(&json!({"approved": false}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _) = post_json(&http, &answer, &json!({"approved": false})).await;
         assert_eq!(status, 409, "{name}: another value for an answered wait");
         running.shutdown().await;
     }
@@ -792,12 +683,10 @@ async fn cancel_is_recorded_and_idempotent_and_shutdown_cancels_what_outlives_th
         let http = reqwest::Client::new();
         let base = running.base.clone();
         let start_background = || async {
-            let (_, started) = json_of(
-                http.post(format!("{base}/v1/agents/blog-writer/runs"))
-                    .json(&json!({"input": {"message": "go"}, "background": true}))
-                    .send()
-                    .await
-                    .unwrap(),
+            let (_, started) = post_json(
+                &http,
+                format!("{base}/v1/agents/blog-writer/runs"),
+                &json!({"input": {"message": "go"}, "background": true}),
             )
             .await;
             started["run_id"].as_str().unwrap().to_owned()
@@ -877,12 +766,10 @@ async fn shutdown_stops_a_durable_run_that_outlives_the_grace_and_it_resumes_lat
         )
         .await;
         let http = reqwest::Client::new();
-        let (status, started) = json_of(
-            http.post(format!("{}/v1/workflows/stepper/runs", running.base))
-                .json(&json!({"input": {"slow_ms": 3000}, "background": true}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, started) = post_json(
+            &http,
+            format!("{}/v1/workflows/stepper/runs", running.base),
+            &json!({"input": {"slow_ms": 3000}, "background": true}),
         )
         .await;
         assert_eq!(status, 202, "{name}: {started}");
@@ -919,13 +806,8 @@ async fn shutdown_stops_a_durable_run_that_outlives_the_grace_and_it_resumes_lat
             move || stepper(&storage, &runs)
         }))
         .await;
-        let (status, record) = json_of(
-            http.get(format!("{}/v1/runs/{run_id}", restarted.base))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, record) =
+            get_json(&http, format!("{}/v1/runs/{run_id}", restarted.base)).await;
         assert_eq!(status, 200, "{name}: {record}");
         assert_eq!(record["status"], "completed", "{name}: {record}");
         let events = replay(&http, &restarted.base, &run_id).await;
@@ -1260,13 +1142,7 @@ async fn a_client_that_opts_in_cancels_its_run_by_going_away() {
         let run_id = started["run_id"].as_str().unwrap().to_owned();
         let mut cancelled = false;
         for _ in 0..250 {
-            let (_, record) = json_of(
-                http.get(format!("{}/v1/runs/{run_id}", running.base))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (_, record) = get_json(&http, format!("{}/v1/runs/{run_id}", running.base)).await;
             if record["status"] == "cancelled" {
                 cancelled = true;
                 break;
