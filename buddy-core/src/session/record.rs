@@ -1,3 +1,5 @@
+use std::cmp::Reverse;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -161,6 +163,12 @@ impl Session {
         }
     }
 
+    /// Where the session stands in a list ([`list_position`]): sorting by it gives the order
+    /// every backend lists in.
+    pub(crate) fn list_position(&self) -> (Reverse<i64>, Reverse<&str>, &'static str, &str) {
+        list_position(self.updated_at, &self.session_id, self.kind, &self.scope)
+    }
+
     /// The session's key.
     pub fn key(&self) -> SessionKey {
         SessionKey {
@@ -302,15 +310,31 @@ impl SessionCursor {
 
     /// Whether `session` is listed after this place.
     pub fn precedes(&self, session: &Session) -> bool {
-        session
-            .updated_at
-            .cmp(&self.updated_at)
-            .reverse()
-            .then_with(|| session.session_id.cmp(&self.key.session_id).reverse())
-            .then_with(|| session.kind.as_str().cmp(self.key.kind.as_str()))
-            .then_with(|| session.scope.cmp(&self.key.scope))
-            .is_gt()
+        session.list_position()
+            > list_position(
+                self.updated_at,
+                &self.key.session_id,
+                self.key.kind,
+                &self.key.scope,
+            )
     }
+}
+
+/// Where a session stands in a list, as a value that sorts in the list's order: most
+/// recently updated first, then session id descending, then kind and scope ascending
+/// (strings byte-wise). Every backend lists in this order.
+fn list_position<'a>(
+    updated_at: i64,
+    session_id: &'a str,
+    kind: SessionKind,
+    scope: &'a str,
+) -> (Reverse<i64>, Reverse<&'a str>, &'static str, &'a str) {
+    (
+        Reverse(updated_at),
+        Reverse(session_id),
+        kind.as_str(),
+        scope,
+    )
 }
 
 impl SessionQuery {

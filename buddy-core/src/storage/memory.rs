@@ -116,13 +116,7 @@ impl Storage for MemoryStorage {
             .map(|entry| entry.session.clone())
             .collect();
         // The order every backend gives: newest first, then by key (strings byte-wise).
-        sessions.sort_by(|a, b| {
-            b.updated_at
-                .cmp(&a.updated_at)
-                .then_with(|| b.session_id.cmp(&a.session_id))
-                .then_with(|| a.kind.as_str().cmp(b.kind.as_str()))
-                .then_with(|| a.scope.cmp(&b.scope))
-        });
+        sessions.sort_by(|a, b| a.list_position().cmp(&b.list_position()));
         if let Some(limit) = query.limit {
             sessions.truncate(limit);
         }
